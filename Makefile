@@ -1,0 +1,47 @@
+# Every target sets up .venv on first use, so `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8080
+
+.DEFAULT_GOAL := help
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+.PHONY: help setup run test lint bench loadtest emulator lock
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install the locked dependencies
+
+run: $(STAMP) ## serve calls on :8080 (embedded Live API emulator when GEMINI_API_KEY is unset)
+	$(BIN)/voicebot serve --port $(PORT)
+
+test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+emulator: $(STAMP) ## run the Live API emulator on its own (prints its url and ca_file)
+	$(BIN)/voicebot emulator
+
+loadtest: $(STAMP) ## 50 simulated calls against a server on :$(PORT)
+	$(BIN)/voicebot loadtest --url http://127.0.0.1:$(PORT) --calls 50 --concurrency 25 --report loadtest-report
+
+bench: $(STAMP) ## capacity benchmark against the bare relay baseline (slow; run by hand)
+	$(BIN)/python -m sim.bench
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install -q --upgrade pip && .lockenv/bin/pip install -q -e '.[dev,fast]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^voicebot' > requirements.lock
+	rm -rf .lockenv

@@ -1,0 +1,1 @@
+"""The aiohttp server: Twilio webhooks, the media WebSocket, calls, settings and the CLI."""

@@ -1,0 +1,88 @@
+"""The aiohttp application: routes, shared state, startup and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from loguru import logger
+
+from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS
+from bot.calls import CallRegistry
+from bot.media_stream import media
+from bot.persona_store import PersonaStore
+from bot.settings import Settings
+from bot.twilio_rest import TwilioRest
+from bot.twilio_routes import add_routes
+from bot.twilio_security import Authenticator
+from pipelines import vad
+from pipelines.call_pipeline import ProcessResources
+from pipelines.gemini_service import GeminiClients
+
+DEFAULT_DRAIN_SECS = 2.0
+
+
+def create_app(
+    settings: Settings,
+    personas: PersonaStore,
+    gemini: GeminiClients,
+    *,
+    drain_secs: float = DEFAULT_DRAIN_SECS,
+    twilio_api_base: str | None = None,
+) -> web.Application:
+    """Build the server application.
+
+    Args:
+        settings: Process settings.
+        personas: The persona store (already loaded and validated).
+        gemini: The process's shared Gemini clients.
+        drain_secs: On shutdown, how long live calls may go on before they are ended.
+        twilio_api_base: Twilio REST base URL (tests point it at a fake).
+    """
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[AUTH] = Authenticator(settings)
+    app[CALLS] = CallRegistry(settings.max_calls)
+    app[PERSONAS] = personas
+    add_routes(app)
+    app.router.add_get("/twilio/media", media)
+
+    async def shared_resources(app: web.Application) -> AsyncIterator[None]:
+        # The VAD model loads once, off the event loop, before the first call.
+        await asyncio.to_thread(vad.preload)
+        for api_version in {p.api_version() for p in personas.current.personas.values()}:
+            gemini.get(api_version)
+        session = aiohttp.ClientSession()
+        rest = None
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            rest = TwilioRest(
+                session,
+                settings.twilio_account_sid,
+                settings.twilio_auth_token.get_secret_value(),
+                **({"base_url": twilio_api_base} if twilio_api_base else {}),
+            )
+        app[RESOURCES] = ProcessResources(
+            gemini=gemini,
+            rest=rest,
+            twilio_account_sid=settings.twilio_account_sid if rest else None,
+            twilio_auth_token=settings.twilio_auth_token.get_secret_value() if rest else None,
+            twilio_api_base=twilio_api_base,
+        )
+        await personas.start()
+        try:
+            yield
+        finally:
+            await personas.stop()
+            await session.close()
+
+    async def drain(app: web.Application) -> None:
+        calls = app[CALLS]
+        if len(calls):
+            logger.info(f"shutting down: draining {len(calls)} call(s) for up to {drain_secs} s")
+        await calls.drain(drain_secs)
+
+    app.cleanup_ctx.append(shared_resources)
+    app.on_shutdown.append(drain)
+    return app

@@ -1,0 +1,20 @@
+"""Typed keys for the objects the aiohttp application shares with its handlers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from bot.calls import CallRegistry
+    from bot.persona_store import PersonaStore
+    from bot.settings import Settings
+    from bot.twilio_security import Authenticator
+    from pipelines.call_pipeline import ProcessResources
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
+CALLS: web.AppKey[CallRegistry] = web.AppKey("calls")
+PERSONAS: web.AppKey[PersonaStore] = web.AppKey("personas")
+RESOURCES: web.AppKey[ProcessResources] = web.AppKey("resources")

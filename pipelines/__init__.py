@@ -1,0 +1,1 @@
+"""The per-call Pipecat pipeline: transport, serializer, Gemini Live, personas, call control."""

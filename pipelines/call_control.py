@@ -1,0 +1,281 @@
+"""Call control: the built-in tools, call limits, the greeting grace and an ordered hang-up.
+
+- ``end_call``: the model says goodbye; once the goodbye has been played, the call is hung up
+  through the REST API (when credentials are set) and the stream closes normally.
+- ``transfer_call``: an optional announcement, then the call's TwiML is replaced by a ``<Dial>``
+  through the REST API; Twilio then ends our stream itself.
+- Limits: a spoken warning before the maximum duration, then a goodbye; a re-prompt after the
+  caller has been idle, then a polite goodbye.
+- Greeting grace: for the first moments of the greeting, caller audio is replaced by silence
+  before it reaches local VAD and the model, so echo or a caller's "hello?" does not cut the
+  greeting off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    LLMMessagesAppendFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from twilio.twiml.voice_response import VoiceResponse
+
+QueueFrames = Callable[[list[Frame]], Awaitable[None]]
+HangUp = Callable[[str], Awaitable[None]]
+Redirect = Callable[[str], Awaitable[bool]]
+WaitPlayed = Callable[[float], Awaitable[None]]
+
+GOODBYE_TIMEOUT_SECS = 8.0
+
+
+def say_exactly(text: str) -> LLMMessagesAppendFrame:
+    """A frame that makes the model say ``text`` now."""
+    content = f'Say exactly this to the caller, and nothing else: "{text}"'
+    return LLMMessagesAppendFrame(messages=[{"role": "user", "content": content}], run_llm=True)
+
+
+class CallControl:
+    """Owns the call's timers and the order of its ending.
+
+    Args:
+        persona: The call's persona (limits, tools, barge-in settings).
+        queue_frames: Queues frames at the start of the call's pipeline.
+        hang_up: Ends the call normally, with a reason; closes the stream.
+        redirect: Replaces the call's TwiML through the REST API, or ``None`` without
+            credentials.
+        wait_played: Waits (bounded) until the audio sent so far has been played.
+        clock: Monotonic clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        persona: Any,
+        *,
+        queue_frames: QueueFrames,
+        hang_up: HangUp,
+        redirect: Redirect | None,
+        wait_played: WaitPlayed,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._persona = persona
+        self._queue_frames = queue_frames
+        self._hang_up = hang_up
+        self._redirect = redirect
+        self._wait_played = wait_played
+        self._clock = clock
+        self._started = clock()
+        self._last_activity = self._started
+        self._bot_speaking = False
+        self._user_speaking = False
+        self._reprompts = 0
+        self._warned = False
+        self._ending: str | None = None
+        self._after_reply: Callable[[], Awaitable[None]] | None = None
+        self._reply_seen = False
+        self._greeting_started: float | None = None
+        self._greeting_done = False
+        self._timer: asyncio.Task[None] | None = None
+        self._finisher: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the limits timer."""
+        limits = self._persona.limits
+        if limits.max_call_secs or limits.idle_timeout_secs:
+            self._timer = asyncio.get_running_loop().create_task(
+                self._run_timer(), name="call-control:timer"
+            )
+
+    async def stop(self) -> None:
+        """Cancel and await the timers and any ending in progress."""
+        for task in (self._timer, self._finisher):
+            if task and not task.done():
+                task.cancel()
+        for task in (self._timer, self._finisher):
+            if task:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    logger.exception("call control task failed")
+
+    @property
+    def ending(self) -> str | None:
+        """Why the bot is ending the call, once it has decided to."""
+        return self._ending
+
+    # observation -----------------------------------------------------------------------
+
+    def observe(self, frame: Frame) -> None:
+        """Track who is speaking (called by the taps in the pipeline)."""
+        now = self._clock()
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+            self._reply_seen = True
+            if self._greeting_started is None:
+                self._greeting_started = now
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            self._last_activity = now
+            if self._greeting_started is not None:
+                self._greeting_done = True
+            if self._after_reply is not None and self._reply_seen:
+                action, self._after_reply = self._after_reply, None
+                self._spawn_finisher(action)
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._user_speaking = True
+            self._reprompts = 0
+            self._last_activity = now
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._user_speaking = False
+            self._last_activity = now
+        elif isinstance(frame, TranscriptionFrame | InterimTranscriptionFrame):
+            self._reprompts = 0
+            self._last_activity = now
+
+    def in_greeting_grace(self) -> bool:
+        """Whether caller audio should not reach barge-in detection right now."""
+        grace_ms = self._persona.barge_in.greeting_grace_ms
+        if not grace_ms or self._greeting_done or self._greeting_started is None:
+            return False
+        return (self._clock() - self._greeting_started) * 1000 < grace_ms
+
+    # tools -----------------------------------------------------------------------------
+
+    async def end_call_tool(self, params: Any) -> None:
+        """``end_call``: let the model say goodbye, then hang up once it has been played."""
+        reason = str(params.arguments.get("reason") or "bot ended the call")
+        self._begin_ending(f"bot: end_call ({reason})"[:80])
+        await params.result_callback({"status": "ok", "next": "say a short goodbye now"})
+
+    async def transfer_call_tool(self, params: Any) -> None:
+        """``transfer_call``: announce, then hand the call to the persona's number."""
+        tool = self._persona.tools.transfer_call
+        if tool is None or self._redirect is None:
+            await params.result_callback(
+                {"status": "unavailable", "next": "tell the caller a transfer is not possible now"}
+            )
+            return
+        self._ending = "bot: transfer_call"
+        await params.result_callback({"status": "ok", "next": "the call is being transferred"})
+        vr = VoiceResponse()
+        if tool.announcement:
+            vr.say(tool.announcement)
+        vr.dial(tool.to)
+        twiml = str(vr)
+        redirect = self._redirect
+
+        async def transfer() -> None:
+            await self._wait_played(2.0)
+            if not await redirect(twiml):
+                await self._hang_up("transfer failed")
+
+        self._after_reply = transfer
+        self._reply_seen = self._bot_speaking
+        self._spawn_finisher(self._fallback(transfer, GOODBYE_TIMEOUT_SECS))
+
+    # limits ----------------------------------------------------------------------------
+
+    async def _run_timer(self) -> None:
+        limits = self._persona.limits
+        while self._ending is None:
+            await asyncio.sleep(0.25)
+            now = self._clock()
+            elapsed = now - self._started
+            if limits.max_call_secs:
+                warn_at = limits.max_call_secs - limits.max_call_warning_secs
+                if not self._warned and limits.max_call_warning_secs and elapsed >= warn_at:
+                    self._warned = True
+                    await self._queue_frames([say_exactly(limits.max_call_warning_text)])
+                if elapsed >= limits.max_call_secs:
+                    await self.say_goodbye(limits.idle_goodbye_text, "max call duration reached")
+                    return
+            if (
+                limits.idle_timeout_secs
+                and not self._bot_speaking
+                and not self._user_speaking
+                and now - self._last_activity >= limits.idle_timeout_secs
+            ):
+                if self._reprompts < limits.idle_max_reprompts:
+                    self._reprompts += 1
+                    self._last_activity = now
+                    await self._queue_frames([say_exactly(limits.idle_reprompt_text)])
+                else:
+                    await self.say_goodbye(limits.idle_goodbye_text, "caller idle")
+                    return
+
+    async def say_goodbye(self, text: str, reason: str) -> None:
+        """Say ``text``, then hang up once it has been played."""
+        self._begin_ending(reason)
+        await self._queue_frames([say_exactly(text)])
+
+    # ending ----------------------------------------------------------------------------
+
+    def _begin_ending(self, reason: str) -> None:
+        if self._ending is not None:
+            return
+        self._ending = reason
+        # A reply already playing counts as the goodbye (models often speak, then call end_call).
+        self._reply_seen = self._bot_speaking
+
+        async def finish() -> None:
+            await self._hang_up(reason)
+
+        self._after_reply = finish
+        self._spawn_finisher(self._fallback(finish, GOODBYE_TIMEOUT_SECS))
+
+    async def _fallback(self, action: Callable[[], Awaitable[None]], secs: float) -> None:
+        """Run ``action`` anyway if no goodbye reply was played within ``secs``."""
+        await asyncio.sleep(secs)
+        if self._after_reply is not None:
+            self._after_reply = None
+            logger.warning("no goodbye was played in time; ending the call anyway")
+            await action()
+
+    def _spawn_finisher(self, coro_or_action: Any) -> None:
+        coro = coro_or_action() if callable(coro_or_action) else coro_or_action
+        if self._finisher and not self._finisher.done():
+            self._finisher.cancel()
+        self._finisher = asyncio.get_running_loop().create_task(coro, name="call-control:end")
+
+
+class CallTap(FrameProcessor):
+    """Feeds speaking and transcription events to ``CallControl``.
+
+    With ``gate_audio``, it also silences caller audio during the greeting grace, so the audio
+    neither triggers barge-in nor reaches the model.
+    """
+
+    def __init__(self, control: CallControl, *, gate_audio: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._control = control
+        self._gate_audio = gate_audio
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Observe every frame; pass it on (caller audio zeroed during the grace)."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            if self._gate_audio and self._control.in_greeting_grace():
+                frame = InputAudioRawFrame(
+                    audio=bytes(len(frame.audio)),
+                    sample_rate=frame.sample_rate,
+                    num_channels=frame.num_channels,
+                )
+        else:
+            self._control.observe(frame)
+        await self.push_frame(frame, direction)

@@ -1,0 +1,328 @@
+"""Place one simulated Twilio call over asyncio/aiohttp, exactly as Twilio would.
+
+``result = await place_call(url, CallPlan.default())``: POST the incoming-call webhook (signed when
+``auth_token`` is given), read the TwiML, open the ``<Stream>`` WebSocket (upgrade signed too), run
+the plan through :class:`sim.caller_core.CallerCore`, and return a :class:`CallResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import wave
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+
+from sim.caller_core import CallerCore, CallEvent, CallResult
+from sim.caller_plan import CallPlan
+from sim.frame_ticker import FrameTicker
+
+__all__ = [
+    "CallPlan",
+    "CallResult",
+    "Twiml",
+    "parse_twiml",
+    "place_call",
+    "twilio_signature",
+    "voice_url",
+    "webhook_params",
+]
+
+DEFAULT_TO = "+15005550006"
+DEFAULT_FROM = "+15005550001"
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """``X-Twilio-Signature`` for ``url`` + ``params``, via twilio's own ``RequestValidator``."""
+    from twilio.request_validator import RequestValidator
+
+    return str(RequestValidator(auth_token).compute_signature(url, params))
+
+
+def voice_url(url: str, persona: str | None = None) -> str:
+    """The webhook URL: ``url`` itself when it names a path, else ``url + /twilio/voice``."""
+    base = url if url.rstrip("/").endswith("/twilio/voice") else url.rstrip("/") + "/twilio/voice"
+    if persona:
+        base += ("&" if "?" in base else "?") + urlencode({"persona": persona})
+    return base
+
+
+def webhook_params(call_sid: str, account_sid: str, from_: str, to: str) -> dict[str, str]:
+    """The form parameters Twilio sends with an inbound call's Voice URL request."""
+    return {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": to,
+        "CalledCountry": "US",
+        "Caller": from_,
+        "CallerCountry": "US",
+        "Direction": "inbound",
+        "From": from_,
+        "FromCountry": "US",
+        "To": to,
+        "ToCountry": "US",
+    }
+
+
+@dataclass
+class Twiml:
+    """What the caller needs from the TwiML response."""
+
+    stream_url: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    say_after: str | None = None
+    say_only: str | None = None
+
+
+def parse_twiml(text: str) -> Twiml:
+    """Parse ``<Response><Connect><Stream url>…</Connect><Say>…</Say></Response>``.
+
+    Raises:
+        ValueError: not XML or not a ``<Response>`` document.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise ValueError(f"TwiML is not XML ({e}); got {text[:80]!r}") from e
+    if root.tag != "Response":
+        raise ValueError(f"TwiML root element is <{root.tag}>, expected <Response>")
+    tw = Twiml()
+    seen_connect = False
+    for el in root:
+        if el.tag == "Connect":
+            stream = el.find("Stream")
+            if stream is not None and tw.stream_url is None:
+                tw.stream_url = stream.get("url")
+                for p in stream.findall("Parameter"):
+                    tw.parameters[p.get("name", "")] = p.get("value", "")
+                seen_connect = True
+        elif el.tag == "Say":
+            said = (el.text or "").strip()
+            if seen_connect and tw.say_after is None:
+                tw.say_after = said
+            elif not seen_connect and tw.say_only is None:
+                tw.say_only = said
+    return tw
+
+
+def write_wav(path: str | Path, ulaw: bytes) -> None:
+    """Write 8 kHz µ-law audio as a PCM16 mono WAV."""
+    import audioop
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(audioop.ulaw2lin(bytes(ulaw), 2))
+
+
+def _failed(res: CallResult, t0: float, now: float, failure: str, how: str = "") -> CallResult:
+    res.ok = False
+    res.failure = failure
+    res.end_reason = how or f"error: {failure}"
+    res.events.append(CallEvent(round(now - t0, 4), "failure", failure))
+    return res
+
+
+async def place_call(
+    url: str,
+    plan: CallPlan | None = None,
+    *,
+    auth_token: str | None = None,
+    record: str | Path | None = None,
+    to: str = DEFAULT_TO,
+    from_: str = DEFAULT_FROM,
+    persona: str | None = None,
+    session: aiohttp.ClientSession | None = None,
+    ticker: FrameTicker | None = None,
+    connect_timeout_secs: float = 10.0,
+) -> CallResult:
+    """Place one simulated call and return what the caller experienced.
+
+    Args:
+        url: the server's base URL (``http://host:port``) or its full webhook URL.
+        plan: what the caller does; :meth:`CallPlan.default` when None.
+        auth_token: sign the webhook and the stream upgrade with this Twilio auth token.
+        record: write what the caller heard to this WAV file (PCM16 8 kHz).
+        to: the dialled number (``To``/``Called``).
+        from_: the caller's number (``From``/``Caller``).
+        persona: added to the webhook URL as ``?persona=ID`` (and signed with it).
+        session: an aiohttp session to reuse (one per process in a load test).
+        ticker: a shared :class:`FrameTicker`; a private one is started when None.
+        connect_timeout_secs: limit for the webhook request and for the WebSocket upgrade.
+
+    Returns:
+        The :class:`CallResult`; failures are reported in it, never raised.
+    """
+    plan = plan or CallPlan.default()
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+        if ticker is None:
+            ticker = await stack.enter_async_context(FrameTicker())
+        return await _call(
+            url, plan, loop, session, ticker, auth_token, record, to, from_, persona,
+            connect_timeout_secs,
+        )  # fmt: skip
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _call(
+    url: str,
+    plan: CallPlan,
+    loop: asyncio.AbstractEventLoop,
+    session: aiohttp.ClientSession,
+    ticker: FrameTicker,
+    auth_token: str | None,
+    record: str | Path | None,
+    to: str,
+    from_: str,
+    persona: str | None,
+    timeout_secs: float,
+) -> CallResult:
+    call_sid, account_sid = _sid("CA"), "AC" + "0" * 32
+    res = CallResult(call_sid)
+    t0 = loop.time()
+    hook = voice_url(url, persona)
+    params = webhook_params(call_sid, account_sid, from_, to)
+    headers = {}
+    if auth_token:
+        headers["X-Twilio-Signature"] = twilio_signature(auth_token, hook, params)
+    timeout = aiohttp.ClientTimeout(total=timeout_secs)
+    try:
+        async with session.post(hook, data=params, headers=headers, timeout=timeout) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                return _failed(res, t0, loop.time(), f"webhook: HTTP {resp.status}")
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return _failed(res, t0, loop.time(), f"webhook: {type(e).__name__}: {e}".rstrip(": "))
+    res.events.append(CallEvent(round(loop.time() - t0, 4), "webhook", "HTTP 200, TwiML read"))
+    try:
+        tw = parse_twiml(body)
+    except ValueError as e:
+        return _failed(res, t0, loop.time(), f"twiml: {e}")
+    if not tw.stream_url:
+        if tw.say_only is not None:
+            how = f"apology TwiML: {tw.say_only!r}"
+            return _failed(res, t0, loop.time(), "rejected: TwiML <Say> without <Stream>", how)
+        return _failed(res, t0, loop.time(), "twiml: no <Connect><Stream url=…>")
+    ws_headers = {}
+    if auth_token:
+        ws_headers["X-Twilio-Signature"] = twilio_signature(auth_token, tw.stream_url, {})
+    try:
+        ws = await session.ws_connect(
+            tw.stream_url,
+            headers=ws_headers,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+            autoping=True,
+            compress=0,  # Twilio does not negotiate permessage-deflate
+            max_msg_size=4 << 20,
+        )
+    except aiohttp.WSServerHandshakeError as e:
+        return _failed(res, t0, loop.time(), f"stream: upgrade HTTP {e.status}")
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        return _failed(res, t0, loop.time(), f"stream: {type(e).__name__}: {e}".rstrip(": "))
+    core = CallerCore(
+        plan,
+        t0=t0,
+        call_sid=call_sid,
+        account_sid=account_sid,
+        stream_sid=_sid("MZ"),
+        custom_parameters=tw.parameters,
+        record=record is not None,
+        twiml_say=tw.say_after,
+    )
+    core.res.events = res.events + core.res.events
+    async with ws:
+        try:
+            for m in core.open(loop.time()):
+                await ws.send_str(m)
+        except (aiohttp.ClientError, ConnectionError) as e:
+            core.fail(loop.time(), f"stream: send failed: {e!r}")
+            return core.result(loop.time())
+        await _converse(ws, core, ticker, loop, plan)
+    result = core.result(loop.time())
+    if record is not None and core.buffer.recording is not None:
+        write_wav(record, core.buffer.recording)
+    return result
+
+
+async def _converse(
+    ws: aiohttp.ClientWebSocketResponse,
+    core: CallerCore,
+    ticker: FrameTicker,
+    loop: asyncio.AbstractEventLoop,
+    plan: CallPlan,
+) -> None:
+    entry = ticker.add(core, ws.send_str)
+    sid = core.res.call_sid
+    reader = asyncio.create_task(_read(ws, core, loop), name=f"call:{sid}:recv")
+    waiter = asyncio.create_task(entry.finished.wait(), name=f"call:{sid}:hangup-wait")
+    try:
+        await asyncio.wait(
+            {reader, waiter},
+            timeout=plan.hangup_after_secs + 30.0,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        ticker.remove(entry)
+        for t in (waiter,):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    if entry.error is not None:
+        core.fail(loop.time(), f"stream: send failed: {entry.error!r}")
+    elif not core.done:
+        core.fail(loop.time(), "caller: hard time limit reached")
+    if not ws.closed:
+        with contextlib.suppress(Exception):
+            await ws.close()
+    try:
+        await asyncio.wait_for(reader, 5.0)
+    except TimeoutError:
+        pass
+    except asyncio.CancelledError:
+        raise
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+async def _read(
+    ws: aiohttp.ClientWebSocketResponse, core: CallerCore, loop: asyncio.AbstractEventLoop
+) -> None:
+    code: int | None = None
+    reason = ""
+    while True:
+        msg = await ws.receive()
+        now = loop.time()
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            for out in core.on_message(msg.data, now):
+                await ws.send_str(out)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            core.fail(now, "stream: server sent a binary frame (Twilio rejects them: error 31950)")
+        elif msg.type == aiohttp.WSMsgType.CLOSE:
+            code, reason = msg.data, str(msg.extra or "")
+            break
+        elif msg.type == aiohttp.WSMsgType.ERROR:
+            core.fail(now, f"stream: {ws.exception()!r}")
+            break
+        else:  # CLOSING / CLOSED
+            code = ws.close_code
+            break
+    if not core.closed:
+        core.on_closed(loop.time(), code, reason)

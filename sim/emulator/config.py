@@ -1,0 +1,173 @@
+"""Emulator settings: replies, scripted tool calls and injected faults.
+
+`EmulatorConfig`, `ToolScript`, `FaultPlan`, and the parsers for their CLI forms.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+Voice = Literal["echo", "wav", "tone"]
+VOICES: tuple[str, ...] = ("echo", "wav", "tone")
+
+
+@dataclass(frozen=True)
+class ToolScript:
+    """Call a function after a given caller turn.
+
+    Attributes:
+        after_turn: 1-based caller turn (speech or realtime text; the clientContent-triggered
+            greeting does not count) whose reply is replaced by this tool call.
+        name: Function name; it is called only if the setup declared it, as a model would.
+        args: Arguments sent in ``toolCall.functionCalls[0].args``.
+    """
+
+    after_turn: int
+    name: str
+    args: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class EmulatorConfig:
+    """How the emulated model behaves.
+
+    Attributes:
+        think_ms: Delay between the end of a caller turn and the first reply message.
+        voice: ``echo`` replays the caller's utterance at 24 kHz, ``wav`` plays
+            ``answer_wav`` (``greeting_wav`` for clientContent-triggered turns), ``tone`` a
+            440 Hz tone of ``tone_secs``.
+        greeting_wav: PCM16 mono WAV (any rate) for greetings (clientContent turns).
+        answer_wav: PCM16 mono WAV for replies to caller turns with the ``wav`` voice.
+        goodbye_secs: Length of the reply after a tool response (the greeting's first seconds).
+        tone_secs: Length of the ``tone`` voice's reply.
+        chunk_ms: Audio per ``modelTurn`` message.
+        pace: Audio seconds sent per wall-clock second (the service sends faster than real
+            time); 0 sends as fast as the socket takes it.
+        burst_ms: Audio sent back to back before pausing to honour ``pace``.
+        wait_playback: Hold ``turnComplete`` until the reply would have finished playing, as
+            the service does (``generationComplete`` comes first).
+        api_key: If set, only this key is accepted; otherwise any non-empty key.
+        tool_scripts: Scripted tool calls.
+        record_in_memory: Keep every client message per session in ``LiveEmulator.recordings``.
+    """
+
+    think_ms: int = 300
+    voice: Voice = "wav"
+    greeting_wav: Path = ASSETS_DIR / "bot_greeting.wav"
+    answer_wav: Path = ASSETS_DIR / "bot_long_answer.wav"
+    goodbye_secs: float = 1.5
+    tone_secs: float = 1.5
+    chunk_ms: int = 80
+    pace: float = 2.0
+    burst_ms: int = 400
+    wait_playback: bool = True
+    api_key: str | None = None
+    tool_scripts: tuple[ToolScript, ...] = ()
+    record_in_memory: bool = True
+
+
+@dataclass
+class FaultPlan:
+    """Failures to inject, per session unless noted. Times count from ``setupComplete``.
+
+    Attributes:
+        goaway_after: Send ``goAway`` after this many seconds ...
+        time_left: ... announcing this much time left, then close with 1011
+            ``Deadline expired before operation could complete.``
+        close_after: Close with ``close_code``/``close_reason`` after this many seconds.
+        close_code: Close code for ``close_after``.
+        close_reason: Close reason for ``close_after``.
+        lifetime: Connection lifetime limit: ``goAway`` ``min(60, lifetime/10)`` seconds
+            before, then 1011 ``Deadline expired ...`` at the limit (the service: ~10 min).
+        max_sessions: Concurrent-session quota for the whole emulator; the session over it
+            is closed at setup with 1011 ``You exceeded your current quota ...``.
+        setup_delay: Seconds to wait before ``setupComplete``.
+        stall_after: Stall each reply after this many seconds of audio were sent ...
+        stall_secs: ... for this long.
+        handle_ttl: Seconds a resumption handle stays valid (the service: 2 h).
+        forget_handles: Treat every resumption handle as stale (1008 on resume).
+    """
+
+    goaway_after: float | None = None
+    time_left: float = 2.0
+    close_after: float | None = None
+    close_code: int = 1011
+    close_reason: str = "Internal error encountered."
+    lifetime: float | None = None
+    max_sessions: int | None = None
+    setup_delay: float = 0.0
+    stall_after: float | None = None
+    stall_secs: float = 3.0
+    handle_ttl: float = 7200.0
+    forget_handles: bool = False
+
+
+FAULT_HELP = """\
+--fault KEY=VALUE[,KEY=VALUE...] (repeatable; keys merge):
+  goaway_after=SECS,time_left=SECS   goAway then 1011 'Deadline expired ...' (time_left default 2)
+  close_after=SECS[,close_code=N][,close_reason=TEXT]  close at a time (default 1011 Internal error)
+  lifetime=SECS                      connection lifetime limit (goAway shortly before, then 1011)
+  max_sessions=N                     concurrent-session quota (1011 'You exceeded your quota ...')
+  setup_delay=SECS                   delay before setupComplete
+  stall_after=SECS,stall_secs=SECS   pause each reply after SECS of audio
+  handle_ttl=SECS | forget_handles=true   resumption handles expire / are always stale (1008)
+Example: --fault goaway_after=5,time_left=2 --fault max_sessions=100"""
+
+
+def parse_faults(specs: list[str]) -> FaultPlan:
+    """Parse ``--fault`` values (see `FAULT_HELP`) into one `FaultPlan`.
+
+    Raises:
+        ValueError: A key is unknown or a value does not parse, with the fix.
+    """
+    plan = FaultPlan()
+    types = {f.name: f.type for f in fields(FaultPlan)}
+    for spec in specs:
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, sep, raw = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise ValueError(
+                    f"--fault {spec!r}: got {item!r}, expected KEY=VALUE with KEY one of "
+                    f"{', '.join(types)}"
+                )
+            kind = str(types[key])
+            try:
+                value: object
+                if "bool" in kind:
+                    value = raw.strip().lower() in ("1", "true", "yes", "on")
+                elif "int" in kind and "float" not in kind:
+                    value = int(raw)
+                elif "float" in kind:
+                    value = float(raw)
+                else:
+                    value = raw
+            except ValueError as exc:
+                raise ValueError(f"--fault {key}={raw!r}: expected a number ({kind})") from exc
+            setattr(plan, key, value)
+    return plan
+
+
+def parse_tool_script(spec: str) -> ToolScript:
+    """Parse ``N:NAME[:JSON_ARGS]`` (e.g. ``2:end_call`` or ``1:lookup:{"id":"42"}``).
+
+    Raises:
+        ValueError: The spec does not have that shape.
+    """
+    turn, _, rest = spec.partition(":")
+    name, _, raw_args = rest.partition(":")
+    try:
+        args = json.loads(raw_args) if raw_args else {}
+        after = int(turn)
+    except ValueError as exc:
+        raise ValueError(
+            f"--tool-call {spec!r}: expected N:NAME[:JSON_ARGS], e.g. 2:end_call"
+        ) from exc
+    if not name or after < 1 or not isinstance(args, dict):
+        raise ValueError(f"--tool-call {spec!r}: expected N>=1, a name and a JSON object")
+    return ToolScript(after_turn=after, name=name, args=args)

@@ -1,0 +1,452 @@
+"""One Live API session: setup, caller turns, replies, barge-in, tool calls and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+from loguru import logger
+
+from sim.emulator import protocol as p
+from sim.emulator import voices
+from sim.emulator.config import ToolScript
+from sim.emulator.schema import INVALID_ARGUMENT, Rejection, SetupInfo, validate_setup
+from sim.emulator.vad import TurnDetector
+
+if TYPE_CHECKING:
+    from sim.emulator.server import LiveEmulator
+
+NUDGE_WINDOW_SECS = 2.0
+
+
+@dataclass
+class Conversation:
+    """What a session has heard and said: restored by a session-resumption handle."""
+
+    caller_turns: int = 0
+    replies: int = 0
+    context_audio_secs: float = 0.0
+    context_text_tokens: int = 0
+    history: list[str] = field(default_factory=list)
+
+    def copy(self) -> Conversation:
+        """A snapshot independent of further changes."""
+        return replace(self, history=list(self.history))
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a task and wait for it, re-raising only our own cancellation."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
+class LiveSession:
+    """Serves one BidiGenerateContent WebSocket.
+
+    Args:
+        emu: The emulator (config, faults, recorder, handle store).
+        ws: The prepared WebSocket.
+        session_id: Id used in records and logs.
+        api_version: ``v1``, ``v1beta`` or ``v1alpha`` from the path.
+        api_key: The key from the header or ``?key=`` (may be empty).
+    """
+
+    def __init__(
+        self,
+        emu: LiveEmulator,
+        ws: web.WebSocketResponse,
+        session_id: str,
+        api_version: str,
+        api_key: str,
+    ) -> None:
+        self.emu = emu
+        self.ws = ws
+        self.id = session_id
+        self.api_version = api_version
+        self.api_key = api_key
+        self.info: SetupInfo | None = None
+        self.conv = Conversation()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.accepted = False
+        self._vad: TurnDetector | None = None
+        self._manual_active = False
+        self._manual: list[bytes] = []
+        self._manual_rate = p.DEFAULT_INPUT_RATE_HZ
+        self._reply_task: asyncio.Task[None] | None = None
+        self._fault_task: asyncio.Task[None] | None = None
+        self._streaming = False
+        self._sent_secs = 0.0
+        self._last_trigger = -1e9
+        self._pending_tools: dict[str, str] = {}
+        self._replies_started = 0
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def cfg(self) -> Any:
+        """The emulator's `EmulatorConfig`."""
+        return self.emu.config
+
+    async def run(self) -> None:
+        """Serve until either side closes."""
+        try:
+            await self._accept_setup()
+            async for msg in self.ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                await self._on_message(msg.data)
+        except Rejection as rej:
+            logger.info("emulator {}: closing {} ({})", self.id, rej.code, rej.detail)
+            await self.close(rej.code, rej.reason)
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("emulator {}: connection lost: {!r}", self.id, exc)
+        finally:
+            await cancel_and_wait(self._reply_task)
+            if self._fault_task is not None and self.close_code is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._fault_task), 5.0)
+            await cancel_and_wait(self._fault_task)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket the way the service does (reason cut to 123 bytes)."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        if self._reply_task is not asyncio.current_task():
+            await cancel_and_wait(self._reply_task)
+        self.emu.closes.append((self.id, code, reason))
+        await self.ws.close(code=code, message=p.close_reason(reason))
+
+    async def _send(self, data: bytes) -> None:
+        await self.ws.send_frame(data, WSMsgType.TEXT)
+
+    async def _accept_setup(self) -> None:
+        msg = await self.ws.receive()
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            raise ConnectionError("closed before setup")
+        obj = self._parse(msg.data)
+        setup = obj.get("setup") if isinstance(obj, dict) else None
+        if setup is None:
+            raise Rejection(1007, INVALID_ARGUMENT, "first message is not setup")
+        if not self.api_key:
+            raise Rejection(1008, p.MISSING_KEY, "no API key (x-goog-api-key or ?key=)")
+        if self.cfg.api_key is not None and self.api_key != self.cfg.api_key:
+            raise Rejection(1007, p.BAD_KEY, "API key does not match --api-key")
+        info = validate_setup(setup, self.api_version)
+        faults = self.emu.faults
+        if faults.max_sessions is not None and self.emu.active_sessions >= faults.max_sessions:
+            raise Rejection(1011, p.QUOTA_EXCEEDED, f"quota of {faults.max_sessions} sessions")
+        if info.resume_handle:
+            restored = self.emu.restore_handle(info.resume_handle)
+            if restored is None:
+                raise Rejection(1008, p.SESSION_NOT_FOUND, "unknown or stale resumption handle")
+            self.conv = restored
+        if faults.setup_delay > 0:
+            await asyncio.sleep(faults.setup_delay)
+        self.info = info
+        self.accepted = True
+        self.emu.session_accepted(self)
+        logger.info("emulator {}: session started ({}, {})", self.id, info.model.name,
+                    self.api_version)  # fmt: skip
+        await self._send(p.SETUP_COMPLETE)
+        await self._send_resumption()
+        self._fault_task = asyncio.create_task(self._faults(), name=f"emulator:{self.id}:faults")
+
+    def _parse(self, data: str | bytes) -> Any:
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise Rejection(1007, f"Invalid JSON payload received. {exc}", "bad JSON") from exc
+        self.emu.recorder.record(self.id, obj)
+        return obj
+
+    async def _on_message(self, data: str | bytes) -> None:
+        obj = self._parse(data)
+        if not isinstance(obj, dict):
+            raise Rejection(1007, INVALID_ARGUMENT, "message is not an object")
+        for key, body in obj.items():
+            if key in ("realtime_input", "realtimeInput"):
+                await self._on_realtime(body)
+            elif key in ("client_content", "clientContent"):
+                await self._on_client_content(body)
+            elif key in ("tool_response", "toolResponse"):
+                await self._on_tool_response(body)
+            elif key == "setup":
+                raise Rejection(1007, INVALID_ARGUMENT, "second setup message")
+            else:
+                raise Rejection(
+                    1007, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+                )
+
+    # Caller input
+
+    async def _on_realtime(self, body: dict[str, Any]) -> None:
+        audio = body.get("audio")
+        if audio is not None:
+            await self._on_audio(audio)
+            if len(body) == 1:  # the hot path: one audio chunk
+                return
+        for chunk in p.get(body, "media_chunks", "mediaChunks") or ():
+            await self._on_audio(chunk)
+        if p.get(body, "activity_start", "activityStart") is not None:
+            await self._on_activity_start()
+        if p.get(body, "activity_end", "activityEnd") is not None:
+            await self._on_activity_end()
+        if p.get(body, "audio_stream_end", "audioStreamEnd") and self._vad and self._vad.flush():
+            await self._caller_turn(self._vad.finished, self._vad.rate_hz)
+        text = body.get("text")
+        if text is not None:
+            await self._on_text(str(text))
+
+    async def _on_audio(self, blob: dict[str, Any]) -> None:
+        mime = blob.get("mime_type") or blob.get("mimeType") or ""
+        if not mime.startswith("audio/"):
+            return
+        pcm = p.b64decode(blob.get("data") or "")
+        rate = p.mime_rate(mime)
+        vad = self._vad
+        if vad is None or vad.rate_hz != rate:
+            assert self.info is not None
+            if self.info.vad.disabled:
+                if self._manual_active:
+                    self._manual.append(pcm)
+                    self._manual_rate = rate
+                return
+            vad = self._vad = TurnDetector(self.info.vad, rate)
+        events = vad.feed(pcm)
+        if events.started:
+            await self._barge_in()
+        if events.ended:
+            await self._caller_turn(vad.finished, rate)
+
+    async def _on_activity_start(self) -> None:
+        assert self.info is not None
+        if not self.info.vad.disabled:
+            logger.debug("emulator {}: activityStart ignored: automatic VAD is on", self.id)
+            return
+        self._manual_active, self._manual = True, []
+        await self._barge_in()
+
+    async def _on_activity_end(self) -> None:
+        if not self._manual_active:
+            return
+        self._manual_active = False
+        pcm = b"".join(self._manual)
+        self._manual = []
+        await self._caller_turn(np.frombuffer(pcm[: len(pcm) & ~1], "<i2"), self._manual_rate)
+
+    async def _on_text(self, text: str) -> None:
+        if not text.strip():
+            # Pipecat nudges 3.x models with " " right after a clientContent turnComplete.
+            busy = self._reply_task is not None and not self._reply_task.done()
+            if busy or self._loop.time() - self._last_trigger < NUDGE_WINDOW_SECS:
+                return
+            self._start_reply(self._audio("greeting"))
+            return
+        await self._barge_in()
+        self.conv.caller_turns += 1
+        self.conv.context_text_tokens += len(text) // 4 + 1
+        self.conv.history.append(f"caller: [text {len(text)} chars]")
+        self._reply_to_turn(self._audio("text"))
+
+    async def _on_client_content(self, body: dict[str, Any]) -> None:
+        for turn in body.get("turns") or ():
+            for part in turn.get("parts") or () if isinstance(turn, dict) else ():
+                self.conv.context_text_tokens += (len(str(part.get("text", ""))) + 3) // 4
+        if p.get(body, "turn_complete", "turnComplete"):
+            await self._barge_in(force=True)
+            self._start_reply(self._audio("greeting"))
+
+    async def _on_tool_response(self, body: dict[str, Any]) -> None:
+        responses = p.get(body, "function_responses", "functionResponses") or []
+        answered = [r.get("id") for r in responses if r.get("id") in self._pending_tools]
+        if not answered:
+            logger.debug("emulator {}: toolResponse for no pending call", self.id)
+            return
+        for call_id in answered:
+            self._pending_tools.pop(call_id, None)
+        self.conv.context_text_tokens += len(json.dumps(responses)) // 4
+        self._start_reply(self._audio("goodbye"), after_tool=True)
+
+    async def _caller_turn(self, samples: np.ndarray | None, rate: int) -> None:
+        assert self.info is not None
+        if samples is None:
+            return
+        secs = samples.size / rate
+        label = f"[caller audio {secs:.2f} s]"
+        self.conv.caller_turns += 1
+        self.conv.context_audio_secs += secs
+        self.conv.history.append(f"caller: {label}")
+        if self.info.input_transcription:
+            await self._send(p.transcription("inputTranscription", label))
+        self._reply_to_turn(self._audio("answer", samples, rate))
+
+    # Replies
+
+    def _audio(self, kind: str, samples: np.ndarray | None = None, rate: int = 0) -> Any:
+        cfg = self.cfg
+        if cfg.voice == "tone":
+            return voices.tone_reply(cfg.tone_secs, cfg.chunk_ms)
+        if kind == "goodbye":
+            return voices.wav_reply(cfg.greeting_wav, cfg.chunk_ms, cfg.goodbye_secs)
+        if kind == "answer" and cfg.voice == "echo" and samples is not None:
+            return voices.echo_reply(samples, rate, cfg.chunk_ms)
+        if kind == "greeting" or cfg.voice == "echo":
+            return voices.wav_reply(cfg.greeting_wav, cfg.chunk_ms)
+        return voices.wav_reply(cfg.answer_wav, cfg.chunk_ms)
+
+    def _reply_to_turn(self, audio: voices.ReplyAudio) -> None:
+        assert self.info is not None
+        turn = self.conv.caller_turns
+        for script in self.cfg.tool_scripts:
+            if script.after_turn == turn and script.name in self.info.tool_names:
+                self._start_reply(None, tool=script)
+                return
+        self._start_reply(audio)
+
+    def _start_reply(
+        self,
+        audio: voices.ReplyAudio | None,
+        *,
+        tool: ToolScript | None = None,
+        after_tool: bool = False,
+    ) -> None:
+        previous = self._reply_task
+        self._last_trigger = self._loop.time()
+        self._replies_started += 1
+        self._reply_task = asyncio.create_task(
+            self._reply(previous, audio, tool, after_tool),
+            name=f"emulator:{self.id}:reply-{self._replies_started}",
+        )
+
+    async def _barge_in(self, *, force: bool = False) -> None:
+        """Caller activity: stop a reply (``interrupted`` + ``turnComplete`` if audio began)."""
+        assert self.info is not None
+        task = self._reply_task
+        if task is None or task.done() or not (self.info.barge_in or force):
+            return
+        streaming, sent = self._streaming, self._sent_secs
+        await cancel_and_wait(task)
+        self._reply_task = None
+        if streaming:
+            self._streaming = False
+            self._finish_reply_bookkeeping(sent, interrupted=True)
+            await self._send(p.INTERRUPTED)
+            await self._send(self._turn_complete(sent))
+            await self._send_resumption()
+
+    async def _reply(
+        self,
+        previous: asyncio.Task[None] | None,
+        audio: voices.ReplyAudio | None,
+        tool: ToolScript | None,
+        after_tool: bool,
+    ) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await asyncio.sleep(self.cfg.think_ms / 1000)
+            assert self.info is not None
+            if self.info.resumption:
+                await self._send(p.resumption_update(None))
+            if tool is not None:
+                call_id = f"fc-{self.id}-{self._replies_started}"
+                self._pending_tools[call_id] = tool.name
+                await self._send(p.tool_call(call_id, tool.name, dict(tool.args)))
+                return
+            assert audio is not None
+            await self._stream(audio, after_tool)
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("emulator {}: reply stopped, connection lost: {!r}", self.id, exc)
+
+    async def _stream(self, audio: voices.ReplyAudio, after_tool: bool) -> None:
+        assert self.info is not None
+        cfg, faults = self.cfg, self.emu.faults
+        self._streaming, self._sent_secs = True, 0.0
+        if self.info.output_transcription:
+            if after_tool:
+                await self._send(p.transcription("outputTranscription", ""))
+            await self._send(p.transcription("outputTranscription", audio.label))
+        burst = max(1, cfg.burst_ms // cfg.chunk_ms)
+        start = self._loop.time()
+        stalled = faults.stall_after is None
+        for i, message in enumerate(audio.messages, 1):
+            await self._send(message)
+            self._sent_secs = min(audio.secs, i * audio.chunk_secs)
+            if not stalled and self._sent_secs >= (faults.stall_after or 0.0):
+                stalled = True
+                await asyncio.sleep(faults.stall_secs)
+                start += faults.stall_secs
+            if i % burst == 0:
+                ahead = start + self._sent_secs / cfg.pace - self._loop.time() if cfg.pace else 0
+                await asyncio.sleep(max(0.0, ahead))
+        await self._send(p.GENERATION_COMPLETE)
+        if cfg.wait_playback:
+            await asyncio.sleep(max(0.0, start + audio.secs - self._loop.time()))
+        self._streaming = False
+        self._finish_reply_bookkeeping(audio.secs, interrupted=False)
+        await self._send(self._turn_complete(audio.secs))
+        await self._send_resumption()
+
+    def _finish_reply_bookkeeping(self, secs: float, *, interrupted: bool) -> None:
+        self.conv.replies += 1
+        note = " interrupted" if interrupted else ""
+        self.conv.history.append(f"model: [audio {secs:.2f} s{note}]")
+
+    def _turn_complete(self, reply_secs: float) -> bytes:
+        assert self.info is not None
+        prompt_text = self.info.system_tokens + self.conv.context_text_tokens
+        message = p.turn_complete(self.conv.context_audio_secs, prompt_text, reply_secs)
+        self.conv.context_audio_secs += reply_secs
+        return message
+
+    async def _send_resumption(self) -> None:
+        if self.info is None or not self.info.resumption or self.close_code is not None:
+            return
+        if self._pending_tools:
+            return
+        handle = secrets.token_urlsafe(24)
+        self.emu.store_handle(handle, self.conv.copy())
+        await self._send(p.resumption_update(handle))
+
+    # Faults
+
+    async def _faults(self) -> None:
+        faults = self.emu.faults
+        plan: list[tuple[float, str, float]] = []
+        if faults.goaway_after is not None:
+            plan.append((faults.goaway_after, "goaway", faults.time_left))
+            plan.append((faults.goaway_after + faults.time_left, "deadline", 0.0))
+        if faults.close_after is not None:
+            plan.append((faults.close_after, "close", 0.0))
+        if faults.lifetime is not None:
+            lead = min(60.0, faults.lifetime / 10)
+            plan.append((faults.lifetime - lead, "goaway", lead))
+            plan.append((faults.lifetime, "deadline", 0.0))
+        start = self._loop.time()
+        try:
+            for at, action, time_left in sorted(plan):
+                await asyncio.sleep(max(0.0, start + at - self._loop.time()))
+                if self.close_code is not None:
+                    return
+                if action == "goaway":
+                    await self._send(p.go_away(time_left))
+                elif action == "deadline":
+                    await self.close(1011, p.DEADLINE_EXPIRED)
+                else:
+                    await self.close(faults.close_code, faults.close_reason)
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("emulator {}: fault timer stopped: {!r}", self.id, exc)

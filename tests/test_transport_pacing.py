@@ -1,0 +1,96 @@
+"""Unit tests for the pacing clock and the low-latency resampler."""
+
+import numpy as np
+import pytest
+
+from pipelines.pacing import Pacer
+from pipelines.resampling import FirStreamResampler
+
+pytestmark = pytest.mark.unit
+
+CHUNK = 0.04
+
+
+def run_sender(pacer: Pacer, start: float, chunks: int, stall_at: int = -1, stall: float = 0.0):
+    """Simulate a sender on a fake clock; return the send times."""
+    now = start
+    times = []
+    for i in range(chunks):
+        if i == stall_at:
+            now += stall
+        times.append(now)
+        now += pacer.next_delay(now)
+    return times
+
+
+def test_steady_sending_is_real_time_with_bounded_lead() -> None:
+    pacer = Pacer(CHUNK)
+    times = run_sender(pacer, 100.0, 50)
+    # The first two chunks go at once (one chunk of lead), then one per chunk duration.
+    assert times[1] == pytest.approx(100.0)
+    assert times[-1] - times[1] == pytest.approx(48 * CHUNK)
+    for i, t in enumerate(times):
+        # Never more than one chunk ahead of playout: chunk i starts playing at 100 + i*CHUNK.
+        assert (100.0 + i * CHUNK) - t <= CHUNK + 1e-9
+
+
+def test_pacing_catches_up_after_an_injected_stall() -> None:
+    pacer = Pacer(CHUNK)
+    times = run_sender(pacer, 0.0, 50, stall_at=10, stall=0.2)
+    # The five chunks due during the stall leave at once...
+    late = [t for t in times[10:] if t == pytest.approx(times[10])]
+    assert len(late) >= 5
+    # ...and the schedule is back on the original absolute deadlines (no drift).
+    assert times[-1] == pytest.approx(48 * CHUNK)
+    assert pacer.restarts == 1
+
+
+def test_long_silence_restarts_the_clock() -> None:
+    pacer = Pacer(CHUNK, idle_reset_secs=0.5)
+    run_sender(pacer, 0.0, 10)
+    times = run_sender(pacer, 5.0, 10)
+    assert pacer.restarts == 2
+    assert times[-1] - times[1] == pytest.approx(8 * CHUNK)
+
+
+def test_reset_on_interruption_restarts_and_empties_buffer() -> None:
+    pacer = Pacer(CHUNK)
+    run_sender(pacer, 0.0, 10)
+    assert pacer.buffered_secs(0.30) > 0
+    pacer.reset(0.30)
+    assert pacer.buffered_secs(0.30) == 0
+    assert pacer.next_delay(0.31) == pytest.approx(0.0)
+    assert pacer.restarts == 2
+
+
+def test_lead_is_configurable() -> None:
+    pacer = Pacer(CHUNK, max_lead_secs=0.0)
+    assert pacer.next_delay(1.0) == pytest.approx(CHUNK)
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (24000, 8000), (16000, 24000)])
+async def test_fir_resampler_streams_without_holding_audio(in_rate: int, out_rate: int) -> None:
+    x = np.random.default_rng(1).integers(-8000, 8000, 4801).astype(np.int16)
+    whole = await FirStreamResampler().resample(x.tobytes(), in_rate, out_rate)
+    chunked = FirStreamResampler()
+    parts, i = [], 0
+    for n in (7, 160, 333, 1, 999, 3000, 301):
+        parts.append(await chunked.resample(x[i : i + n].tobytes(), in_rate, out_rate))
+        i += n
+    assert b"".join(parts) == whole
+    # Output keeps pace with input: nothing is held back beyond one output sample.
+    assert abs(len(whole) // 2 - len(x) * out_rate / in_rate) <= 1
+
+
+async def test_fir_resampler_passes_speech_band_and_rejects_aliases() -> None:
+    t = np.arange(48000) / 24000
+
+    async def gain_db(freq: float) -> float:
+        x = (10000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+        y = np.frombuffer(await FirStreamResampler().resample(x.tobytes(), 24000, 8000), np.int16)
+        rms = np.sqrt(np.mean(y[2000:-2000].astype(float) ** 2))
+        return float(20 * np.log10(rms / (10000 / np.sqrt(2)) + 1e-12))
+
+    assert abs(await gain_db(1000)) < 0.1
+    assert abs(await gain_db(3000)) < 0.5
+    assert await gain_db(5000) < -60  # would alias to 3 kHz

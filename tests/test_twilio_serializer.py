@@ -1,0 +1,139 @@
+"""Unit tests for the Twilio serializer: defined answers to bad input, marks, pass-through."""
+
+import audioop
+import base64
+import json
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from loguru import logger
+from pipecat.frames.frames import (
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+)
+from pipecat.processors.frame_processor import FrameProcessorSetup
+
+from pipelines.twilio_serializer import (
+    TwilioMarkEchoFrame,
+    TwilioMarkFrame,
+    TwilioSerializer,
+    TwilioStopFrame,
+)
+
+pytestmark = pytest.mark.unit
+
+SID = "MZ123"
+
+
+async def make(in_rate: int = 16000, out_rate: int = 8000) -> TwilioSerializer:
+    serializer = TwilioSerializer(SID, "CA1")
+    # The serializer reads only the input rate from the setup.
+    setup = SimpleNamespace(audio_in_sample_rate=in_rate, audio_out_sample_rate=out_rate)
+    await serializer.setup(cast(FrameProcessorSetup, setup))
+    return serializer
+
+
+async def ser(serializer: TwilioSerializer, frame: Frame) -> str:
+    out = await serializer.serialize(frame)
+    assert isinstance(out, str)
+    return out
+
+
+def media(payload: str, sid: str = SID) -> str:
+    return json.dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}})
+
+
+GOOD_PAYLOAD = base64.b64encode(b"\xff" * 160).decode()
+
+BAD_INPUTS = [
+    ("not json at all", "invalid_json"),
+    ("[1, 2]", "invalid_json"),
+    (b"\x00\x01", "binary"),
+    (json.dumps({"event": "hello", "streamSid": SID}), "unknown_event"),
+    (json.dumps({"streamSid": SID}), "unknown_event"),
+    (json.dumps({"event": "start", "streamSid": SID, "start": {}}), "duplicate_start"),
+    (media(GOOD_PAYLOAD, sid="MZother"), "wrong_stream_sid"),
+    (json.dumps({"event": "media", "media": {"payload": GOOD_PAYLOAD}}), "missing_fields"),
+    (json.dumps({"event": "media", "streamSid": SID, "media": "x"}), "missing_fields"),
+    (json.dumps({"event": "media", "streamSid": SID, "media": {"payload": 5}}), "missing_fields"),
+    (media("!!!not base64!!!"), "invalid_payload"),
+    (media(""), "invalid_payload"),
+    (json.dumps({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "Z"}}), "invalid_dtmf"),
+    (json.dumps({"event": "dtmf", "streamSid": SID, "dtmf": {}}), "missing_fields"),
+    (json.dumps({"event": "mark", "streamSid": SID, "mark": {}}), "missing_fields"),
+]
+
+
+@pytest.mark.parametrize(("data", "kind"), BAD_INPUTS)
+async def test_bad_input_is_ignored_and_counted(data: str | bytes, kind: str) -> None:
+    serializer = await make()
+    assert await serializer.deserialize(data) is None
+    assert await serializer.deserialize(data) is None
+    assert serializer.bad_input == {kind: 2}
+
+
+async def test_one_warning_per_kind_per_call() -> None:
+    serializer = await make()
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        for _ in range(100):
+            await serializer.deserialize("garbage")
+            await serializer.deserialize(media("%%%"))
+    finally:
+        logger.remove(sink)
+    assert serializer.bad_input == {"invalid_json": 100, "invalid_payload": 100}
+    assert len(lines) == 2
+    assert all("garbage" not in line for line in lines)  # no payload data in logs
+
+
+async def test_good_messages() -> None:
+    serializer = await make()
+    audio = await serializer.deserialize(media(GOOD_PAYLOAD))
+    assert isinstance(audio, InputAudioRawFrame)
+    assert audio.sample_rate == 16000
+    # 20 ms in, 20 ms out: the FIR resampler holds nothing back.
+    assert len(audio.audio) == 640
+    dtmf = await serializer.deserialize(
+        json.dumps({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "5"}})
+    )
+    assert isinstance(dtmf, InputDTMFFrame)
+    assert dtmf.button.value == "5"
+    mark = await serializer.deserialize(
+        json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "reply-1"}})
+    )
+    assert isinstance(mark, TwilioMarkEchoFrame)
+    assert mark.mark_name == "reply-1"
+    stop = await serializer.deserialize(json.dumps({"event": "stop", "streamSid": SID}))
+    assert isinstance(stop, TwilioStopFrame)
+    assert serializer.bad_input == {}
+
+
+async def test_output_at_8k_is_not_resampled() -> None:
+    serializer = await make()
+    pcm = bytes(range(256)) * 5  # 640 bytes = 40 ms at 8 kHz
+    out = json.loads(await ser(serializer, OutputAudioRawFrame(pcm, 8000, 1)))
+    assert out["event"] == "media"
+    assert base64.b64decode(out["media"]["payload"]) == audioop.lin2ulaw(pcm, 2)
+
+
+async def test_clear_and_mark_serialization() -> None:
+    serializer = await make()
+    clear = json.loads(await ser(serializer, InterruptionFrame()))
+    assert clear == {"event": "clear", "streamSid": SID}
+    mark = json.loads(await ser(serializer, TwilioMarkFrame(mark_name="m1")))
+    assert mark == {"event": "mark", "streamSid": SID, "mark": {"name": "m1"}}
+
+
+async def test_auto_hang_up_follows_credentials() -> None:
+    assert not TwilioSerializer(SID, "CA1").auto_hang_up
+    assert not TwilioSerializer(SID, "CA1", account_sid="AC1").auto_hang_up
+    with_creds = TwilioSerializer(SID, "CA1", account_sid="AC1", auth_token="tok")
+    assert with_creds.auto_hang_up
+    # Without credentials an EndFrame serializes to nothing and makes no REST call.
+    assert await (await make()).serialize(EndFrame()) is None
