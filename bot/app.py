@@ -56,18 +56,21 @@ def create_app(
             gemini.get(api_version)
         session = aiohttp.ClientSession()
         rest = None
-        if settings.twilio_account_sid and settings.twilio_auth_token:
+        token = (
+            settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        )
+        if settings.twilio_account_sid and token:
             rest = TwilioRest(
                 session,
                 settings.twilio_account_sid,
-                settings.twilio_auth_token.get_secret_value(),
+                token,
                 **({"base_url": twilio_api_base} if twilio_api_base else {}),
             )
         app[RESOURCES] = ProcessResources(
             gemini=gemini,
             rest=rest,
             twilio_account_sid=settings.twilio_account_sid if rest else None,
-            twilio_auth_token=settings.twilio_auth_token.get_secret_value() if rest else None,
+            twilio_auth_token=token if rest else None,
             twilio_api_base=twilio_api_base,
         )
         await personas.start()

@@ -25,6 +25,12 @@ def setup_logging(level: str = "INFO") -> None:
         return True
 
     logger.remove()
+    # diagnose=False: tracebacks must not print local variables (phone numbers, audio).
     logger.add(
-        sys.stderr, level=level.upper(), format=FORMAT, filter=_filter, backtrace=False, diagnose=False
+        sys.stderr,
+        level=level.upper(),
+        format=FORMAT,
+        filter=_filter,
+        backtrace=False,
+        diagnose=False,
     )

@@ -169,7 +169,6 @@ async def _run_call(
         if not ws.closed:
             await ws.close(code=1011, message=b"internal error")
     finally:
-        app[CALLS].unregister(record)
         if call is not None and call.rejection is not None:
             code, reason = call.rejection
             logger.error(explain_rejection(persona, code or 0, reason))
@@ -181,3 +180,4 @@ async def _run_call(
             f"call {info.call_sid} ended after {record.duration_secs:.1f} s: "
             f"{record.end_reason}{extra}"
         )
+        app[CALLS].unregister(record)

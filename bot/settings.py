@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -81,7 +82,7 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValueError as e:
-            errors = getattr(e, "errors", lambda: [])()
+            errors: list[dict[str, Any]] = list(getattr(e, "errors", lambda: [])())
             if errors:
                 err = errors[0]
                 field = str(err["loc"][0]) if err.get("loc") else "?"

@@ -6,6 +6,8 @@ on the loop, so the two requests we need are made with the process's aiohttp ses
 
 from __future__ import annotations
 
+import base64
+
 import aiohttp
 from loguru import logger
 
@@ -35,14 +37,17 @@ class TwilioRest:
     ) -> None:
         self._session = session
         self._account_sid = account_sid
-        self._auth = aiohttp.BasicAuth(account_sid, auth_token)
+        basic = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {basic}"}
         self._base_url = base_url.rstrip("/")
 
     async def update_call(self, call_sid: str, **form: str) -> None:
         """POST to the call resource (``Status=completed`` hangs up, ``Twiml=…`` redirects)."""
         url = f"{self._base_url}/2010-04-01/Accounts/{self._account_sid}/Calls/{call_sid}.json"
         timeout = aiohttp.ClientTimeout(total=10)
-        async with self._session.post(url, data=form, auth=self._auth, timeout=timeout) as resp:
+        async with self._session.post(
+            url, data=form, headers=self._headers, timeout=timeout
+        ) as resp:
             if resp.status >= 400:
                 body = (await resp.text())[:300]
                 raise TwilioRestError(

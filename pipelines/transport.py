@@ -56,6 +56,8 @@ from pipelines.twilio_serializer import (
 )
 
 END_MARK_NAME = "call-end"
+# After the last chunk was sent, how long Twilio may still be playing (network and jitter).
+CLEAR_MARGIN_SECS = 0.25
 
 
 class AiohttpWebsocketParams(TransportParams):
@@ -278,6 +280,8 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         self._reply_count = 0
         self.sent_audio_secs = 0.0
         self.clears_sent = 0
+        self.clears_skipped = 0
+        self._last_audio_sent_at = float("-inf")
 
     @property
     def pacer(self) -> Pacer:
@@ -364,8 +368,17 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
 
     async def _interrupt(self) -> None:
         self._stale_before_id = obj_id()
+        now = time.monotonic()
+        # Twilio holds only what the pacer let ahead of real time: when that has played out
+        # and nothing was sent lately, a `clear` would have nothing to clear.
+        playing = (
+            self._pacer.buffered_secs(now) > 0 or now - self._last_audio_sent_at < CLEAR_MARGIN_SECS
+        )
+        self._pacer.reset(now)
+        if not playing:
+            self.clears_skipped += 1
+            return
         self._transport._marks_cleared()
-        self._pacer.reset(time.monotonic())
         if await self._write_frame(InterruptionFrame()):
             self.clears_sent += 1
 
@@ -407,6 +420,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         if not await self._client.send(payload):
             return False
         self.sent_audio_secs += len(out.audio) / (out.sample_rate * 2 * out.num_channels)
+        self._last_audio_sent_at = time.monotonic()
         await asyncio.sleep(self._pacer.next_delay(time.monotonic()))
         return True
 

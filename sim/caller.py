@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 import wave
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ def parse_twiml(text: str) -> Twiml:
     return tw
 
 
-def write_wav(path: str | Path, ulaw: bytes) -> None:
+def write_wav(path: str | Path, ulaw: bytes | bytearray) -> None:
     """Write 8 kHz µ-law audio as a PCM16 mono WAV."""
     import audioop
 
@@ -194,7 +195,7 @@ async def _call(
 ) -> CallResult:
     call_sid, account_sid = _sid("CA"), "AC" + "0" * 32
     res = CallResult(call_sid)
-    t0 = loop.time()
+    t0 = time.monotonic()
     hook = voice_url(url, persona)
     params = webhook_params(call_sid, account_sid, from_, to)
     headers = {}
@@ -205,19 +206,19 @@ async def _call(
         async with session.post(hook, data=params, headers=headers, timeout=timeout) as resp:
             body = await resp.text()
             if resp.status != 200:
-                return _failed(res, t0, loop.time(), f"webhook: HTTP {resp.status}")
+                return _failed(res, t0, time.monotonic(), f"webhook: HTTP {resp.status}")
     except (aiohttp.ClientError, TimeoutError) as e:
-        return _failed(res, t0, loop.time(), f"webhook: {type(e).__name__}: {e}".rstrip(": "))
-    res.events.append(CallEvent(round(loop.time() - t0, 4), "webhook", "HTTP 200, TwiML read"))
+        return _failed(res, t0, time.monotonic(), f"webhook: {type(e).__name__}: {e}".rstrip(": "))
+    res.events.append(CallEvent(round(time.monotonic() - t0, 4), "webhook", "HTTP 200, TwiML read"))
     try:
         tw = parse_twiml(body)
     except ValueError as e:
-        return _failed(res, t0, loop.time(), f"twiml: {e}")
+        return _failed(res, t0, time.monotonic(), f"twiml: {e}")
     if not tw.stream_url:
         if tw.say_only is not None:
             how = f"apology TwiML: {tw.say_only!r}"
-            return _failed(res, t0, loop.time(), "rejected: TwiML <Say> without <Stream>", how)
-        return _failed(res, t0, loop.time(), "twiml: no <Connect><Stream url=…>")
+            return _failed(res, t0, time.monotonic(), "rejected: TwiML <Say> without <Stream>", how)
+        return _failed(res, t0, time.monotonic(), "twiml: no <Connect><Stream url=…>")
     ws_headers = {}
     if auth_token:
         ws_headers["X-Twilio-Signature"] = twilio_signature(auth_token, tw.stream_url, {})
@@ -231,9 +232,9 @@ async def _call(
             max_msg_size=4 << 20,
         )
     except aiohttp.WSServerHandshakeError as e:
-        return _failed(res, t0, loop.time(), f"stream: upgrade HTTP {e.status}")
+        return _failed(res, t0, time.monotonic(), f"stream: upgrade HTTP {e.status}")
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        return _failed(res, t0, loop.time(), f"stream: {type(e).__name__}: {e}".rstrip(": "))
+        return _failed(res, t0, time.monotonic(), f"stream: {type(e).__name__}: {e}".rstrip(": "))
     core = CallerCore(
         plan,
         t0=t0,
@@ -247,13 +248,13 @@ async def _call(
     core.res.events = res.events + core.res.events
     async with ws:
         try:
-            for m in core.open(loop.time()):
+            for m in core.open(time.monotonic()):
                 await ws.send_str(m)
         except (aiohttp.ClientError, ConnectionError) as e:
-            core.fail(loop.time(), f"stream: send failed: {e!r}")
-            return core.result(loop.time())
+            core.fail(time.monotonic(), f"stream: send failed: {e!r}")
+            return core.result(time.monotonic())
         await _converse(ws, core, ticker, loop, plan)
-    result = core.result(loop.time())
+    result = core.result(time.monotonic())
     if record is not None and core.buffer.recording is not None:
         write_wav(record, core.buffer.recording)
     return result
@@ -283,9 +284,9 @@ async def _converse(
             with contextlib.suppress(asyncio.CancelledError):
                 await t
     if entry.error is not None:
-        core.fail(loop.time(), f"stream: send failed: {entry.error!r}")
+        core.fail(time.monotonic(), f"stream: send failed: {entry.error!r}")
     elif not core.done:
-        core.fail(loop.time(), "caller: hard time limit reached")
+        core.fail(time.monotonic(), "caller: hard time limit reached")
     if not ws.closed:
         with contextlib.suppress(Exception):
             await ws.close()
@@ -309,7 +310,7 @@ async def _read(
     reason = ""
     while True:
         msg = await ws.receive()
-        now = loop.time()
+        now = time.monotonic()
         if msg.type == aiohttp.WSMsgType.TEXT:
             for out in core.on_message(msg.data, now):
                 await ws.send_str(out)
@@ -325,4 +326,4 @@ async def _read(
             code = ws.close_code
             break
     if not core.closed:
-        core.on_closed(loop.time(), code, reason)
+        core.on_closed(time.monotonic(), code, reason)

@@ -156,7 +156,7 @@ class PhoneBuffer:
         self.cleared_secs = 0.0
 
     def push(self, ulaw: bytes, now: float, audible: bool) -> tuple[float, float]:
-        """Queue audio received at ``now``; returns (play start time, seconds the buffer was dry)."""
+        """Queue audio received at ``now``; returns (play start, seconds the buffer was dry)."""
         dur = len(ulaw) / SAMPLE_RATE_HZ
         dry = max(0.0, now - self.busy_until)
         start = max(now, self.busy_until)
@@ -419,7 +419,9 @@ class CallerCore:
         out = [self._echo(n) for n in self.buffer.due_marks(now)]
         self._check_bargein(now)
         if now - self.t_start >= self.plan.hangup_after_secs:
-            return out + self._hangup(now, f"caller hung up (time limit {self.plan.hangup_after_secs:g} s)")
+            return out + self._hangup(
+                now, f"caller hung up (time limit {self.plan.hangup_after_secs:g} s)"
+            )
         extra: list[str] = []
         while self._speech is None and not self.done:
             if not self._run_step(now, extra):
@@ -556,7 +558,9 @@ class CallerCore:
         if audible_until <= now - BARGEIN_QUIET_SECS:
             t = max(audible_until, b.start)
             self.res.bargein_to_silence_ms.append((t - b.start) * 1000)
-            self.event(now, "barge-in", f"bot went quiet without clear after {(t - b.start) * 1000:.0f} ms")
+            self.event(
+                now, "barge-in", f"bot went quiet without clear after {(t - b.start) * 1000:.0f} ms"
+            )
             self._barge = None
         elif now - b.start > b.timeout_secs:
             self.res.bargeins_unanswered += 1

@@ -51,7 +51,9 @@ def read_wav_as_ulaw(path: str | Path) -> bytes:
             pcm = body
         pos += 8 + size + (size & 1)
     if channels != 1:
-        raise ValueError(f"{path}: expected mono audio, found {channels} channels; convert with sox")
+        raise ValueError(
+            f"{path}: expected mono audio, found {channels} channels; convert with sox"
+        )
     if fmt == 7 and rate == SAMPLE_RATE_HZ:
         return pcm
     if fmt == 1 and bits == 16:

@@ -86,8 +86,11 @@ async def session(
 ) -> None:  # fmt: skip
     """One caller: stream the plan in real time from ``offset``, read everything."""
     try:
-        async with websockets.connect(url.replace("https://", "wss://") + PATH, ssl=ctx, max_size=None, compression=None,
-                                      additional_headers={"x-goog-api-key": "bench"}) as ws:  # fmt: skip
+        wss = url.replace("https://", "wss://") + PATH
+        headers = {"x-goog-api-key": "bench"}
+        async with websockets.connect(
+            wss, ssl=ctx, max_size=None, compression=None, additional_headers=headers
+        ) as ws:
             await ws.send(json.dumps(SETUP))
             await ws.recv()
 

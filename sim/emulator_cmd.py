@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-ms", type=int, default=80, help="audio per modelTurn message")
     parser.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
     parser.add_argument("--record", type=Path, metavar="FILE",
-                        help="append every client message as a JSON line (audio -> length)")  # fmt: skip
+                        help="append client messages as JSON lines (audio -> length)")  # fmt: skip
     parser.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE,...",
                         help="inject failures (see below)")  # fmt: skip
     parser.add_argument("--tool-call", action="append", default=[], metavar="N:NAME[:JSON]",
@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve())
     except OSError as exc:
-        print(f"voicebot emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"voicebot emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
         return 1
     return 0
 

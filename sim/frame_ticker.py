@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -146,21 +147,20 @@ class FrameTicker:
         entry.finished.set()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         step = self.period / self.slots
-        deadline = loop.time()
+        deadline = time.monotonic()
         slot = 0
         while True:
             deadline += step
             slot = (slot + 1) % self.slots
-            delay = deadline - loop.time()
+            delay = deadline - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             group = self._groups[slot]
             if not group:
                 continue
             for entry in list(group):
-                now = loop.time()
+                now = time.monotonic()
                 self.lateness.add(now - deadline)
                 try:
                     for msg in entry.core.on_tick(now):

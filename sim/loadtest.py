@@ -40,7 +40,7 @@ class LoadConfig:
     persona: str | None = None
     workers: int = 1
     seed: int | None = None
-    use_uvloop: bool = True
+    use_uvloop: bool = False
 
 
 @dataclass
@@ -96,9 +96,8 @@ async def run_calls(
     from sim.caller import place_call
 
     concurrency = concurrency or cfg.concurrency
-    loop = asyncio.get_running_loop()
     out = LoadOutcome()
-    t_start, cpu_start = loop.time(), _cpu_secs()
+    t_start, cpu_start = time.monotonic(), _cpu_secs()
     active = 0
     sem = asyncio.Semaphore(concurrency)
     rng = random.Random(cfg.seed)
@@ -111,7 +110,7 @@ async def run_calls(
             if progress:
                 progress("start", None)
             plan = cfg.scenario.build_plan(random.Random(rng.random()))
-            started = loop.time() - t_start
+            started = time.monotonic() - t_start
             res = await place_call(
                 cfg.url, plan, auth_token=cfg.auth_token, persona=cfg.persona,
                 session=session, ticker=ticker,
@@ -127,7 +126,7 @@ async def run_calls(
 
     async def sample() -> None:
         while True:
-            out.concurrency.append((round(loop.time() - t_start, 3), active))
+            out.concurrency.append((round(time.monotonic() - t_start, 3), active))
             await asyncio.sleep(SAMPLE_SECS)
 
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -138,7 +137,7 @@ async def run_calls(
                 for n, i in enumerate(indices):
                     await sem.acquire()
                     if cfg.ramp_secs and n < concurrency:
-                        delay = t_start + cfg.ramp_secs * n / concurrency - loop.time()
+                        delay = t_start + cfg.ramp_secs * n / concurrency - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
                     tg.create_task(one(i), name=f"loadgen:call-{i}")
@@ -147,8 +146,8 @@ async def run_calls(
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         out.lateness = ticker.lateness
-    out.concurrency.append((round(loop.time() - t_start, 3), 0))
-    out.wall_secs = loop.time() - t_start
+    out.concurrency.append((round(time.monotonic() - t_start, 3), 0))
+    out.wall_secs = time.monotonic() - t_start
     out.cpu_secs = _cpu_secs() - cpu_start
     return out
 

@@ -44,7 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth-token", help="sign webhooks and stream upgrades")
     parser.add_argument("--persona", help="persona id for every call (?persona=ID)")
     parser.add_argument("--seed", type=int, help="random seed for scenario probabilities")
-    parser.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run the generator on uvloop (timestamps stay precise)",
+    )
 
 
 class Progress:
@@ -57,6 +61,7 @@ class Progress:
         self.lock = threading.Lock()
 
     def __call__(self, kind: str, rec: dict[str, Any] | None) -> None:
+        """Count a call starting (``rec`` None) or ending."""
         with self.lock:
             if kind == "start":
                 self.active += 1
@@ -157,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = LoadConfig(
         url=args.url, scenario=scenario, calls=args.calls, concurrency=args.concurrency,
         ramp_secs=args.ramp, auth_token=args.auth_token, persona=args.persona,
-        workers=args.workers, seed=args.seed, use_uvloop=not args.no_uvloop,
+        workers=args.workers, seed=args.seed, use_uvloop=args.uvloop,
     )  # fmt: skip
     progress = Progress(args.calls)
     started = now_stamp()

@@ -128,7 +128,9 @@ def parse_slo(text: str) -> tuple[str, float]:
     name = name.strip()
     valid = slo_names()
     if not sep or name not in valid:
-        raise ValueError(f"--slo {text!r}: expected NAME=VALUE with NAME one of: {', '.join(valid)}")
+        raise ValueError(
+            f"--slo {text!r}: expected NAME=VALUE with NAME one of: {', '.join(valid)}"
+        )
     try:
         value = float(raw)
     except ValueError:
@@ -138,7 +140,9 @@ def parse_slo(text: str) -> tuple[str, float]:
 
 def slo_names() -> list[str]:
     """Every accepted SLO name."""
-    names = [f"{q}_{m}" for m in [*METRICS, "send_lateness_ms"] for q in ("p50", "p95", "p99", "max")]
+    names = [
+        f"{q}_{m}" for m in [*METRICS, "send_lateness_ms"] for q in ("p50", "p95", "p99", "max")
+    ]
     return names + [*RATIO_SLOS, "max_stale_frames"]
 
 
@@ -171,7 +175,8 @@ def _axes(title: str, xmax: float, ymax: float, xunit: str) -> list[str]:
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 8}" y2="{H - PAD}" class="ax"/>',
         f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{H - PAD}" class="ax"/>',
         f'<text x="{PAD}" y="{H - PAD + 14}" class="l">0</text>',
-        f'<text x="{W - 8}" y="{H - PAD + 14}" text-anchor="end" class="l">{xmax:.4g} {xunit}</text>',
+        f'<text x="{W - 8}" y="{H - PAD + 14}" text-anchor="end" class="l">'
+        f"{xmax:.4g} {xunit}</text>",
         f'<text x="{PAD - 4}" y="26" text-anchor="end" class="l">{ymax:.4g}</text>',
     ]
 
@@ -218,7 +223,9 @@ def svg_cdf(vs: list[float], title: str, unit: str = "ms") -> str:
         p = percentile(s, q) or 0.0
         x = _sx(p, xmax)
         parts.append(f'<line x1="{x:.1f}" y1="20" x2="{x:.1f}" y2="{H - PAD}" class="q"/>')
-        parts.append(f'<text x="{x + 2:.1f}" y="{H - PAD - 4 - q / 4:.1f}" class="l">p{q} {p:.0f}</text>')
+        parts.append(
+            f'<text x="{x + 2:.1f}" y="{H - PAD - 4 - q / 4:.1f}" class="l">p{q} {p:.0f}</text>'
+        )
     return "".join(parts) + "</svg>"
 
 
@@ -247,12 +254,15 @@ def svg_bars(counts: dict[str, int], title: str) -> str:
         y = 22 + 22 * i
         w = (W - 20) * n / top
         parts.append(f'<rect x="4" y="{y}" width="{w:.1f}" height="16" class="bar"/>')
-        parts.append(f'<text x="{w + 8:.1f}" y="{y + 12}" class="l">{n}  {html.escape(label)}</text>')
+        parts.append(
+            f'<text x="{w + 8:.1f}" y="{y + 12}" class="l">{n}  {html.escape(label)}</text>'
+        )
     return "".join(parts) + "</svg>"
 
 
 CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th:first-child,td:first-child{text-align:left}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}
 .chart{margin:6px;background:#fafafa;border:1px solid #ddd}.t{font-size:12px;font-weight:bold}
 .l{font-size:10px;fill:#555}.ax{stroke:#888}.bar{fill:#4a7fc1}.line{fill:none;stroke:#c14a4a;stroke-width:1.5}
 .q{stroke:#999;stroke-dasharray:3 3}.empty{color:#888}.bad{color:#b00;font-weight:bold}"""
@@ -262,7 +272,9 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
 
 
-def render_html(summary: dict[str, Any], records: list[dict[str, Any]], concurrency: list[Any]) -> str:
+def render_html(
+    summary: dict[str, Any], records: list[dict[str, Any]], concurrency: list[Any]
+) -> str:
     """The report page: summary table and inline SVG charts (no scripts, no network)."""
     rows = "".join(
         f"<tr><td>{html.escape(LABELS[k])}</td>"
@@ -271,7 +283,14 @@ def render_html(summary: dict[str, Any], records: list[dict[str, Any]], concurre
         for k, v in summary["metrics"].items()
     )
     charts = []
-    for name in ("response_ms", "greeting_ms", "setup_ms", "bargein_clear_ms", "bargein_silence_ms", "gap_ms"):
+    for name in (
+        "response_ms",
+        "greeting_ms",
+        "setup_ms",
+        "bargein_clear_ms",
+        "bargein_silence_ms",
+        "gap_ms",
+    ):
         vs = values(records, name)
         charts.append(svg_histogram(vs, f"{LABELS[name]} (histogram)"))
         charts.append(svg_cdf(vs, f"{LABELS[name]} (CDF)"))
@@ -291,7 +310,9 @@ def render_html(summary: dict[str, Any], records: list[dict[str, Any]], concurre
         + svg_series([(t, n) for t, n in concurrency], "concurrent calls over time")
         + svg_bars(summary["failures_by_reason"], "failed calls by reason")
         + svg_bars(summary["end_reasons"], "how calls ended")
-        + "<div>" + "".join(charts) + "</div></body></html>"
+        + "<div>"
+        + "".join(charts)
+        + "</div></body></html>"
     )
 
 

@@ -179,7 +179,9 @@ class Scenario(BaseModel):
             if spec.probability < 1.0 and rng.random() >= spec.probability:
                 continue
             if st.wait_for_greeting:
-                plan.wait_for_greeting(st.wait_for_greeting.timeout_secs, st.wait_for_greeting.quiet_secs)
+                plan.wait_for_greeting(
+                    st.wait_for_greeting.timeout_secs, st.wait_for_greeting.quiet_secs
+                )
             elif st.wait_for_reply:
                 plan.wait_for_reply(st.wait_for_reply.timeout_secs, st.wait_for_reply.quiet_secs)
             elif st.say:
@@ -223,7 +225,9 @@ def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None 
     except yaml.YAMLError as e:
         raise ScenarioError(f"{source}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: expected a mapping with 'steps', found {type(data).__name__}")
+        raise ScenarioError(
+            f"{source}: expected a mapping with 'steps', found {type(data).__name__}"
+        )
     try:
         sc = Scenario.model_validate({**data, "base_dir": base_dir, "source": source})
     except ValidationError as e:

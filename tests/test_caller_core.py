@@ -1,4 +1,4 @@
-"""Sans-IO caller core: pacing fields, the phone buffer, marks, clear, and metrics on synthetic timelines."""
+"""Sans-IO caller core: pacing, phone buffer, marks, clear, metrics on synthetic timelines."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ QUIET = bytes([0xFF]) * FRAME_BYTES
 
 
 def media(ulaw: bytes) -> str:
-    return json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(ulaw).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "streamSid": "MZ1",
+            "media": {"payload": base64.b64encode(ulaw).decode()},
+        }
+    )
 
 
 def utt(frames: int) -> Utterance:
@@ -26,8 +32,15 @@ def utt(frames: int) -> Utterance:
 
 
 def make(plan: CallPlan, t0: float = 100.0, record: bool = False) -> CallerCore:
-    core = CallerCore(plan, t0=t0, call_sid="CA1", account_sid="AC1", stream_sid="MZ1",
-                      custom_parameters={"persona": "p"}, record=record)
+    core = CallerCore(
+        plan,
+        t0=t0,
+        call_sid="CA1",
+        account_sid="AC1",
+        stream_sid="MZ1",
+        custom_parameters={"persona": "p"},
+        record=record,
+    )
     return core
 
 
@@ -37,7 +50,11 @@ def test_open_sends_connected_then_start_with_custom_parameters() -> None:
     assert connected == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
     assert start["event"] == "start" and start["sequenceNumber"] == "1"
     assert start["start"]["customParameters"] == {"persona": "p"}
-    assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+    assert start["start"]["mediaFormat"] == {
+        "encoding": "audio/x-mulaw",
+        "sampleRate": 8000,
+        "channels": 1,
+    }
     assert core.res.setup_ms == pytest.approx(250.0)
 
 
@@ -92,7 +109,9 @@ def test_mark_echo_waits_for_playback_or_is_immediate_when_empty() -> None:
     assert json.loads(now_echo[0])["mark"]["name"] == "b"
 
 
-def run_ticks(core: CallerCore, t_from: float, t_to: float, inbound: dict[int, list[str]] | None = None) -> float:
+def run_ticks(
+    core: CallerCore, t_from: float, t_to: float, inbound: dict[int, list[str]] | None = None
+) -> float:
     """Tick every 20 ms; ``inbound`` maps tick index -> messages delivered just before the tick."""
     n = round((t_to - t_from) / 0.02)
     for i in range(n):
@@ -197,7 +216,10 @@ def test_dtmf_messages_and_server_close_code() -> None:
     core.open(0.0)
     out = core.on_tick(0.02) + core.on_tick(0.04)
     digits = [json.loads(m)["dtmf"] for m in out if '"dtmf"' in m]
-    assert digits == [{"track": "inbound_track", "digit": "1"}, {"track": "inbound_track", "digit": "#"}]
+    assert digits == [
+        {"track": "inbound_track", "digit": "1"},
+        {"track": "inbound_track", "digit": "#"},
+    ]
     core.on_closed(1.0, 1011, "gemini error")
     res = core.result(1.0)
     assert not res.ok and res.failure == "stream: closed 1011 gemini error"
@@ -216,7 +238,7 @@ def test_result_roundtrips_through_dict() -> None:
 def test_audio_helpers() -> None:
     assert ulaw_rms(QUIET) == 0.0 and ulaw_rms(LOUD) > 10000
     ulaw = read_wav_as_ulaw("sim/assets/caller_hello.wav")
-    assert len(ulaw) > 8000 and Utterance.from_wav("caller_hello.wav").duration_secs == pytest.approx(
-        math.ceil(len(ulaw) / FRAME_BYTES) * 0.02
-    )
+    assert len(ulaw) > 8000 and Utterance.from_wav(
+        "caller_hello.wav"
+    ).duration_secs == pytest.approx(math.ceil(len(ulaw) / FRAME_BYTES) * 0.02)
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5 and percentile([], 50) is None

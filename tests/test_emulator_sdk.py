@@ -55,7 +55,9 @@ def emu_with(**kwargs: object) -> pytest.MarkDecorator:
 
 def client(emu: LiveEmulator, api_version: str | None = None) -> genai.Client:
     opts = types.HttpOptions(
-        base_url=emu.url, api_version=api_version, async_client_args={"ssl": emu.client_ssl_context()}
+        base_url=emu.url,
+        api_version=api_version,
+        async_client_args={"ssl": emu.client_ssl_context()},
     )
     return genai.Client(api_key="test-key", http_options=opts)
 
@@ -78,7 +80,9 @@ def audio_of(messages: list[types.LiveServerMessage]) -> bytes:
     return b"".join(m.data or b"" for m in messages)
 
 
-async def send_speech(session: genai.live.AsyncSession, pcm: np.ndarray, chunk_ms: int = 20) -> None:
+async def send_speech(
+    session: genai.live.AsyncSession, pcm: np.ndarray, chunk_ms: int = 20
+) -> None:
     step = 16 * chunk_ms
     for i in range(0, pcm.size, step):
         blob = types.Blob(data=pcm[i : i + step].tobytes(), mime_type="audio/pcm;rate=16000")
@@ -88,18 +92,33 @@ async def send_speech(session: genai.live.AsyncSession, pcm: np.ndarray, chunk_m
 async def test_text_turn_gets_greeting_audio_then_usage(emu: LiveEmulator) -> None:
     async with client(emu).aio.live.connect(model="gemini-3.8-live", config=CONFIG) as session:
         await session.send_client_content(
-            turns=types.Content(role="user", parts=[types.Part(text="Say hello")]), turn_complete=True
+            turns=types.Content(role="user", parts=[types.Part(text="Say hello")]),
+            turn_complete=True,
         )
         messages = await collect_turn(session)
     audio = audio_of(messages)
     assert len(audio) / 48_000 == pytest.approx(3.869, abs=0.01)  # bot_greeting.wav
-    parts = [m.server_content.model_turn.parts for m in messages if m.server_content and m.server_content.model_turn]
+    parts = [
+        m.server_content.model_turn.parts
+        for m in messages
+        if m.server_content and m.server_content.model_turn
+    ]
     assert all(len(p) == 1 and p[0].inline_data.mime_type == "audio/pcm;rate=24000" for p in parts)
-    kinds = [k for m in messages if m.server_content for k in ("generation_complete", "turn_complete") if getattr(m.server_content, k)]
+    kinds = [
+        k
+        for m in messages
+        if m.server_content
+        for k in ("generation_complete", "turn_complete")
+        if getattr(m.server_content, k)
+    ]
     assert kinds == ["generation_complete", "turn_complete"]
     last = messages[-1]
     assert last.server_content.turn_complete and last.usage_metadata.response_token_count == 123
-    assert "[bot audio 3.87 s]" in [m.server_content.output_transcription.text for m in messages if m.server_content and m.server_content.output_transcription]
+    assert "[bot audio 3.87 s]" in [
+        m.server_content.output_transcription.text
+        for m in messages
+        if m.server_content and m.server_content.output_transcription
+    ]
     setup = emu.recordings["s1"][0]["msg"]["setup"]
     assert setup["model"] == "models/gemini-3.8-live"
 
@@ -108,9 +127,15 @@ async def test_text_turn_gets_greeting_audio_then_usage(emu: LiveEmulator) -> No
 async def test_audio_turn_is_echoed_at_24k(emu: LiveEmulator) -> None:
     speech = caller_hello_16k()
     async with client(emu).aio.live.connect(model="gemini-3.8-live", config=CONFIG) as session:
-        await send_speech(session, np.concatenate([np.zeros(3200, np.int16), speech, np.zeros(16000, np.int16)]))
+        await send_speech(
+            session, np.concatenate([np.zeros(3200, np.int16), speech, np.zeros(16000, np.int16)])
+        )
         messages = await collect_turn(session)
-    heard = [m.server_content.input_transcription.text for m in messages if m.server_content and m.server_content.input_transcription]
+    heard = [
+        m.server_content.input_transcription.text
+        for m in messages
+        if m.server_content and m.server_content.input_transcription
+    ]
     assert len(heard) == 1 and heard[0].startswith("[caller audio 2.")
     reply = np.frombuffer(audio_of(messages), np.int16).astype(np.float32)
     ref = soxr.resample(speech.astype(np.float32), 16000, 24000)
@@ -119,7 +144,9 @@ async def test_audio_turn_is_echoed_at_24k(emu: LiveEmulator) -> None:
     seg = reply[lag : lag + ref.size]
     voiced_end = int(np.nonzero(np.abs(ref) > 1000)[0][-1])  # the file ends in silence
     assert seg.size >= voiced_end
-    corr = float(np.dot(seg, ref[: seg.size]) / (np.linalg.norm(seg) * np.linalg.norm(ref[: seg.size])))
+    corr = float(
+        np.dot(seg, ref[: seg.size]) / (np.linalg.norm(seg) * np.linalg.norm(ref[: seg.size]))
+    )
     assert corr > 0.99
     # audio is recorded by length only
     recorded = [r["msg"] for r in emu.recordings["s1"] if "realtime_input" in r["msg"]]
@@ -136,7 +163,13 @@ async def test_barge_in_interrupts_the_reply(emu: LiveEmulator) -> None:
             seen.append(message)
             if message.data and sum(len(m.data or b"") for m in seen) > 48_000:
                 await send_speech(session, speech[:8000])  # caller talks over the bot
-    flags = [k for m in seen if m.server_content for k in ("interrupted", "generation_complete", "turn_complete") if getattr(m.server_content, k)]
+    flags = [
+        k
+        for m in seen
+        if m.server_content
+        for k in ("interrupted", "generation_complete", "turn_complete")
+        if getattr(m.server_content, k)
+    ]
     assert flags == ["interrupted", "turn_complete"]
     assert len(audio_of(seen)) < 13 * 48_000  # the 13.8 s answer was cut short
 
@@ -144,31 +177,90 @@ async def test_barge_in_interrupts_the_reply(emu: LiveEmulator) -> None:
 @pytest.mark.parametrize(
     ("model", "config", "version", "code", "reason"),
     [
-        ("gemini-9-live", {}, "v1beta", 1008,
-         "models/gemini-9-live is not found for API version v1beta, or is not supported for "
-         "bidiGenerateContent. Call ListModels to s"),  # the real reason, cut to 123 bytes
-        ("gemini-2.0-flash-live-001", {}, "v1alpha", 1008,
-         model_not_found_reason("gemini-2.0-flash-live-001", "v1alpha").encode()[:123].decode()),
-        ("gemini-3.8-live", {"enable_affective_dialog": True}, None, 1007,
-         'Invalid JSON payload received. Unknown name "enableAffectiveDialog" at '
-         "'setup.generation_config': Cannot find field."),
-        ("gemini-2.5-flash-native-audio-preview-12-2025", {"proactivity": {"proactive_audio": True}},
-         "v1beta", 1007, "Invalid JSON payload received. Unknown name \"proactivity\" at 'setup': Cannot find field."),
-        ("gemini-3.8-live", {"response_modalities": ["TEXT"]}, None, 1007,
-         "The requested combination of response modalities (TEXT) is not supported by the model."),
-        ("gemini-3.8-live", {"response_modalities": ["TEXT", "AUDIO"]}, None, 1007,
-         "The requested combination of response modalities (TEXT, AUDIO) is not supported by the model."),
-        ("gemini-3.8-live", {"proactivity": {"proactive_audio": False}}, None, 1007,
-         "Request contains an invalid argument."),
-        ("gemini-3.8-live-extended-thinking", {}, None, 1007, "Thinking level must be specified for this model."),
-        ("gemini-3.8-live-extended-thinking", {"thinking_config": {"thinking_level": "MINIMAL"}}, None, 1007,
-         "Request contains an invalid argument."),
-        ("gemini-3.1-flash-live-preview", {"thinking_config": {"thinking_budget": 100}}, None, 1007,
-         "Request contains an invalid argument."),
-        ("gemini-3.8-live", {"thinking_config": {"thinking_level": "LOW"}}, None, 1007,
-         "Request contains an invalid argument."),
+        (
+            "gemini-9-live",
+            {},
+            "v1beta",
+            1008,
+            "models/gemini-9-live is not found for API version v1beta, or is not supported for "
+            "bidiGenerateContent. Call ListModels to s",
+        ),  # the real reason, cut to 123 bytes
+        (
+            "gemini-2.0-flash-live-001",
+            {},
+            "v1alpha",
+            1008,
+            model_not_found_reason("gemini-2.0-flash-live-001", "v1alpha").encode()[:123].decode(),
+        ),
+        (
+            "gemini-3.8-live",
+            {"enable_affective_dialog": True},
+            None,
+            1007,
+            'Invalid JSON payload received. Unknown name "enableAffectiveDialog" at '
+            "'setup.generation_config': Cannot find field.",
+        ),
+        (
+            "gemini-2.5-flash-native-audio-preview-12-2025",
+            {"proactivity": {"proactive_audio": True}},
+            "v1beta",
+            1007,
+            "Invalid JSON payload received. Unknown name \"proactivity\" at 'setup': "
+            "Cannot find field.",
+        ),
+        (
+            "gemini-3.8-live",
+            {"response_modalities": ["TEXT"]},
+            None,
+            1007,
+            "The requested combination of response modalities (TEXT) is not supported by "
+            "the model.",
+        ),
+        (
+            "gemini-3.8-live",
+            {"response_modalities": ["TEXT", "AUDIO"]},
+            None,
+            1007,
+            "The requested combination of response modalities (TEXT, AUDIO) is not supported "
+            "by the model.",
+        ),
+        (
+            "gemini-3.8-live",
+            {"proactivity": {"proactive_audio": False}},
+            None,
+            1007,
+            "Request contains an invalid argument.",
+        ),
+        (
+            "gemini-3.8-live-extended-thinking",
+            {},
+            None,
+            1007,
+            "Thinking level must be specified for this model.",
+        ),
+        (
+            "gemini-3.8-live-extended-thinking",
+            {"thinking_config": {"thinking_level": "MINIMAL"}},
+            None,
+            1007,
+            "Request contains an invalid argument.",
+        ),
+        (
+            "gemini-3.1-flash-live-preview",
+            {"thinking_config": {"thinking_budget": 100}},
+            None,
+            1007,
+            "Request contains an invalid argument.",
+        ),
+        (
+            "gemini-3.8-live",
+            {"thinking_config": {"thinking_level": "LOW"}},
+            None,
+            1007,
+            "Request contains an invalid argument.",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_setup_rejections_raise_from_connect(
     emu: LiveEmulator, model: str, config: dict, version: str | None, code: int, reason: str
 ) -> None:
@@ -195,7 +287,10 @@ async def test_goaway_then_deadline_close(emu: LiveEmulator) -> None:
             async for message in session.receive():
                 got.append(message)
     assert got[-1].go_away.time_left == "0.3s" or got[-1].go_away.time_left.total_seconds() == 0.3
-    assert (info.value.code, info.value.details) == (1011, "Deadline expired before operation could complete.")
+    assert (info.value.code, info.value.details) == (
+        1011,
+        "Deadline expired before operation could complete.",
+    )
 
 
 @emu_with(faults=FaultPlan(max_sessions=1, setup_delay=0.1))
@@ -207,7 +302,10 @@ async def test_quota_and_slow_setup(emu: LiveEmulator) -> None:
             async with client(emu).aio.live.connect(model="gemini-3.8-live", config=CONFIG):
                 pass
     assert info.value.code == 1011
-    assert info.value.details == "You exceeded your current quota, please check your plan and billing details."
+    assert (
+        info.value.details
+        == "You exceeded your current quota, please check your plan and billing details."
+    )
 
 
 @emu_with(faults=FaultPlan(close_after=0.2, close_reason="The service is currently unavailable."))
@@ -228,13 +326,17 @@ async def test_session_resumption_restores_and_rejects_stale(emu: LiveEmulator) 
                 handle = message.session_resumption_update.new_handle
                 break
     first_prompt = messages[-1].usage_metadata.prompt_token_count
-    resumed = cfg.model_copy(update={"session_resumption": types.SessionResumptionConfig(handle=handle)})
+    resumed = cfg.model_copy(
+        update={"session_resumption": types.SessionResumptionConfig(handle=handle)}
+    )
     async with client(emu).aio.live.connect(model="gemini-3.8-live", config=resumed) as session:
         await session.send_realtime_input(text="second question")
         again = await collect_turn(session)
     # The restored context includes the first exchange, so the prompt grew.
     assert again[-1].usage_metadata.prompt_token_count > first_prompt + 100
-    stale = cfg.model_copy(update={"session_resumption": types.SessionResumptionConfig(handle="nope")})
+    stale = cfg.model_copy(
+        update={"session_resumption": types.SessionResumptionConfig(handle="nope")}
+    )
     with pytest.raises(errors.APIError) as info:
         async with client(emu).aio.live.connect(model="gemini-3.8-live", config=stale):
             pass
@@ -243,7 +345,13 @@ async def test_session_resumption_restores_and_rejects_stale(emu: LiveEmulator) 
 
 @emu_with(config={"tool_scripts": (ToolScript(after_turn=1, name="end_call"),)})
 async def test_scripted_tool_call_and_response(emu: LiveEmulator) -> None:
-    tools = [types.Tool(function_declarations=[types.FunctionDeclaration(name="end_call", description="hang up")])]
+    tools = [
+        types.Tool(
+            function_declarations=[
+                types.FunctionDeclaration(name="end_call", description="hang up")
+            ]
+        )
+    ]
     cfg = CONFIG.model_copy(update={"tools": tools})
     async with client(emu).aio.live.connect(model="gemini-3.8-live", config=cfg) as session:
         await session.send_realtime_input(text="bye now")
@@ -253,16 +361,25 @@ async def test_scripted_tool_call_and_response(emu: LiveEmulator) -> None:
                 break
         assert call.name == "end_call"
         await session.send_tool_response(
-            function_responses=[types.FunctionResponse(id=call.id, name=call.name, response={"ok": True})]
+            function_responses=[
+                types.FunctionResponse(id=call.id, name=call.name, response={"ok": True})
+            ]
         )
         after = await collect_turn(session)
-    texts = [m.server_content.output_transcription.text for m in after if m.server_content and m.server_content.output_transcription]
+    texts = [
+        m.server_content.output_transcription.text
+        for m in after
+        if m.server_content and m.server_content.output_transcription
+    ]
     assert texts[0] in ("", None)
     assert len(audio_of(after)) == 1.5 * 48_000
     assert after[-2].server_content.generation_complete and after[-1].server_content.turn_complete
 
 
-@emu_with(config={"voice": "tone", "pace": 4.0, "tone_secs": 1.0}, faults=FaultPlan(stall_after=0.3, stall_secs=0.4))
+@emu_with(
+    config={"voice": "tone", "pace": 4.0, "tone_secs": 1.0},
+    faults=FaultPlan(stall_after=0.3, stall_secs=0.4),
+)
 async def test_stall_in_the_middle_of_a_reply(emu: LiveEmulator) -> None:
     async with client(emu).aio.live.connect(model="gemini-3.8-live", config=CONFIG) as session:
         await session.send_realtime_input(text="go")
@@ -290,8 +407,8 @@ async def test_record_file_and_raw_client_rules(tmp_path: Path) -> None:
         assert closed.value.rcvd.code == 1008 and "unregistered callers" in closed.value.rcvd.reason
         assert len(closed.value.rcvd.reason.encode()) == 123
         async with websockets.connect(f"{url}{path}?key=k", ssl=ctx) as ws:
-            setup = {"model": "models/gemini-3.8-live",
-                     "realtimeInputConfig": {"automatic_activity_detection": {"disabld": True}}}  # fmt: skip
+            aad = {"automatic_activity_detection": {"disabld": True}}
+            setup = {"model": "models/gemini-3.8-live", "realtimeInputConfig": aad}
             await ws.send(json.dumps({"setup": setup}))
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.recv()
@@ -300,15 +417,25 @@ async def test_record_file_and_raw_client_rules(tmp_path: Path) -> None:
             "'setup.realtime_input_config.automatic_activity_detection': Cannot find field."
         )
         assert closed.value.rcvd.reason == full.encode()[:123].decode()  # cut like the service
-        async with websockets.connect(url + path, ssl=ctx, additional_headers={"x-goog-api-key": "k"}) as ws:
-            setup = {"model": "models/gemini-3.8-live",
-                     "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}}}  # fmt: skip
+        async with websockets.connect(
+            url + path, ssl=ctx, additional_headers={"x-goog-api-key": "k"}
+        ) as ws:
+            aad = {"automaticActivityDetection": {"disabled": True}}
+            setup = {"model": "models/gemini-3.8-live", "realtimeInputConfig": aad}
             await ws.send(json.dumps({"setup": setup}))
             assert json.loads(await ws.recv()) == {"setupComplete": {}}
             pcm = caller_hello_16k()[:16000].tobytes()
             data = base64.urlsafe_b64encode(pcm).decode()
             await ws.send(json.dumps({"realtimeInput": {"activityStart": {}}}))
-            await ws.send(json.dumps({"realtimeInput": {"mediaChunks": [{"data": data, "mimeType": "audio/pcm;rate=16000"}]}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "realtimeInput": {
+                            "mediaChunks": [{"data": data, "mimeType": "audio/pcm;rate=16000"}]
+                        }
+                    }
+                )
+            )
             await ws.send(json.dumps({"realtimeInput": {"activityEnd": {}}}))
             replies = []
             while not replies or "turnComplete" not in replies[-1].get("serverContent", {}):

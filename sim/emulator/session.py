@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +15,8 @@ from loguru import logger
 from sim.emulator import protocol as p
 from sim.emulator import voices
 from sim.emulator.config import ToolScript
+from sim.emulator.conversation import Conversation, cancel_and_wait
+from sim.emulator.faults import fault_timer
 from sim.emulator.schema import INVALID_ARGUMENT, Rejection, SetupInfo, validate_setup
 from sim.emulator.vad import TurnDetector
 
@@ -23,34 +24,6 @@ if TYPE_CHECKING:
     from sim.emulator.server import LiveEmulator
 
 NUDGE_WINDOW_SECS = 2.0
-
-
-@dataclass
-class Conversation:
-    """What a session has heard and said: restored by a session-resumption handle."""
-
-    caller_turns: int = 0
-    replies: int = 0
-    context_audio_secs: float = 0.0
-    context_text_tokens: int = 0
-    history: list[str] = field(default_factory=list)
-
-    def copy(self) -> Conversation:
-        """A snapshot independent of further changes."""
-        return replace(self, history=list(self.history))
-
-
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a task and wait for it, re-raising only our own cancellation."""
-    if task is None or task.done():
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
 
 
 class LiveSession:
@@ -130,7 +103,8 @@ class LiveSession:
         self.emu.closes.append((self.id, code, reason))
         await self.ws.close(code=code, message=p.close_reason(reason))
 
-    async def _send(self, data: bytes) -> None:
+    async def send(self, data: bytes) -> None:
+        """Send one pre-encoded server message as a text frame."""
         await self.ws.send_frame(data, WSMsgType.TEXT)
 
     async def _accept_setup(self) -> None:
@@ -161,9 +135,9 @@ class LiveSession:
         self.emu.session_accepted(self)
         logger.info("emulator {}: session started ({}, {})", self.id, info.model.name,
                     self.api_version)  # fmt: skip
-        await self._send(p.SETUP_COMPLETE)
+        await self.send(p.SETUP_COMPLETE)
         await self._send_resumption()
-        self._fault_task = asyncio.create_task(self._faults(), name=f"emulator:{self.id}:faults")
+        self._fault_task = asyncio.create_task(fault_timer(self), name=f"emulator:{self.id}:faults")
 
     def _parse(self, data: str | bytes) -> Any:
         try:
@@ -291,7 +265,7 @@ class LiveSession:
         self.conv.context_audio_secs += secs
         self.conv.history.append(f"caller: {label}")
         if self.info.input_transcription:
-            await self._send(p.transcription("inputTranscription", label))
+            await self.send(p.transcription("inputTranscription", label))
         self._reply_to_turn(self._audio("answer", samples, rate))
 
     # Replies
@@ -344,8 +318,8 @@ class LiveSession:
         if streaming:
             self._streaming = False
             self._finish_reply_bookkeeping(sent, interrupted=True)
-            await self._send(p.INTERRUPTED)
-            await self._send(self._turn_complete(sent))
+            await self.send(p.INTERRUPTED)
+            await self.send(self._turn_complete(sent))
             await self._send_resumption()
 
     async def _reply(
@@ -361,11 +335,11 @@ class LiveSession:
             await asyncio.sleep(self.cfg.think_ms / 1000)
             assert self.info is not None
             if self.info.resumption:
-                await self._send(p.resumption_update(None))
+                await self.send(p.resumption_update(None))
             if tool is not None:
                 call_id = f"fc-{self.id}-{self._replies_started}"
                 self._pending_tools[call_id] = tool.name
-                await self._send(p.tool_call(call_id, tool.name, dict(tool.args)))
+                await self.send(p.tool_call(call_id, tool.name, dict(tool.args)))
                 return
             assert audio is not None
             await self._stream(audio, after_tool)
@@ -378,13 +352,13 @@ class LiveSession:
         self._streaming, self._sent_secs = True, 0.0
         if self.info.output_transcription:
             if after_tool:
-                await self._send(p.transcription("outputTranscription", ""))
-            await self._send(p.transcription("outputTranscription", audio.label))
+                await self.send(p.transcription("outputTranscription", ""))
+            await self.send(p.transcription("outputTranscription", audio.label))
         burst = max(1, cfg.burst_ms // cfg.chunk_ms)
         start = self._loop.time()
         stalled = faults.stall_after is None
         for i, message in enumerate(audio.messages, 1):
-            await self._send(message)
+            await self.send(message)
             self._sent_secs = min(audio.secs, i * audio.chunk_secs)
             if not stalled and self._sent_secs >= (faults.stall_after or 0.0):
                 stalled = True
@@ -393,12 +367,12 @@ class LiveSession:
             if i % burst == 0:
                 ahead = start + self._sent_secs / cfg.pace - self._loop.time() if cfg.pace else 0
                 await asyncio.sleep(max(0.0, ahead))
-        await self._send(p.GENERATION_COMPLETE)
+        await self.send(p.GENERATION_COMPLETE)
         if cfg.wait_playback:
             await asyncio.sleep(max(0.0, start + audio.secs - self._loop.time()))
         self._streaming = False
         self._finish_reply_bookkeeping(audio.secs, interrupted=False)
-        await self._send(self._turn_complete(audio.secs))
+        await self.send(self._turn_complete(audio.secs))
         await self._send_resumption()
 
     def _finish_reply_bookkeeping(self, secs: float, *, interrupted: bool) -> None:
@@ -420,33 +394,4 @@ class LiveSession:
             return
         handle = secrets.token_urlsafe(24)
         self.emu.store_handle(handle, self.conv.copy())
-        await self._send(p.resumption_update(handle))
-
-    # Faults
-
-    async def _faults(self) -> None:
-        faults = self.emu.faults
-        plan: list[tuple[float, str, float]] = []
-        if faults.goaway_after is not None:
-            plan.append((faults.goaway_after, "goaway", faults.time_left))
-            plan.append((faults.goaway_after + faults.time_left, "deadline", 0.0))
-        if faults.close_after is not None:
-            plan.append((faults.close_after, "close", 0.0))
-        if faults.lifetime is not None:
-            lead = min(60.0, faults.lifetime / 10)
-            plan.append((faults.lifetime - lead, "goaway", lead))
-            plan.append((faults.lifetime, "deadline", 0.0))
-        start = self._loop.time()
-        try:
-            for at, action, time_left in sorted(plan):
-                await asyncio.sleep(max(0.0, start + at - self._loop.time()))
-                if self.close_code is not None:
-                    return
-                if action == "goaway":
-                    await self._send(p.go_away(time_left))
-                elif action == "deadline":
-                    await self.close(1011, p.DEADLINE_EXPIRED)
-                else:
-                    await self.close(faults.close_code, faults.close_reason)
-        except (ConnectionError, RuntimeError) as exc:
-            logger.debug("emulator {}: fault timer stopped: {!r}", self.id, exc)
+        await self.send(p.resumption_update(handle))

@@ -1,0 +1,147 @@
+"""Locust (2.x) load test driving the same sans-IO caller core as ``voicebot loadtest``.
+
+Run distributed, one worker per core (the GIL):
+    locust -f deploy/locustfile.py --host http://bot:8080 --headless -u 200 -r 10 --processes -1
+
+Each user places calls in a loop: POST /twilio/voice (form params like Twilio, signed when
+TWILIO_AUTH_TOKEN is set), opens the TwiML <Stream> with websocket-client (gevent-patched socket),
+runs ``sim.caller_core.CallerCore``: a sender greenlet ticks every 20 ms on absolute deadlines, a
+receiver greenlet feeds messages in. One ``events.request`` per turn (not per frame):
+"response_latency", "greeting", "bargein_to_clear", "send_lateness_max", "call" (with failure).
+Locust bins response times (10 ms above 100 ms), so read exact percentiles from ``voicebot
+loadtest`` or from the CSV of per-call records this file writes when LOCUST_CALLS_CSV is set.
+Needs: locust, websocket-client (not project dependencies; not run in CI).
+"""
+
+import os
+import random
+import secrets
+import time
+
+import gevent
+import websocket
+from locust import HttpUser, constant, task
+
+from sim.caller import parse_twiml, twilio_signature, voice_url, webhook_params
+from sim.caller_core import CallerCore
+from sim.caller_plan import FRAME_SECS
+from sim.scenario import load_scenario
+
+SCENARIO = load_scenario(os.environ.get("VOICEBOT_SCENARIO", "default"))
+AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN") or None
+PERSONA = os.environ.get("VOICEBOT_PERSONA") or None
+
+
+class TwilioCaller(HttpUser):
+    """One simulated phone line placing calls back to back."""
+
+    wait_time = constant(1)
+
+    def _fire(self, name, ms, exc=None):
+        self.environment.events.request.fire(
+            request_type="voice",
+            name=name,
+            response_time=ms,
+            response_length=0,
+            exception=exc,
+            context={},
+        )
+
+    @task
+    def call(self):
+        call_sid, account_sid = "CA" + secrets.token_hex(16), "AC" + "0" * 32
+        url = voice_url(self.host, PERSONA)
+        params = webhook_params(call_sid, account_sid, "+15005550001", "+15005550006")
+        headers = (
+            {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, params)} if AUTH_TOKEN else {}
+        )
+        t0 = time.monotonic()
+        with self.client.post(
+            url, data=params, headers=headers, name="webhook", catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"webhook: HTTP {r.status_code}")
+                return
+            tw = parse_twiml(r.text)
+        if not tw.stream_url:
+            self._fire("call", 0, Exception("rejected: TwiML <Say> without <Stream>"))
+            return
+        ws_headers = []
+        if AUTH_TOKEN:
+            ws_headers.append(
+                "X-Twilio-Signature: " + twilio_signature(AUTH_TOKEN, tw.stream_url, {})
+            )
+        try:
+            ws = websocket.create_connection(
+                tw.stream_url, header=ws_headers, enable_multithread=True, timeout=10
+            )
+        except websocket.WebSocketBadStatusException as e:
+            self._fire("call", 0, Exception(f"stream: upgrade HTTP {e.status_code}"))
+            return
+        except Exception as e:
+            self._fire("call", 0, Exception(f"stream: {e!r}"))
+            return
+        plan = SCENARIO.build_plan(random.Random())
+        core = CallerCore(
+            plan,
+            t0=t0,
+            call_sid=call_sid,
+            account_sid=account_sid,
+            stream_sid="MZ" + secrets.token_hex(16),
+            custom_parameters=tw.parameters,
+            twiml_say=tw.say_after,
+        )
+        for m in core.open(time.monotonic()):
+            ws.send(m)
+        ws.settimeout(None)
+
+        def receive():
+            while not core.done:
+                try:
+                    opcode, data = ws.recv_data(control_frame=True)
+                except Exception:
+                    core.on_closed(time.monotonic(), None, "connection lost")
+                    return
+                now = time.monotonic()
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    for out in core.on_message(data.decode(), now):
+                        ws.send(out)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                    core.on_closed(now, code, data[2:].decode(errors="replace"))
+                    return
+
+        receiver = gevent.spawn(receive)
+        deadline = time.monotonic()
+        try:
+            while not core.done:
+                deadline += FRAME_SECS
+                gevent.sleep(max(0.0, deadline - time.monotonic()))
+                now = time.monotonic()
+                late_ms = (now - deadline) * 1000
+                core.res.send_lateness_max_ms = max(core.res.send_lateness_max_ms, late_ms)
+                for m in core.on_tick(now):
+                    ws.send(m)
+        except Exception as e:
+            core.fail(time.monotonic(), f"stream: send failed: {e!r}")
+        finally:
+            ws.close()
+            receiver.join(timeout=5)
+            receiver.kill()
+        res = core.result(time.monotonic())
+        if res.greeting_ms is not None:
+            self._fire("greeting", res.greeting_ms)
+        for ms in res.response_latencies_ms:
+            self._fire("response_latency", ms)
+        for ms in res.bargein_to_clear_ms:
+            self._fire("bargein_to_clear", ms)
+        self._fire("send_lateness_max", res.send_lateness_max_ms)
+        self._fire("call", res.duration_secs * 1000, None if res.ok else Exception(res.failure))
+        path = os.environ.get("LOCUST_CALLS_CSV")
+        if path:
+            with open(path, "a") as f:
+                lat = ";".join(f"{v:.1f}" for v in res.response_latencies_ms)
+                f.write(
+                    f"{res.call_sid},{res.ok},{res.failure or ''},{res.greeting_ms},{lat},"
+                    f"{res.stale_frames}\n"
+                )

@@ -1,0 +1,43 @@
+"""Timed faults of one session: goAway then a deadline close, scheduled closes, lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from sim.emulator import protocol as p
+
+if TYPE_CHECKING:
+    from sim.emulator.session import LiveSession
+
+
+async def fault_timer(session: LiveSession) -> None:
+    """Run a session's timed faults: goAway, deadline and scheduled closes."""
+    faults = session.emu.faults
+    plan: list[tuple[float, str, float]] = []
+    if faults.goaway_after is not None:
+        plan.append((faults.goaway_after, "goaway", faults.time_left))
+        plan.append((faults.goaway_after + faults.time_left, "deadline", 0.0))
+    if faults.close_after is not None:
+        plan.append((faults.close_after, "close", 0.0))
+    if faults.lifetime is not None:
+        lead = min(60.0, faults.lifetime / 10)
+        plan.append((faults.lifetime - lead, "goaway", lead))
+        plan.append((faults.lifetime, "deadline", 0.0))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        for at, action, time_left in sorted(plan):
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            if session.close_code is not None:
+                return
+            if action == "goaway":
+                await session.send(p.go_away(time_left))
+            elif action == "deadline":
+                await session.close(1011, p.DEADLINE_EXPIRED)
+            else:
+                await session.close(faults.close_code, faults.close_reason)
+    except (ConnectionError, RuntimeError) as exc:
+        logger.debug("emulator {}: fault timer stopped: {!r}", session.id, exc)

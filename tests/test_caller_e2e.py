@@ -1,0 +1,149 @@
+"""A simulated call against an in-test Twilio-like server over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import wave
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from sim.caller import CallPlan, parse_twiml, place_call, voice_url
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "test-auth-token"
+SEEN = web.AppKey("seen", dict)
+TONE = base64.b64encode(bytes([0x00, 0x80]) * 160).decode()  # 40 ms, loud
+
+
+def make_app(check_signatures: bool, reply_after_secs: float = 0.3) -> web.Application:
+    validator = RequestValidator(TOKEN)
+    seen: dict[str, object] = {}
+
+    async def voice(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        seen["form"] = form
+        if check_signatures and not validator.validate(
+            str(request.url), form, request.headers.get("X-Twilio-Signature", "")
+        ):
+            raise web.HTTPForbidden(text="bad signature")
+        host = request.host
+        return web.Response(
+            content_type="text/xml",
+            text=f'<Response><Connect><Stream url="ws://{host}/twilio/media">'
+            f'<Parameter name="persona" value="{request.query.get("persona", "none")}"/>'
+            "</Stream></Connect><Say>Sorry, goodbye.</Say></Response>",
+        )
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        sig = request.headers.get("X-Twilio-Signature", "")
+        url = f"ws://{request.host}/twilio/media"
+        if check_signatures and not validator.validate(url, {}, sig):
+            raise web.HTTPForbidden(text="bad upgrade signature")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sid = ""
+
+        async def speak(n: int) -> None:
+            for _ in range(n):
+                await ws.send_str(
+                    json.dumps({"event": "media", "streamSid": sid, "media": {"payload": TONE}})
+                )
+                await asyncio.sleep(0.04)
+            await ws.send_str(
+                json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "end"}})
+            )
+
+        talking: asyncio.Task[None] | None = None
+        async for msg in ws:
+            ev = json.loads(msg.data)
+            seen.setdefault("events", []).append(ev["event"])  # type: ignore[union-attr]
+            if ev["event"] == "start":
+                sid = ev["streamSid"]
+                seen["start"] = ev["start"]
+                talking = asyncio.create_task(speak(10), name="test:greeting")
+            elif ev["event"] == "mark":
+                seen["mark_back"] = ev["mark"]["name"]
+            elif ev["event"] == "stop":
+                break
+        if talking:
+            talking.cancel()
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/twilio/voice", voice)
+    app.router.add_get("/twilio/media", media)
+    app[SEEN] = seen
+    return app
+
+
+async def test_call_completes_records_audio_and_sends_twilio_messages(
+    aiohttp_server, tmp_path: Path
+) -> None:
+    app = make_app(check_signatures=True)
+    server = await aiohttp_server(app)
+    out = tmp_path / "heard.wav"
+    plan = CallPlan().wait_for_greeting(timeout_secs=3, quiet_secs=0.2).dtmf("5").hangup()
+    res = await place_call(
+        str(server.make_url("/")), plan, auth_token=TOKEN, record=out, persona="sales"
+    )
+    assert res.ok, res.failure
+    assert res.end_reason == "caller hung up"
+    assert res.custom_parameters == {"persona": "sales"}
+    assert res.greeting_ms is not None and res.greeting_ms < 500
+    assert res.audio_received_secs == pytest.approx(0.4, abs=0.01)
+    seen = app[SEEN]
+    assert seen["form"]["CallStatus"] == "ringing" and seen["form"]["Direction"] == "inbound"
+    assert seen["start"]["customParameters"] == {"persona": "sales"}
+    assert (
+        seen["events"][:2] == ["connected", "start"]
+        and "dtmf" in seen["events"]
+        and seen["events"][-1] == "stop"
+    )
+    assert seen["mark_back"] == "end"
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 8000 and w.getnframes() >= 3200
+
+
+async def test_forged_signature_fails_with_webhook_403(aiohttp_server) -> None:
+    server = await aiohttp_server(make_app(check_signatures=True))
+    res = await place_call(str(server.make_url("/")), CallPlan().hangup(), auth_token="wrong-token")
+    assert not res.ok and res.failure == "webhook: HTTP 403"
+
+
+async def test_server_close_reports_code_and_apology(aiohttp_server) -> None:
+    async def voice(request: web.Request) -> web.Response:
+        return web.Response(
+            content_type="text/xml",
+            text=f'<Response><Connect><Stream url="ws://{request.host}/m"/></Connect><Say>Sorry.</Say></Response>',
+        )
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        await ws.close(code=1011, message=b"model unavailable")
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/twilio/voice", voice)
+    app.router.add_get("/m", media)
+    server = await aiohttp_server(app)
+    res = await place_call(str(server.make_url("/")), CallPlan().pause(5))
+    assert not res.ok and res.failure == "stream: closed 1011 model unavailable"
+    assert "Sorry." in res.end_reason
+
+
+def test_twiml_parsing_and_urls() -> None:
+    tw = parse_twiml(
+        '<Response><Connect><Stream url="wss://x/s"><Parameter name="a" value="1"/></Stream>'
+        "</Connect><Say>bye</Say></Response>"
+    )
+    assert (tw.stream_url, tw.parameters, tw.say_after) == ("wss://x/s", {"a": "1"}, "bye")
+    assert parse_twiml("<Response><Say>busy</Say><Hangup/></Response>").say_only == "busy"
+    assert voice_url("http://h:1/", "p 1") == "http://h:1/twilio/voice?persona=p+1"

@@ -1,0 +1,106 @@
+"""Unit tests of the emulator's pieces: setup schema, VAD, wire helpers, fault parsing."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from sim.emulator import protocol
+from sim.emulator.config import parse_faults, parse_tool_script
+from sim.emulator.schema import Rejection, VadParams, validate_setup
+from sim.emulator.vad import TurnDetector
+
+pytestmark = pytest.mark.unit
+
+
+def test_urlsafe_base64_is_translated_before_decoding() -> None:
+    raw = bytes(range(256)) * 3
+    assert protocol.b64decode(base64.urlsafe_b64encode(raw).decode()) == raw
+    assert protocol.b64decode(base64.b64encode(raw).decode()) == raw
+
+
+def test_close_reason_is_cut_to_123_bytes_without_splitting_utf8() -> None:
+    cut = protocol.close_reason("é" * 100)
+    assert len(cut) == 122 and cut.decode() == "é" * 61
+
+
+def test_path_versions_and_repeated_slashes() -> None:
+    path = "//ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContent"
+    assert protocol.match_path(path) == "v1alpha"
+    assert protocol.match_path("/x" + path.replace("v1alpha", "v2")) is None
+
+
+def test_setup_accepts_both_casings_and_reads_vad() -> None:
+    info = validate_setup(
+        {
+            "model": "models/gemini-3.8-live",
+            "generation_config": {"responseModalities": ["AUDIO"], "speech_config": {}},
+            "realtimeInputConfig": {
+                "automatic_activity_detection": {"silenceDurationMs": 900, "disabled": True},
+                "activity_handling": "NO_INTERRUPTION",
+            },
+            "sessionResumption": {"handle": "h1"},
+            "historyConfig": {"initial_history_in_client_content": True},
+        },
+        "v1",
+    )
+    assert (info.vad.silence_duration_ms, info.vad.disabled, info.barge_in) == (900, True, False)
+    assert info.resume_handle == "h1"
+
+
+def test_unknown_name_is_found_in_lists_too() -> None:
+    setup = {"model": "gemini-3.8-live", "tools": [{"functionDeclarations": [{"nmae": "x"}]}]}
+    with pytest.raises(Rejection) as info:
+        validate_setup(setup, "v1beta")
+    assert info.value.code == 1007
+    assert "\"nmae\" at 'setup.tools[0].function_declarations[0]'" in info.value.reason
+
+
+def test_blocking_tool_rejected_on_extended_thinking() -> None:
+    setup = {
+        "model": "gemini-3.8-live-extended-thinking",
+        "generationConfig": {"thinkingConfig": {"thinkingLevel": "LOW"}},
+        "tools": [{"functionDeclarations": [{"name": "x", "behavior": "BLOCKING"}]}],
+    }
+    with pytest.raises(Rejection) as info:
+        validate_setup(setup, "v1beta")
+    assert (info.value.code, info.value.reason) == (1007, "Request contains an invalid argument.")
+
+
+def _tone(secs: float, rate: int, amp: float) -> bytes:
+    t = np.arange(int(secs * rate)) / rate
+    return (amp * 32767 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
+
+
+def test_vad_finds_one_turn_and_respects_silence_duration() -> None:
+    vad = TurnDetector(VadParams(silence_duration_ms=300), 16_000)
+    audio = _tone(0.5, 16_000, 0.0) + _tone(1.0, 16_000, 0.3) + _tone(0.2, 16_000, 0.0)
+    audio += _tone(0.5, 16_000, 0.3) + _tone(0.5, 16_000, 0.0)
+    starts = ends = 0
+    for i in range(0, len(audio), 640):
+        events = vad.feed(audio[i : i + 640])
+        starts += events.started
+        ends += events.ended
+    assert (starts, ends) == (1, 1)  # the 0.2 s gap is shorter than 300 ms
+    assert vad.finished is not None
+    assert vad.finished.size / 16_000 == pytest.approx(1.7 + 0.2, abs=0.05)  # with pre-roll
+
+
+def test_vad_low_start_sensitivity_ignores_quiet_speech() -> None:
+    quiet = _tone(1.0, 16_000, 0.02)  # about -37 dBFS
+    high = TurnDetector(VadParams(), 16_000)
+    low = TurnDetector(VadParams(start_sensitivity="START_SENSITIVITY_LOW"), 16_000)
+    assert high.feed(quiet).started and not low.feed(quiet).started
+
+
+def test_fault_and_tool_call_parsing() -> None:
+    plan = parse_faults(["goaway_after=5,time_left=2", "max_sessions=10", "forget_handles=true"])
+    assert (plan.goaway_after, plan.time_left, plan.max_sessions, plan.forget_handles) == (
+        5.0, 2.0, 10, True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_faults(["goaway=1"])
+    script = parse_tool_script('2:lookup:{"id": "42"}')
+    assert (script.after_turn, script.name, script.args) == (2, "lookup", {"id": "42"})

@@ -1,0 +1,64 @@
+"""A small load test against relay_baseline-like behaviour: an in-test server, real sockets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.loadtest import LoadConfig, run_calls
+from sim.loadtest_cmd import configure
+from sim.report import summarize
+from sim.scenario import parse_scenario
+from tests.test_caller_e2e import make_app
+
+pytestmark = pytest.mark.e2e
+
+SCENARIO = """
+steps:
+  - wait_for_greeting: {timeout_secs: 2, quiet_secs: 0.1}
+  - say: caller_bargein.wav
+  - hangup
+"""
+
+
+async def test_loadtest_runs_calls_and_report_matches(aiohttp_server) -> None:
+    server = await aiohttp_server(make_app(check_signatures=False))
+    sc = parse_scenario(SCENARIO, "t.yaml")
+    cfg = LoadConfig(url=str(server.make_url("/")), scenario=sc, calls=6, concurrency=3)
+    out = await run_calls(cfg, list(range(6)))
+    assert len(out.records) == 6 and all(r["ok"] for r in out.records)
+    summary = summarize(out.records, out.lateness, out.concurrency)
+    assert summary["concurrency_max"] == 3
+    assert summary["metrics"]["greeting_ms"]["count"] == 6
+    assert out.lateness.count > 6 * 50  # every call sent frames through the shared ticker
+    assert summary["metrics"]["send_lateness_ms"]["p99"] < 20
+
+
+def test_cli_exit_code_on_missed_slo(tmp_path: Path) -> None:
+    # a server that refuses everything: every call fails, so max_failed_pct=0 is missed
+    from sim.loadtest_cmd import EXIT_SLO, run
+
+    p = argparse.ArgumentParser()
+    configure(p)
+    args = p.parse_args(
+        [
+            "--url",
+            "http://127.0.0.1:9",
+            "--calls",
+            "2",
+            "--concurrency",
+            "2",
+            "--slo",
+            "max_failed_pct=0",
+            "--report",
+            str(tmp_path),
+        ]
+    )
+    assert run(args) == EXIT_SLO
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["summary"]["failed"] == 2 and all(
+        c["failure"].startswith("webhook:") for c in doc["calls"]
+    )

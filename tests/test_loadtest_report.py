@@ -1,0 +1,137 @@
+"""Scenario validation, SLO parsing and checks, report files agreeing with the calls' records."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from sim.caller_plan import BargeIn, Dtmf, Say
+from sim.frame_ticker import LatenessHistogram
+from sim.loadtest_cmd import EXIT_SLO, EXIT_USAGE, configure, run
+from sim.report import check_slos, parse_slo, summarize, write_report
+from sim.scenario import ScenarioError, load_scenario, parse_scenario
+
+pytestmark = pytest.mark.unit
+
+
+def test_builtin_scenarios_load_and_build_plans() -> None:
+    for name in ("default", "bargein"):
+        plan = load_scenario(name).build_plan(random.Random(1))
+        assert any(isinstance(s, Say) for s in plan.steps)
+    kinds = {
+        type(s)
+        for seed in range(20)
+        for s in load_scenario("bargein").build_plan(random.Random(seed)).steps
+    }
+    assert BargeIn in kinds and Dtmf in kinds
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "steps:\n  - barge_in: {after: 1}\n",
+            "steps[0].barge_in.after: Extra inputs are not permitted",
+        ),
+        ("steps:\n  - say: caller_hello.wav\n    pause: 1\n", "exactly one of"),
+        (
+            "steps:\n  - pause: {secs: -1}\n",
+            "steps[0].pause.secs: Input should be greater than or equal to 0",
+        ),
+        ("steps: []\n", "steps: List should have at least 1 item"),
+        ("steps:\n  - say: nope.wav\n", "steps[0].say.audio: audio file 'nope.wav' not found"),
+        ("steps:\n  - dtmf: {digits: x}\n", "steps[0].dtmf.digits: String should match pattern"),
+        ("- just a list\n", "expected a mapping with 'steps'"),
+    ],
+)
+def test_scenario_errors_name_the_file_and_field(text: str, expected: str) -> None:
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario(text, "my.yaml")
+    assert str(e.value).startswith("my.yaml: ") and expected in str(e.value)
+
+
+def test_dtmf_with_leading_zero_stays_text() -> None:
+    sc = parse_scenario("steps:\n  - dtmf: {digits: 012}\n", "x.yaml")
+    assert sc.steps[0].dtmf is not None and sc.steps[0].dtmf.digits == "012"
+
+
+def test_slo_parsing() -> None:
+    assert parse_slo("p95_response_ms=1200") == ("p95_response_ms", 1200.0)
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        parse_slo("p95_respons_ms=1")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_slo("max_failed_pct=lots")
+
+
+def record(i: int, ok: bool = True, lat: list[float] | None = None, stale: int = 0) -> dict:
+    return {
+        "index": i,
+        "ok": ok,
+        "failure": None if ok else "webhook: HTTP 503",
+        "end_reason": "caller hung up",
+        "setup_ms": 10.0 + i,
+        "setup_to_audio_ms": 20.0 + i,
+        "greeting_ms": 5.0 * i,
+        "response_latencies_ms": lat or [],
+        "replies_missed": 0,
+        "talkovers": 0,
+        "bargeins": 1,
+        "bargein_to_clear_ms": [100.0 + i],
+        "bargein_to_silence_ms": [100.0 + i],
+        "bargeins_unanswered": 0,
+        "clears": 1,
+        "stale_frames": stale,
+        "gaps_ms": [],
+        "interarrival_p99_ms": 40.0,
+        "audio_received_secs": 1.0,
+        "events": [],
+    }
+
+
+def test_summary_and_report_agree_with_records(tmp_path: Path) -> None:
+    recs = [record(i, lat=[100.0 * (i + 1)]) for i in range(10)] + [record(10, ok=False, stale=3)]
+    late = LatenessHistogram()
+    for ms in range(100):
+        late.add(ms / 10000)  # 0.0 .. 9.9 ms
+    summary = summarize(recs, late, [(0.0, 0), (1.0, 11), (2.0, 3)])
+    assert summary["calls"] == 11 and summary["failed"] == 1
+    assert summary["failures_by_reason"] == {"webhook: HTTP 503": 1}
+    assert summary["metrics"]["response_ms"]["p50"] == 550.0
+    assert summary["metrics"]["response_ms"]["max"] == 1000.0
+    assert summary["stale_frames"] == 3 and summary["concurrency_max"] == 11
+    assert summary["metrics"]["send_lateness_ms"]["p99"] == pytest.approx(9.9, abs=0.11)
+    assert check_slos(summary, {"p95_response_ms": 2000, "max_stale_frames": 3}) == []
+    assert check_slos(summary, {"p95_response_ms": 500}) == ["p95_response_ms: 955 > 500"]
+    assert check_slos(summary, {"max_failed_pct": 5}) == ["max_failed_pct: 9.09 > 5"]
+    jp, hp = write_report(tmp_path, summary, recs, [(0.0, 0), (1.0, 11)])
+    doc = json.loads(jp.read_text())
+    assert doc["summary"]["metrics"]["response_ms"] == summary["metrics"]["response_ms"]
+    assert len(doc["calls"]) == 11
+    page = hp.read_text()
+    assert (
+        page.count("<svg") >= 10
+        and "<script" not in page
+        and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    )
+
+
+def test_lateness_histogram_merge_and_wire_roundtrip() -> None:
+    a, b = LatenessHistogram(), LatenessHistogram()
+    a.add(0.001)
+    b.add(0.004)
+    a.merge(LatenessHistogram.from_sparse(json.loads(json.dumps(b.to_sparse()))))
+    assert a.count == 2 and a.percentile(100) == pytest.approx(4.0)
+
+
+def test_cli_rejects_bad_slo_and_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    configure(p)
+    assert run(p.parse_args(["--url", "http://x", "--slo", "bogus=1"])) == EXIT_USAGE
+    assert run(p.parse_args(["--url", "http://x", "--scenario", "nope"])) == EXIT_USAGE
+    assert "built-in scenarios: bargein, default" in capsys.readouterr().err
+    assert EXIT_SLO == 1

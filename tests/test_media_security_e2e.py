@@ -1,0 +1,184 @@
+"""Signatures on the webhook and the media upgrade, and bad input on the media socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+
+import aiohttp
+import pytest
+from loguru import logger
+
+from sim.caller import CallPlan, parse_twiml, place_call, twilio_signature, webhook_params
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "test-auth-token"
+
+
+async def _webhook(session, url: str, token: str | None, call_sid: str) -> tuple[int, str]:
+    params = webhook_params(call_sid, "AC" + "1" * 32, "+15005550001", "+15005550006")
+    headers = {"X-Twilio-Signature": twilio_signature(token, url, params)} if token else {}
+    async with session.post(url, data=params, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_forged_and_missing_webhook_signatures_are_refused(make_server):
+    server = await make_server(twilio_auth_token=TOKEN)
+    url = server.url + "/twilio/voice"
+    async with aiohttp.ClientSession() as session:
+        assert (await _webhook(session, url, "not-the-token", "CA1"))[0] == 403
+        assert (await _webhook(session, url, None, "CA2"))[0] == 403
+        status, body = await _webhook(session, url, TOKEN, "CA3")
+    assert status == 200 and "<Stream" in body
+
+    result = await place_call(server.url, CallPlan().hangup(), auth_token="forged")
+    assert not result.ok
+    assert result.failure == "webhook: HTTP 403"
+    assert server.emulator.sessions_total == 0
+
+
+async def test_forged_and_missing_upgrade_signatures_are_refused(make_server):
+    server = await make_server(twilio_auth_token=TOKEN)
+    async with aiohttp.ClientSession() as session:
+        status, body = await _webhook(session, server.url + "/twilio/voice", TOKEN, "CA9")
+        assert status == 200
+        stream_url = parse_twiml(body).stream_url
+        for headers in ({}, {"X-Twilio-Signature": twilio_signature("forged", stream_url, {})}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(stream_url, headers=headers)
+            assert refused.value.status == 403
+    # A correctly signed call goes through, end to end.
+    result = await place_call(server.url, CallPlan().wait_for_greeting().hangup(), auth_token=TOKEN)
+    assert result.ok, result.failure
+    assert server.emulator.sessions_total == 1
+
+
+class RawStream:
+    """A hand-driven Twilio media stream, for sending what Twilio never would."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_sid: str, start: dict):
+        self.ws = ws
+        self.stream_sid = stream_sid
+        self.start = start
+
+    @classmethod
+    async def open(cls, session: aiohttp.ClientSession, server_url: str) -> RawStream:
+        call_sid = "CA" + uuid.uuid4().hex
+        status, body = await _webhook(session, server_url + "/twilio/voice", None, call_sid)
+        assert status == 200
+        twiml = parse_twiml(body)
+        ws = await session.ws_connect(twiml.stream_url)
+        stream_sid = "MZ" + uuid.uuid4().hex
+        start = {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "streamSid": stream_sid,
+                "accountSid": "AC" + "1" * 32,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": twiml.parameters,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+        await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        return cls(ws, stream_sid, start)
+
+    def media(self, payload: str, stream_sid: str | None = None) -> str:
+        return json.dumps(
+            {
+                "event": "media",
+                "streamSid": stream_sid or self.stream_sid,
+                "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload},
+            }
+        )
+
+    async def bot_media_count(self, secs: float) -> int:
+        """Count the bot's media messages over ``secs`` while sending caller silence."""
+        silence = base64.b64encode(b"\xff" * 160).decode()
+        count = 0
+        loop = asyncio.get_running_loop()
+        end = loop.time() + secs
+        while loop.time() < end:
+            await self.ws.send_str(self.media(silence))
+            try:
+                msg = await self.ws.receive(timeout=0.02)
+            except TimeoutError:
+                continue
+            if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["event"] == "media":
+                count += 1
+        return count
+
+
+async def test_bad_input_is_ignored_and_counted_while_other_calls_flow(make_server):
+    server = await make_server()
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            healthy = asyncio.create_task(
+                place_call(
+                    server.url,
+                    CallPlan().wait_for_greeting().say("caller_question.wav").wait_for_reply(),
+                ),
+                name="healthy-call",
+            )
+            raw = await RawStream.open(session, server.url)
+            await raw.ws.send_str(json.dumps(raw.start))
+            assert await raw.bot_media_count(0.5) > 0  # greeting flows
+            for _ in range(3):
+                await raw.ws.send_str("this is not json")
+                await raw.ws.send_bytes(b"\x00\x01binary")
+                await raw.ws.send_str(json.dumps({"event": "bogus", "streamSid": raw.stream_sid}))
+                await raw.ws.send_str(raw.media(base64.b64encode(b"\xff" * 160).decode(), "MZx"))
+                await raw.ws.send_str(raw.media("!!not base64!!"))
+            # The call survives all of it: bot audio keeps coming.
+            assert await raw.bot_media_count(0.5) > 0
+            await raw.ws.close()
+            result = await healthy
+            assert await wait_until(lambda: len(server.calls) == 0, 2.0)
+    finally:
+        logger.remove(sink)
+
+    assert result.ok, result.failure
+    assert result.gap_max_ms < 60, result.gaps_ms
+    ended = [line for line in lines if "ended after" in line and "bad input" in line]
+    assert len(ended) == 1, lines
+    for kind in ("invalid_json", "binary", "unknown_event", "wrong_stream_sid", "invalid_payload"):
+        assert f"'{kind}': 3" in ended[0], ended[0]
+    # One warning per kind, not one per message.
+    warnings = [line for line in lines if "not json" in line.lower() or "binary" in line.lower()]
+    assert len(warnings) <= 3
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "reason"),
+    [
+        ("media", 1008, "protocol error: 'media' before 'start'"),
+        ("huge", 1009, ""),
+    ],
+)
+async def test_protocol_violations_close_the_stream(make_server, first, code, reason):
+    server = await make_server()
+    async with aiohttp.ClientSession() as session:
+        raw = await RawStream.open(session, server.url)
+        if first == "media":
+            await raw.ws.send_str(raw.media(base64.b64encode(b"\xff" * 160).decode()))
+        else:
+            await raw.ws.send_str(json.dumps(raw.start))
+            await raw.ws.send_str("x" * (64 * 1024 + 1))
+        msg = await raw.ws.receive(timeout=5)
+        while msg.type == aiohttp.WSMsgType.TEXT:  # bot audio sent before the close
+            msg = await raw.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE
+        assert raw.ws.close_code == code
+        if reason:
+            assert msg.extra == reason
+    assert await wait_until(lambda: len(server.calls) == 0, 2.0)
+    if first == "media":
+        assert server.emulator.sessions_total == 0
