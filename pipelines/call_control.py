@@ -25,7 +25,6 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
-    LLMMessagesAppendFrame,
     TranscriptionFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -33,18 +32,20 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from twilio.twiml.voice_response import VoiceResponse
 
-QueueFrames = Callable[[list[Frame]], Awaitable[None]]
+Instruct = Callable[[str], Awaitable[object]]
 HangUp = Callable[[str], Awaitable[None]]
 Redirect = Callable[[str], Awaitable[bool]]
 WaitPlayed = Callable[[float], Awaitable[None]]
 
 GOODBYE_TIMEOUT_SECS = 8.0
+MAX_DURATION_GOODBYE = (
+    "We have reached the time limit for this call. Thank you for calling, goodbye."
+)
 
 
-def say_exactly(text: str) -> LLMMessagesAppendFrame:
-    """A frame that makes the model say ``text`` now."""
-    content = f'Say exactly this to the caller, and nothing else: "{text}"'
-    return LLMMessagesAppendFrame(messages=[{"role": "user", "content": content}], run_llm=True)
+def say_exactly(text: str) -> str:
+    """The instruction that makes the model say ``text`` now."""
+    return f'Say exactly this to the caller, and nothing else: "{text}"'
 
 
 class CallControl:
@@ -52,7 +53,7 @@ class CallControl:
 
     Args:
         persona: The call's persona (limits, tools, barge-in settings).
-        queue_frames: Queues frames at the start of the call's pipeline.
+        instruct: Sends the model an instruction it answers at once.
         hang_up: Ends the call normally, with a reason; closes the stream.
         redirect: Replaces the call's TwiML through the REST API, or ``None`` without
             credentials.
@@ -64,14 +65,14 @@ class CallControl:
         self,
         persona: Any,
         *,
-        queue_frames: QueueFrames,
+        instruct: Instruct,
         hang_up: HangUp,
         redirect: Redirect | None,
         wait_played: WaitPlayed,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._persona = persona
-        self._queue_frames = queue_frames
+        self._instruct = instruct
         self._hang_up = hang_up
         self._redirect = redirect
         self._wait_played = wait_played
@@ -201,9 +202,9 @@ class CallControl:
                 warn_at = limits.max_call_secs - limits.max_call_warning_secs
                 if not self._warned and limits.max_call_warning_secs and elapsed >= warn_at:
                     self._warned = True
-                    await self._queue_frames([say_exactly(limits.max_call_warning_text)])
+                    await self._instruct(say_exactly(limits.max_call_warning_text))
                 if elapsed >= limits.max_call_secs:
-                    await self.say_goodbye(limits.idle_goodbye_text, "max call duration reached")
+                    await self.say_goodbye(MAX_DURATION_GOODBYE, "max call duration reached")
                     return
             if (
                 limits.idle_timeout_secs
@@ -214,7 +215,7 @@ class CallControl:
                 if self._reprompts < limits.idle_max_reprompts:
                     self._reprompts += 1
                     self._last_activity = now
-                    await self._queue_frames([say_exactly(limits.idle_reprompt_text)])
+                    await self._instruct(say_exactly(limits.idle_reprompt_text))
                 else:
                     await self.say_goodbye(limits.idle_goodbye_text, "caller idle")
                     return
@@ -222,7 +223,7 @@ class CallControl:
     async def say_goodbye(self, text: str, reason: str) -> None:
         """Say ``text``, then hang up once it has been played."""
         self._begin_ending(reason)
-        await self._queue_frames([say_exactly(text)])
+        await self._instruct(say_exactly(text))
 
     # ending ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import EndFrame, Frame, LLMRunFrame
+from pipecat.frames.frames import EndFrame, LLMRunFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -139,6 +139,7 @@ class CallPipeline:
             client=resources.gemini.get(persona.api_version()),
             on_session_failed=self._on_session_failed,
             adjust_config=persona.adjust_connect_config,
+            audio_stream_end_secs=persona.audio_stream_end_silence_secs,
             settings=persona.live_settings(instruction),
             tools=persona.tools_schema(),
             inference_on_context_initialization=self._greeting is not None,
@@ -156,7 +157,7 @@ class CallPipeline:
         )
         self.control = CallControl(
             persona,
-            queue_frames=self._queue_frames,
+            instruct=self._instruct,
             hang_up=self._hang_up,
             redirect=self._redirect if resources.rest else None,
             wait_played=self._wait_played,
@@ -244,8 +245,8 @@ class CallPipeline:
 
     # call control hooks ----------------------------------------------------------------
 
-    async def _queue_frames(self, frames: list[Frame]) -> None:
-        await self.worker.queue_frames(frames)
+    async def _instruct(self, text: str) -> None:
+        await self.llm.instruct(text)
 
     async def _wait_played(self, timeout_secs: float) -> None:
         """Wait until the audio sent so far has been played (a Twilio mark comes back)."""

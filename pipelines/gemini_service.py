@@ -11,6 +11,12 @@ What this fixes in ``GeminiLiveLLMService`` (pipecat 1.14), each a pitfall in
   logs "unexpected exception" in the service; permanent mid-session closes are retried three
   times. Here both end the call at once through ``on_session_failed``, so the caller hears the
   TwiML apology and the log names the persona file and the fix.
+- **GoAway ignored.** The service lets the ~10-minute connection cap arrive as a drop. Here a
+  ``goAway`` starts a handover: at the next quiet moment (never later than one second before
+  the deadline) the session reconnects with its latest resumption handle.
+- **No audio-stream-end.** After the persona's seconds of caller silence (local VAD), the
+  service sends ``audioStreamEnd`` and stops streaming silence; a rolling pre-roll is kept, and
+  when the caller speaks again it is sent first, so the speech onset is not lost.
 - **Stale audio after a local barge-in.** When local VAD interrupts, the model keeps streaming
   the reply until its own VAD notices; the service would start playing that tail again. Here the
   rest of an interrupted generation is dropped (audio and its transcript) until the model ends
@@ -19,22 +25,46 @@ What this fixes in ``GeminiLiveLLMService`` (pipecat 1.14), each a pitfall in
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from google import genai
 from google.genai.errors import APIError
-from google.genai.types import HttpOptions, LiveServerMessage
+from google.genai.types import Blob, HttpOptions, LiveServerMessage
 from loguru import logger
-from pipecat.frames.frames import Frame, InterruptionFrame
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
 from pipecat.services.google.utils import update_google_client_http_options
 
 # Close codes the Live API uses for setups and requests that will never succeed as sent.
 PERMANENT_CLOSE_CODES = frozenset({1007, 1008})
+# Caller audio kept while the stream is paused after audioStreamEnd, sent first on resume.
+STREAM_END_PREROLL_SECS = 0.5
+# A GoAway handover waits for a quiet moment, but never past this much before the deadline.
+HANDOVER_MARGIN_SECS = 1.0
+
+
+def parse_duration_secs(value: str | None, default: float = 10.0) -> float:
+    """A protobuf Duration string (``"50s"``, ``"1.5s"``) in seconds."""
+    if not value:
+        return default
+    try:
+        return float(value.strip().removesuffix("s"))
+    except ValueError:
+        return default
+
 
 SessionFailedCallback = Callable[[int | None, str], Awaitable[None]]
 
@@ -91,6 +121,8 @@ class CallGeminiLive(GeminiLiveLLMService):
             rejected or lost for good; the call should end.
         adjust_config: Applied to each ``LiveConnectConfig`` before connecting (persona
             fields Pipecat has no setting for, such as transcription off).
+        audio_stream_end_secs: Seconds of caller silence (local VAD) before
+            ``audioStreamEnd``; ``None`` never sends it.
         **kwargs: Passed to ``GeminiLiveLLMService``.
     """
 
@@ -100,6 +132,7 @@ class CallGeminiLive(GeminiLiveLLMService):
         client: genai.Client,
         on_session_failed: SessionFailedCallback,
         adjust_config: Callable[[Any], Any] | None = None,
+        audio_stream_end_secs: float | None = None,
         **kwargs,
     ) -> None:
         self._shared_client = client
@@ -108,6 +141,16 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._session_failed = False
         self._generating = False
         self._dropping_interrupted_turn = False
+        self._stream_end_secs = audio_stream_end_secs
+        self._stream_end_task: asyncio.Task[None] | None = None
+        self._stream_paused = False
+        self._preroll: deque[bytes] = deque()
+        self._preroll_bytes = 0
+        self._preroll_rate = 16000
+        self._bot_quiet = asyncio.Event()
+        self._bot_quiet.set()
+        self._handover_task: asyncio.Task[None] | None = None
+        self.handovers = 0
         super().__init__(api_key="shared-client", **kwargs)
         # Turns come from local VAD in the user aggregator; the per-call advice is noise.
         self._warned_realtime_service_no_turn_frames = True
@@ -150,12 +193,129 @@ class CallGeminiLive(GeminiLiveLLMService):
         return should_retry
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Note local interruptions, so the rest of the interrupted reply is dropped."""
+        """Note local interruptions and the caller's speech turns."""
         if isinstance(frame, InterruptionFrame) and self._generating:
             self._dropping_interrupted_turn = True
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._cancel_stream_end()
+            await self._resume_stream()
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._schedule_stream_end()
+        elif (
+            isinstance(frame, InputAudioRawFrame)
+            and self._stream_end_task is None
+            and not self._stream_paused
+            and not self._user_is_speaking
+        ):
+            self._schedule_stream_end()  # the caller has not spoken yet
         await super().process_frame(frame, direction)
 
+    async def cleanup(self) -> None:
+        """Cancel the call's own timers, then clean up the service."""
+        self._cancel_stream_end()
+        if self._handover_task is not None:
+            await self.cancel_task(self._handover_task)
+            self._handover_task = None
+        await super().cleanup()
+
+    async def instruct(self, text: str) -> bool:
+        """Give the model an instruction and have it answer now (a completed client turn).
+
+        Returns:
+            False when there is no open session to send it on.
+        """
+        if self._session is None or self._disconnecting:
+            return False
+        try:
+            turn = {"role": "user", "parts": [{"text": text}]}
+            await self._session.send_client_content(turns=[turn], turn_complete=True)
+            if self._is_gemini_3:
+                # Gemini 3.x runs inference on a completed turn only after realtime input.
+                await self._session.send_realtime_input(text=" ")
+        except Exception as e:
+            await self._handle_send_error(e)
+            return False
+        return True
+
+    # audio-stream-end ------------------------------------------------------------------
+
+    def _schedule_stream_end(self) -> None:
+        if self._stream_end_secs is None or self._stream_paused:
+            return
+        self._cancel_stream_end()
+        self._stream_end_task = self.create_task(self._end_stream_later(), "audio-stream-end")
+
+    def _cancel_stream_end(self) -> None:
+        task, self._stream_end_task = self._stream_end_task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _end_stream_later(self) -> None:
+        assert self._stream_end_secs is not None
+        await asyncio.sleep(self._stream_end_secs)
+        if self._session is None or not self._ready_for_realtime_input or self._user_is_speaking:
+            return
+        try:
+            await self._session.send_realtime_input(audio_stream_end=True)
+        except Exception as e:
+            await self._handle_send_error(e)
+            return
+        self._stream_paused = True
+
+    async def _resume_stream(self) -> None:
+        if not self._stream_paused:
+            return
+        self._stream_paused = False
+        audio = b"".join(self._preroll)
+        self._preroll.clear()
+        self._preroll_bytes = 0
+        if audio and self._session is not None and self._ready_for_realtime_input:
+            try:
+                await self._session.send_realtime_input(
+                    audio=Blob(data=audio, mime_type=f"audio/pcm;rate={self._preroll_rate}")
+                )
+            except Exception as e:
+                await self._handle_send_error(e)
+
+    async def _send_user_audio(self, frame: InputAudioRawFrame) -> None:
+        if not self._stream_paused:
+            await super()._send_user_audio(frame)
+            return
+        self._preroll_rate = frame.sample_rate
+        self._preroll.append(frame.audio)
+        self._preroll_bytes += len(frame.audio)
+        limit = int(STREAM_END_PREROLL_SECS * frame.sample_rate * 2 * frame.num_channels)
+        while self._preroll_bytes > limit and self._preroll:
+            self._preroll_bytes -= len(self._preroll.popleft())
+
+    # GoAway handover -------------------------------------------------------------------
+
+    async def _set_bot_is_responding(self, responding: bool) -> None:
+        await super()._set_bot_is_responding(responding)
+        if responding:
+            self._bot_quiet.clear()
+        else:
+            self._bot_quiet.set()
+
+    def _start_handover(self, time_left: str | None) -> None:
+        if self._handover_task is not None and not self._handover_task.done():
+            return
+        deadline = time.monotonic() + parse_duration_secs(time_left) - HANDOVER_MARGIN_SECS
+        self._handover_task = self.create_task(self._handover(deadline), "goaway-handover")
+
+    async def _handover(self, deadline: float) -> None:
+        """Reconnect with the latest resumption handle before the server drops the socket."""
+        try:
+            await asyncio.wait_for(self._bot_quiet.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            pass
+        self.handovers += 1
+        logger.debug("GoAway: handing over to a new Live API connection")
+        await self._reconnect()
+
     async def _handle_server_message(self, message: LiveServerMessage) -> None:
+        if message.go_away is not None:
+            self._start_handover(message.go_away.time_left)
         sc = message.server_content
         turn_over = False
         if sc is not None:

@@ -205,6 +205,13 @@ def _check_runtime_rules(p: Persona) -> Iterator[Issue]:
             f"got {p.audio_stream_end_silence_secs:g}, expected null: audioStreamEnd is only "
             "sent while Gemini's automatic activity detection is on",
         )
+    if p.audio_stream_end_silence_secs is not None and not p.barge_in.local_vad:
+        yield Issue(
+            ("audio_stream_end_silence_secs",),
+            f"got {p.audio_stream_end_silence_secs:g} with barge_in.local_vad false, expected "
+            "local_vad: true: the local VAD tells when the caller speaks again, so the paused "
+            "audio stream can resume",
+        )
     if not p.numbers and not p.default:
         yield Issue(
             ("numbers",),

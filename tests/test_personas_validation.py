@@ -419,3 +419,13 @@ def test_example_personas_use_every_field() -> None:
         ".".join(k) for k in persona_fields() if k not in used and k[0] not in ("id", "source")
     ]
     assert missing == []
+
+
+def test_audio_stream_end_needs_local_vad(tmp_path: Path) -> None:
+    text = BASE + "audio_stream_end_silence_secs: 5\nbarge_in:\n  local_vad: false\n"
+    errors = errors_for(tmp_path, text)
+    assert errors == [
+        "bot.yaml:6: audio_stream_end_silence_secs: got 5 with barge_in.local_vad false, "
+        "expected local_vad: true: the local VAD tells when the caller speaks again, so the "
+        "paused audio stream can resume"
+    ]

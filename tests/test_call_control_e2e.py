@@ -1,0 +1,109 @@
+"""Call control end to end: GoAway handover, limits, transfer and audio-stream-end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim.caller import CallPlan, place_call
+from sim.emulator import EmulatorConfig, FaultPlan, ToolScript
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+THINK_MS = 300
+
+
+def _client_messages(emulator) -> list[str]:
+    """Every recorded client message of every session, as JSON text."""
+    return [json.dumps(r["msg"]) for rs in emulator.recordings.values() for r in rs]
+
+
+async def test_goaway_hands_over_to_a_new_connection_without_dropping_the_call(
+    make_emulator, make_server
+):
+    emu = await make_emulator(
+        EmulatorConfig(think_ms=THINK_MS), FaultPlan(goaway_after=2.0, time_left=3.0)
+    )
+    server = await make_server(emulator=emu)
+    plan = CallPlan().wait_for_greeting().say("caller_question.wav").wait_for_reply().hangup()
+    result = await place_call(server.url, plan)
+
+    assert result.ok, result.failure
+    assert len(result.response_latencies_ms) == 1
+    assert emu.sessions_total >= 2  # the handover opened a resumed session
+    resumed = [m for m in _client_messages(emu) if '"handle": "' in m or '"handle":"' in m]
+    assert resumed, "the second setup carries the resumption handle"
+    # The emulator never had to drop a connection with 1011: we left before the deadline.
+    assert not [c for c in emu.closes if c[1] == 1011]
+
+
+async def test_idle_caller_is_reprompted_then_told_goodbye(make_server):
+    server = await make_server()
+    result = await place_call(server.url, CallPlan().pause(25), to="+15005550007")
+
+    assert result.ok, result.failure
+    assert "1000" in result.end_reason, result.end_reason
+    assert result.duration_secs < 20
+    texts = _client_messages(server.emulator)
+    assert any("Are you still there?" in t for t in texts)
+    assert any("Goodbye for now." in t for t in texts)
+
+
+async def test_max_call_duration_warns_then_hangs_up(make_server):
+    server = await make_server()
+    result = await place_call(server.url, CallPlan().pause(30), to="+15005550008")
+
+    assert result.ok, result.failure
+    assert "1000" in result.end_reason, result.end_reason
+    assert 7 <= result.duration_secs < 20
+    texts = _client_messages(server.emulator)
+    assert any("We are almost out of time." in t for t in texts)
+    assert any("time limit" in t for t in texts)
+
+
+async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, fake_twilio_rest):
+    emu = await make_emulator(
+        EmulatorConfig(
+            think_ms=THINK_MS, tool_scripts=(ToolScript(after_turn=1, name="transfer_call"),)
+        )
+    )
+    server = await make_server(
+        emulator=emu,
+        twilio_api_base=fake_twilio_rest.url,
+        twilio_account_sid="AC" + "0" * 32,
+        twilio_auth_token="secret",
+    )
+    plan = CallPlan().wait_for_greeting().say("caller_question.wav").pause(6).hangup()
+    result = await place_call(server.url, plan, to="+15005550009", auth_token="secret")
+
+    assert result.ok, result.failure
+    redirects = [r for r in fake_twilio_rest.requests if "Twiml" in r["form"]]
+    assert len(redirects) == 1
+    twiml = redirects[0]["form"]["Twiml"]
+    assert "<Dial>+15551239999</Dial>" in twiml
+    assert "<Say>Transferring you now.</Say>" in twiml
+    assert redirects[0]["path"].endswith(f"/Calls/{result.call_sid}.json")
+
+
+async def test_audio_stream_end_after_caller_silence_then_resumes(make_server):
+    server = await make_server()
+    plan = (
+        CallPlan()
+        .wait_for_greeting()
+        .pause(2.0)
+        .say("caller_question.wav")
+        .wait_for_reply()
+        .hangup()
+    )
+    result = await place_call(server.url, plan, to="+15005550010")
+
+    assert result.ok, result.failure
+    assert len(result.response_latencies_ms) == 1  # the caller was heard after the pause
+    texts = _client_messages(server.emulator)
+    ends = [i for i, t in enumerate(texts) if "audioStreamEnd" in t or "audio_stream_end" in t]
+    assert ends, "audioStreamEnd was sent"
+    # Audio stopped after audioStreamEnd, and flowed again once the caller spoke.
+    assert any('"audio"' in t for t in texts[ends[0] + 1 :])
+    assert await wait_until(lambda: len(server.calls) == 0, 2.0)
