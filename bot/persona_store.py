@@ -129,6 +129,10 @@ class PersonaStore:
             except TimeoutError:
                 forced = False
             self._wake.clear()
-            snapshot = await asyncio.to_thread(_snapshot, self.directory)
-            if forced or snapshot != self._snapshot:
-                await asyncio.to_thread(self.reload)
+            try:
+                snapshot = await asyncio.to_thread(_snapshot, self.directory)
+                if forced or snapshot != self._snapshot:
+                    await asyncio.to_thread(self.reload)
+            except Exception:
+                # Hot reload must outlive one bad read (a folder being replaced, say).
+                logger.exception("persona watch: reload failed; the current personas stay")

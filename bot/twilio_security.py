@@ -55,7 +55,7 @@ class Authenticator:
     def check_webhook(self, request: web.Request, params: Mapping[str, str]) -> str | None:
         """None when the webhook may be served, else why it is refused."""
         if self._validator is None:
-            return None if is_loopback(request) else _LOOPBACK_ONLY
+            return _unauthenticated_refusal(request)
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:
             return "missing X-Twilio-Signature"
@@ -70,7 +70,7 @@ class Authenticator:
         the same URL may be seen as ``https``, so the ``wss``/``ws``/``https`` forms are tried.
         """
         if self._validator is None:
-            return None if is_loopback(request) else _LOOPBACK_ONLY
+            return _unauthenticated_refusal(request)
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:
             return "missing X-Twilio-Signature"
@@ -91,16 +91,41 @@ class Authenticator:
         """Whether a stream's ``call_token`` parameter matches its call SID."""
         if not self.enforcing:
             return True
-        return bool(token) and hmac.compare_digest(self.call_token(call_sid), token or "")
+        expected = self.call_token(call_sid).encode()
+        return bool(token) and hmac.compare_digest(expected, (token or "").encode())
 
 
 _LOOPBACK_ONLY = "no TWILIO_AUTH_TOKEN is set, so only loopback clients are served"
+_PROXIED = (
+    "no TWILIO_AUTH_TOKEN is set, and this request came through a proxy or tunnel; set "
+    "TWILIO_AUTH_TOKEN (and PUBLIC_URL) to serve Twilio"
+)
+# Headers that reverse proxies and tunnels (nginx, ngrok, cloudflared, load balancers) add:
+# a request carrying one comes from elsewhere even when its TCP peer is loopback.
+_PROXY_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Real-IP",
+    "CF-Connecting-IP",
+)
+
+
+def _unauthenticated_refusal(request: web.Request) -> str | None:
+    if not is_loopback(request):
+        return _LOOPBACK_ONLY
+    if any(name in request.headers for name in _PROXY_HEADERS):
+        return _PROXIED
+    return None
 
 
 def is_loopback(request: web.Request) -> bool:
-    """Whether the peer is on this machine."""
-    remote = request.remote or ""
+    """Whether the peer is on this machine (IPv4-mapped IPv6 loopback included)."""
+    remote = (request.remote or "").split("%")[0]
     try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+        address = ipaddress.ip_address(remote)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback

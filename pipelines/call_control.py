@@ -32,12 +32,15 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from twilio.twiml.voice_response import VoiceResponse
 
-Instruct = Callable[[str], Awaitable[object]]
+Instruct = Callable[[str], Awaitable[bool]]
 HangUp = Callable[[str], Awaitable[None]]
 Redirect = Callable[[str], Awaitable[bool]]
 WaitPlayed = Callable[[float], Awaitable[None]]
 
-GOODBYE_TIMEOUT_SECS = 8.0
+GOODBYE_TIMEOUT_SECS = 10.0
+# Before the bot is told to speak (warning, re-prompt, goodbye), how long a reply in progress
+# may finish first: an instruction sent mid-reply would interrupt it.
+QUIET_WAIT_SECS = 3.0
 MAX_DURATION_GOODBYE = (
     "We have reached the time limit for this call. Thank you for calling, goodbye."
 )
@@ -86,6 +89,9 @@ class CallControl:
         self._ending: str | None = None
         self._after_reply: Callable[[], Awaitable[None]] | None = None
         self._reply_seen = False
+        self._bot_quiet = asyncio.Event()
+        self._bot_quiet.set()
+        self._greets = persona.greeting.mode != "wait"
         self._greeting_started: float | None = None
         self._greeting_done = False
         self._timer: asyncio.Task[None] | None = None
@@ -127,11 +133,13 @@ class CallControl:
         now = self._clock()
         if isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
+            self._bot_quiet.clear()
             self._reply_seen = True
             if self._greeting_started is None:
                 self._greeting_started = now
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
+            self._bot_quiet.set()
             self._last_activity = now
             if self._greeting_started is not None:
                 self._greeting_done = True
@@ -152,7 +160,9 @@ class CallControl:
     def in_greeting_grace(self) -> bool:
         """Whether caller audio should not reach barge-in detection right now."""
         grace_ms = self._persona.barge_in.greeting_grace_ms
-        if not grace_ms or self._greeting_done or self._greeting_started is None:
+        if not self._greets or not grace_ms or self._greeting_done:
+            return False
+        if self._greeting_started is None:
             return False
         return (self._clock() - self._greeting_started) * 1000 < grace_ms
 
@@ -160,8 +170,10 @@ class CallControl:
 
     async def end_call_tool(self, params: Any) -> None:
         """``end_call``: let the model say goodbye, then hang up once it has been played."""
-        reason = str(params.arguments.get("reason") or "bot ended the call")
-        self._begin_ending(f"bot: end_call ({reason})"[:80])
+        # The model's own words stay out of INFO logs: they may carry caller details.
+        logger.debug(f"end_call: {params.arguments.get('reason')!r}")
+        # A reply already playing counts as the goodbye (models often speak, then call end_call).
+        self._begin_ending("bot ended the call (end_call)", current_reply_counts=True)
         await params.result_callback({"status": "ok", "next": "say a short goodbye now"})
 
     async def transfer_call_tool(self, params: Any) -> None:
@@ -193,46 +205,66 @@ class CallControl:
     # limits ----------------------------------------------------------------------------
 
     async def _run_timer(self) -> None:
-        limits = self._persona.limits
         while self._ending is None:
             await asyncio.sleep(0.25)
-            now = self._clock()
-            elapsed = now - self._started
-            if limits.max_call_secs:
-                warn_at = limits.max_call_secs - limits.max_call_warning_secs
-                if not self._warned and limits.max_call_warning_secs and elapsed >= warn_at:
-                    self._warned = True
-                    await self._instruct(say_exactly(limits.max_call_warning_text))
-                if elapsed >= limits.max_call_secs:
-                    await self.say_goodbye(MAX_DURATION_GOODBYE, "max call duration reached")
-                    return
-            if (
-                limits.idle_timeout_secs
-                and not self._bot_speaking
-                and not self._user_speaking
-                and now - self._last_activity >= limits.idle_timeout_secs
-            ):
-                if self._reprompts < limits.idle_max_reprompts:
-                    self._reprompts += 1
-                    self._last_activity = now
-                    await self._instruct(say_exactly(limits.idle_reprompt_text))
-                else:
-                    await self.say_goodbye(limits.idle_goodbye_text, "caller idle")
-                    return
+            try:
+                await self._check_limits()
+            except Exception:
+                # A failed instruction must not switch the limits off for the rest of the call.
+                logger.exception("call limits check failed")
+
+    async def _say(self, text: str) -> bool:
+        """Have the bot say ``text`` once it is quiet (bounded wait); False if not sent."""
+        try:
+            await asyncio.wait_for(self._bot_quiet.wait(), QUIET_WAIT_SECS)
+        except TimeoutError:
+            pass
+        return await self._instruct(say_exactly(text))
+
+    async def _check_limits(self) -> None:
+        if self._ending is not None:
+            return
+        limits = self._persona.limits
+        now = self._clock()
+        elapsed = now - self._started
+        if limits.max_call_secs:
+            warn_at = limits.max_call_secs - limits.max_call_warning_secs
+            if not self._warned and limits.max_call_warning_secs and elapsed >= warn_at:
+                self._warned = await self._say(limits.max_call_warning_text)
+            if elapsed >= limits.max_call_secs:
+                await self.say_goodbye(MAX_DURATION_GOODBYE, "max call duration reached")
+                return
+        idle = (
+            limits.idle_timeout_secs
+            and not self._bot_speaking
+            and not self._user_speaking
+            and now - self._last_activity >= limits.idle_timeout_secs
+        )
+        if not idle:
+            return
+        if self._reprompts >= limits.idle_max_reprompts:
+            await self.say_goodbye(limits.idle_goodbye_text, "caller idle")
+            return
+        self._last_activity = now
+        if await self._say(limits.idle_reprompt_text):
+            self._reprompts += 1
 
     async def say_goodbye(self, text: str, reason: str) -> None:
-        """Say ``text``, then hang up once it has been played."""
-        self._begin_ending(reason)
-        await self._instruct(say_exactly(text))
+        """Say ``text``, then hang up once it has been played.
+
+        Only a reply that starts after the instruction counts as the goodbye; if none is
+        played within ``GOODBYE_TIMEOUT_SECS``, the call ends anyway.
+        """
+        self._begin_ending(reason, current_reply_counts=False)
+        await self._say(text)
 
     # ending ----------------------------------------------------------------------------
 
-    def _begin_ending(self, reason: str) -> None:
+    def _begin_ending(self, reason: str, *, current_reply_counts: bool) -> None:
         if self._ending is not None:
             return
         self._ending = reason
-        # A reply already playing counts as the goodbye (models often speak, then call end_call).
-        self._reply_seen = self._bot_speaking
+        self._reply_seen = current_reply_counts and self._bot_speaking
 
         async def finish() -> None:
             await self._hang_up(reason)
@@ -249,9 +281,10 @@ class CallControl:
             await action()
 
     def _spawn_finisher(self, coro_or_action: Any) -> None:
+        """Run the ending step; it replaces a pending fallback (which only sleeps)."""
         coro = coro_or_action() if callable(coro_or_action) else coro_or_action
         if self._finisher and not self._finisher.done():
-            self._finisher.cancel()
+            self._finisher.cancel()  # awaited in stop(); it holds no resources
         self._finisher = asyncio.get_running_loop().create_task(coro, name="call-control:end")
 
 

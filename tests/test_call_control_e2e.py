@@ -46,6 +46,10 @@ async def test_idle_caller_is_reprompted_then_told_goodbye(make_server):
     assert result.ok, result.failure
     assert "1000" in result.end_reason, result.end_reason
     assert result.duration_secs < 20
+    # The re-prompt and the goodbye were both played in full (the emulator answers an
+    # instruction with its 3.9 s greeting recording), and nothing was cut off.
+    assert result.clears == 0
+    assert result.audio_played_secs > 7.0
     texts = _client_messages(server.emulator)
     assert any("Are you still there?" in t for t in texts)
     assert any("Goodbye for now." in t for t in texts)
@@ -58,6 +62,10 @@ async def test_max_call_duration_warns_then_hangs_up(make_server):
     assert result.ok, result.failure
     assert "1000" in result.end_reason, result.end_reason
     assert 7 <= result.duration_secs < 20
+    # Greeting, warning and goodbye (3.9 s each from the emulator) were all played in full:
+    # the goodbye is spoken after the warning finishes, and the hang-up waits for it.
+    assert result.clears == 0
+    assert result.audio_played_secs > 11.0
     texts = _client_messages(server.emulator)
     assert any("We are almost out of time." in t for t in texts)
     assert any("time limit" in t for t in texts)
@@ -84,6 +92,7 @@ async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, f
     twiml = redirects[0]["form"]["Twiml"]
     assert "<Dial>+15551239999</Dial>" in twiml
     assert "<Say>Transferring you now.</Say>" in twiml
+    assert not [r for r in fake_twilio_rest.requests if r["form"].get("Status") == "completed"]
     assert redirects[0]["path"].endswith(f"/Calls/{result.call_sid}.json")
 
 

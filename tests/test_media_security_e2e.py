@@ -182,3 +182,54 @@ async def test_protocol_violations_close_the_stream(make_server, first, code, re
     assert await wait_until(lambda: len(server.calls) == 0, 2.0)
     if first == "media":
         assert server.emulator.sessions_total == 0
+
+
+async def test_without_a_token_proxied_requests_are_refused(make_server):
+    server = await make_server()
+    params = webhook_params("CA77", "AC" + "1" * 32, "+15005550001", "+15005550006")
+    async with aiohttp.ClientSession() as session:
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            async with session.post(
+                server.url + "/twilio/voice", data=params, headers={header: "203.0.113.9"}
+            ) as resp:
+                assert resp.status == 403
+                assert "proxy or tunnel" in await resp.text()
+    assert server.emulator.sessions_total == 0
+
+
+async def test_a_stream_needs_its_own_fresh_twiml_when_signatures_are_enforced(make_server):
+    server = await make_server(twilio_auth_token=TOKEN)
+    async with aiohttp.ClientSession() as session:
+        status, body = await _webhook(session, server.url + "/twilio/voice", TOKEN, "CA5")
+        twiml = parse_twiml(body)
+        signature = {"X-Twilio-Signature": twilio_signature(TOKEN, twiml.stream_url, {})}
+
+        async def start(call_sid: str, token: str) -> aiohttp.ClientWebSocketResponse:
+            ws = await session.ws_connect(twiml.stream_url, headers=signature)
+            raw = RawStream(ws, "MZ" + uuid.uuid4().hex, {})
+            params = dict(twiml.parameters, call_token=token)
+            start = {
+                "event": "start",
+                "streamSid": raw.stream_sid,
+                "start": {"streamSid": raw.stream_sid, "callSid": call_sid,
+                          "customParameters": params},
+            }  # fmt: skip
+            await ws.send_str(json.dumps(start))
+            return ws
+
+        async def close_code(call_sid: str, token: str) -> int | None:
+            ws = await start(call_sid, token)
+            msg = await ws.receive(timeout=5)
+            while msg.type == aiohttp.WSMsgType.TEXT:
+                msg = await ws.receive(timeout=5)
+            await ws.close()
+            return ws.close_code
+
+        # A token that is not ASCII is refused like any bad token (not a crash).
+        assert await close_code("CA5", "ç" * 32) == 1008
+        # The reserved stream runs; replaying the same signed upgrade for it later does not.
+        first = await start("CA5", twiml.parameters["call_token"])
+        assert await wait_until(lambda: len(server.calls) == 1, 5.0)
+        await first.close()
+        assert await wait_until(lambda: len(server.calls) == 0, 5.0)
+        assert await close_code("CA5", twiml.parameters["call_token"]) == 1013
