@@ -10,22 +10,33 @@ receiver greenlet feeds messages in. One ``events.request`` per turn (not per fr
 "response_latency", "greeting", "bargein_to_clear", "send_lateness_max", "call" (with failure).
 Locust bins response times (10 ms above 100 ms), so read exact percentiles from ``voicebot
 loadtest`` or from the CSV of per-call records this file writes when LOCUST_CALLS_CSV is set.
-Needs: locust, websocket-client (not project dependencies; not run in CI).
+Needs: locust, websocket-client (not project dependencies; not run in CI). The repository root is
+put on ``sys.path`` so ``sim`` imports without installing the project. Only sans-IO modules are
+imported (no aiohttp/asyncio under gevent).
 """
 
 import os
 import random
-import secrets
+import sys
 import time
+from pathlib import Path
 
 import gevent
 import websocket
 from locust import HttpUser, constant, task
 
-from sim.caller import parse_twiml, twilio_signature, voice_url, webhook_params
-from sim.caller_core import CallerCore
-from sim.caller_plan import FRAME_SECS
-from sim.scenario import load_scenario
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sim.caller_core import CallerCore  # noqa: E402
+from sim.caller_plan import FRAME_SECS  # noqa: E402
+from sim.scenario import load_scenario  # noqa: E402
+from sim.twilio_webhook import (  # noqa: E402
+    new_sid,
+    parse_twiml,
+    twilio_signature,
+    voice_url,
+    webhook_params,
+)
 
 SCENARIO = load_scenario(os.environ.get("VOICEBOT_SCENARIO", "default"))
 AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN") or None
@@ -49,7 +60,7 @@ class TwilioCaller(HttpUser):
 
     @task
     def call(self):
-        call_sid, account_sid = "CA" + secrets.token_hex(16), "AC" + "0" * 32
+        call_sid, account_sid = new_sid("CA"), "AC" + "0" * 32
         url = voice_url(self.host, PERSONA)
         params = webhook_params(call_sid, account_sid, "+15005550001", "+15005550006")
         headers = (
@@ -62,7 +73,11 @@ class TwilioCaller(HttpUser):
             if r.status_code != 200:
                 r.failure(f"webhook: HTTP {r.status_code}")
                 return
-            tw = parse_twiml(r.text)
+            try:
+                tw = parse_twiml(r.text)
+            except ValueError as e:
+                r.failure(f"twiml: {e}")
+                return
         if not tw.stream_url:
             self._fire("call", 0, Exception("rejected: TwiML <Say> without <Stream>"))
             return
@@ -87,7 +102,7 @@ class TwilioCaller(HttpUser):
             t0=t0,
             call_sid=call_sid,
             account_sid=account_sid,
-            stream_sid="MZ" + secrets.token_hex(16),
+            stream_sid=new_sid("MZ"),
             custom_parameters=tw.parameters,
             twiml_say=tw.say_after,
         )
@@ -104,7 +119,8 @@ class TwilioCaller(HttpUser):
                     return
                 now = time.monotonic()
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    for out in core.on_message(data.decode(), now):
+                    text = data if isinstance(data, str) else data.decode()
+                    for out in core.on_message(text, now):
                         ws.send(out)
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None

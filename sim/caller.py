@@ -9,21 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
-import wave
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
 
 import aiohttp
 
-from sim.caller_core import CallerCore, CallEvent, CallResult
+from sim.call_result import CallEvent, CallResult
+from sim.caller_core import CallerCore
 from sim.caller_plan import CallPlan
 from sim.frame_ticker import FrameTicker
+from sim.twilio_webhook import (
+    DEFAULT_FROM,
+    DEFAULT_TO,
+    Twiml,
+    new_sid,
+    parse_twiml,
+    twilio_signature,
+    voice_url,
+    webhook_params,
+    write_wav,
+)
 
 __all__ = [
+    "DEFAULT_FROM",
+    "DEFAULT_TO",
     "CallPlan",
     "CallResult",
     "Twiml",
@@ -32,100 +41,8 @@ __all__ = [
     "twilio_signature",
     "voice_url",
     "webhook_params",
+    "write_wav",
 ]
-
-DEFAULT_TO = "+15005550006"
-DEFAULT_FROM = "+15005550001"
-
-
-def _sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
-    """``X-Twilio-Signature`` for ``url`` + ``params``, via twilio's own ``RequestValidator``."""
-    from twilio.request_validator import RequestValidator
-
-    return str(RequestValidator(auth_token).compute_signature(url, params))
-
-
-def voice_url(url: str, persona: str | None = None) -> str:
-    """The webhook URL: ``url`` itself when it names a path, else ``url + /twilio/voice``."""
-    base = url if url.rstrip("/").endswith("/twilio/voice") else url.rstrip("/") + "/twilio/voice"
-    if persona:
-        base += ("&" if "?" in base else "?") + urlencode({"persona": persona})
-    return base
-
-
-def webhook_params(call_sid: str, account_sid: str, from_: str, to: str) -> dict[str, str]:
-    """The form parameters Twilio sends with an inbound call's Voice URL request."""
-    return {
-        "AccountSid": account_sid,
-        "ApiVersion": "2010-04-01",
-        "CallSid": call_sid,
-        "CallStatus": "ringing",
-        "Called": to,
-        "CalledCountry": "US",
-        "Caller": from_,
-        "CallerCountry": "US",
-        "Direction": "inbound",
-        "From": from_,
-        "FromCountry": "US",
-        "To": to,
-        "ToCountry": "US",
-    }
-
-
-@dataclass
-class Twiml:
-    """What the caller needs from the TwiML response."""
-
-    stream_url: str | None = None
-    parameters: dict[str, str] = field(default_factory=dict)
-    say_after: str | None = None
-    say_only: str | None = None
-
-
-def parse_twiml(text: str) -> Twiml:
-    """Parse ``<Response><Connect><Stream url>…</Connect><Say>…</Say></Response>``.
-
-    Raises:
-        ValueError: not XML or not a ``<Response>`` document.
-    """
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as e:
-        raise ValueError(f"TwiML is not XML ({e}); got {text[:80]!r}") from e
-    if root.tag != "Response":
-        raise ValueError(f"TwiML root element is <{root.tag}>, expected <Response>")
-    tw = Twiml()
-    seen_connect = False
-    for el in root:
-        if el.tag == "Connect":
-            stream = el.find("Stream")
-            if stream is not None and tw.stream_url is None:
-                tw.stream_url = stream.get("url")
-                for p in stream.findall("Parameter"):
-                    tw.parameters[p.get("name", "")] = p.get("value", "")
-                seen_connect = True
-        elif el.tag == "Say":
-            said = (el.text or "").strip()
-            if seen_connect and tw.say_after is None:
-                tw.say_after = said
-            elif not seen_connect and tw.say_only is None:
-                tw.say_only = said
-    return tw
-
-
-def write_wav(path: str | Path, ulaw: bytes | bytearray) -> None:
-    """Write 8 kHz µ-law audio as a PCM16 mono WAV."""
-    import audioop
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(audioop.ulaw2lin(bytes(ulaw), 2))
 
 
 def _failed(res: CallResult, t0: float, now: float, failure: str, how: str = "") -> CallResult:
@@ -193,7 +110,7 @@ async def _call(
     persona: str | None,
     timeout_secs: float,
 ) -> CallResult:
-    call_sid, account_sid = _sid("CA"), "AC" + "0" * 32
+    call_sid, account_sid = new_sid("CA"), "AC" + "0" * 32
     res = CallResult(call_sid)
     t0 = time.monotonic()
     hook = voice_url(url, persona)
@@ -240,7 +157,7 @@ async def _call(
         t0=t0,
         call_sid=call_sid,
         account_sid=account_sid,
-        stream_sid=_sid("MZ"),
+        stream_sid=new_sid("MZ"),
         custom_parameters=tw.parameters,
         record=record is not None,
         twiml_say=tw.say_after,

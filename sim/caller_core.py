@@ -2,31 +2,8 @@
 
 No sockets and no clock here: the driver (asyncio in :mod:`sim.caller`, gevent in
 ``deploy/locustfile.py``) passes every received text message and a 20 ms tick in with an explicit
-``now`` (seconds, any monotonic clock) and sends the JSON strings it gets back.
-
-Metric definitions (all times in ms; "audible" = µ-law frame decoded to PCM16 with RMS above the
-plan's ``silence_rms``):
-
-- ``setup_ms``: webhook POST start -> ``start`` message sent.
-- ``setup_to_audio_ms``: webhook POST start -> first audible bot audio received.
-- ``greeting_ms``: ``start`` sent -> first audible bot audio received.
-- ``response_latencies_ms``: per caller utterance, its last frame sent -> first audible bot audio
-  received after it. Not measured when the bot was still audibly playing when the caller stopped
-  (counted in ``talkovers``); an utterance with no audible reply before the next utterance or the
-  end of the call counts in ``replies_missed``.
-- ``bargein_to_clear_ms``: first frame of a barge-in utterance sent (while bot audio was playing)
-  -> ``clear`` received. ``bargein_to_silence_ms``: same start -> the phone stopped playing bot
-  audio (at ``clear``, or when the buffer ran out of audible audio and stayed quiet 300 ms).
-  A barge-in with neither within its ``timeout_secs`` counts in ``bargeins_unanswered``.
-- ``stale_frames``: 20 ms frames of audible bot audio received after a ``clear`` and before the
-  caller's utterance in progress at that ``clear`` ended (the bot must not talk over the caller).
-- ``gaps_ms``: playback underruns inside a bot reply: the phone buffer ran dry for at least
-  ``gap_min_secs`` and more audio of the same reply arrived later. Bot audio belongs to the same
-  reply unless a ``clear``, the end of a caller utterance, or ``reply_break_secs`` of no bot audio
-  came in between. ``interarrival_p99_ms`` / ``interarrival_max_ms``: time between consecutive bot
-  media messages within a reply.
-- ``audio_received_secs`` / ``audio_played_secs`` / ``audio_cleared_secs``: bot audio delivered,
-  actually played by the phone, and discarded by ``clear``.
+``now`` (seconds, any monotonic clock) and sends the JSON strings it gets back. The metrics it
+fills in are defined in :mod:`sim.call_result`; the phone's playback model is :mod:`sim.phone`.
 """
 
 from __future__ import annotations
@@ -34,14 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from sim.call_result import CallEvent, CallResult, percentile
 from sim.caller_plan import (
     FRAME_BYTES,
     SAMPLE_RATE_HZ,
     SILENCE_PAYLOAD,
-    ULAW_SILENCE,
     BargeIn,
     CallPlan,
     Dtmf,
@@ -53,154 +30,15 @@ from sim.caller_plan import (
     WaitForReply,
     ulaw_rms,
 )
+from sim.phone import PhoneBuffer
+
+__all__ = ["CallEvent", "CallResult", "CallerCore", "PhoneBuffer", "percentile"]
 
 BARGEIN_QUIET_SECS = 0.3
 _MEDIA = (
     '{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":'
     '{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
 )
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100, linear interpolation) or None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-@dataclass
-class CallEvent:
-    """One line of the caller's timeline: ``t`` seconds after the webhook POST started."""
-
-    t: float
-    kind: str
-    detail: str = ""
-
-
-@dataclass
-class CallResult:
-    """What one simulated caller experienced (see the module docstring for the definitions)."""
-
-    call_sid: str
-    ok: bool = True
-    failure: str | None = None
-    end_reason: str = ""
-    stream_sid: str = ""
-    custom_parameters: dict[str, str] = field(default_factory=dict)
-    twiml_say: str | None = None
-    setup_ms: float | None = None
-    setup_to_audio_ms: float | None = None
-    greeting_ms: float | None = None
-    response_latencies_ms: list[float] = field(default_factory=list)
-    replies_missed: int = 0
-    talkovers: int = 0
-    bargeins: int = 0
-    bargein_to_clear_ms: list[float] = field(default_factory=list)
-    bargein_to_silence_ms: list[float] = field(default_factory=list)
-    bargeins_unanswered: int = 0
-    clears: int = 0
-    stale_frames: int = 0
-    marks_echoed: int = 0
-    gaps_ms: list[float] = field(default_factory=list)
-    interarrival_p99_ms: float | None = None
-    interarrival_max_ms: float | None = None
-    audio_sent_secs: float = 0.0
-    audio_received_secs: float = 0.0
-    audio_played_secs: float = 0.0
-    audio_cleared_secs: float = 0.0
-    duration_secs: float = 0.0
-    send_lateness_max_ms: float = 0.0
-    events: list[CallEvent] = field(default_factory=list)
-
-    @property
-    def gaps(self) -> list[float]:
-        """Alias of ``gaps_ms``."""
-        return self.gaps_ms
-
-    @property
-    def gap_max_ms(self) -> float:
-        """Longest playback underrun inside a reply (0 when none)."""
-        return max(self.gaps_ms, default=0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (events as ``{"t", "kind", "detail"}``)."""
-        d = asdict(self)
-        d["gap_max_ms"] = self.gap_max_ms
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CallResult:
-        """Inverse of :meth:`to_dict`."""
-        d = {k: v for k, v in d.items() if k != "gap_max_ms"}
-        d["events"] = [CallEvent(**e) for e in d.get("events", [])]
-        return cls(**d)
-
-
-class PhoneBuffer:
-    """The phone's playback buffer: received audio plays in order at 8 kHz real time.
-
-    Times are absolute (the driver's clock). ``busy_until`` is when the queued audio will have
-    played; ``audible_until`` is when its last audible part will have played.
-    """
-
-    def __init__(self, t_start: float, record: bool = False) -> None:
-        self.t_start = t_start
-        self.busy_until = -math.inf
-        self.audible_until = -math.inf
-        self.marks: list[tuple[float, str]] = []
-        self.recording: bytearray | None = bytearray() if record else None
-        self.played_secs = 0.0
-        self.cleared_secs = 0.0
-
-    def push(self, ulaw: bytes, now: float, audible: bool) -> tuple[float, float]:
-        """Queue audio received at ``now``; returns (play start, seconds the buffer was dry)."""
-        dur = len(ulaw) / SAMPLE_RATE_HZ
-        dry = max(0.0, now - self.busy_until)
-        start = max(now, self.busy_until)
-        if self.recording is not None:
-            pos = round((start - self.t_start) * SAMPLE_RATE_HZ)
-            if pos > len(self.recording):
-                self.recording.extend(bytes([ULAW_SILENCE]) * (pos - len(self.recording)))
-            self.recording.extend(ulaw)
-        self.busy_until = start + dur
-        self.played_secs += dur
-        if audible:
-            self.audible_until = self.busy_until
-        return start, dry
-
-    def empty(self, now: float) -> bool:
-        """Whether nothing is left to play at ``now``."""
-        return self.busy_until <= now
-
-    def mark(self, name: str, now: float) -> bool:
-        """Queue a mark behind the buffered audio; True when it is due at once (buffer empty)."""
-        if self.empty(now):
-            return True
-        self.marks.append((self.busy_until, name))
-        return False
-
-    def due_marks(self, now: float) -> list[str]:
-        """Names of marks whose preceding audio has played by ``now`` (removed from the queue)."""
-        due = [n for t, n in self.marks if t <= now]
-        if due:
-            self.marks = [(t, n) for t, n in self.marks if t > now]
-        return due
-
-    def clear(self, now: float) -> list[str]:
-        """Drop unplayed audio; returns every pending mark (Twilio echoes them all at once)."""
-        if self.busy_until > now:
-            self.cleared_secs += self.busy_until - now
-            self.played_secs -= self.busy_until - now
-            if self.recording is not None:
-                del self.recording[max(0, round((now - self.t_start) * SAMPLE_RATE_HZ)) :]
-            self.busy_until = now
-        self.audible_until = min(self.audible_until, now)
-        names = [n for _, n in self.marks]
-        self.marks = []
-        return names
 
 
 @dataclass

@@ -4,6 +4,12 @@ Calls are spread over ``slots`` phases of the 20 ms period (call *i* sends at
 ``t0 + k*20 ms + slot(i)*20 ms/slots``), so each wake-up sends for a small group of calls and no
 call waits behind 199 others. Lateness of every send is measured against its absolute deadline and
 kept in a histogram: an overloaded generator must never pass for a slow server.
+
+The ticker never waits for one call's socket: a send that would block (the server stopped reading
+and the socket buffer is full, i.e. TCP backpressure) is finished in that call's own task, later
+frames of that call queue behind it (counted in ``CallResult.frames_backpressured``), and every
+other call keeps its deadlines. Awaiting such a send in the shared loop once stalled every call's
+sends for up to 5 s while the server's core was saturated.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from loguru import logger
 
@@ -21,6 +29,44 @@ from sim.caller_core import CallerCore
 from sim.caller_plan import FRAME_SECS
 
 SendFn = Callable[[str], Awaitable[None]]
+
+
+def start_send(coro: Coroutine[Any, Any, Any]) -> object | None:
+    """Run ``coro`` up to its first suspension; the awaited object, or ``_DONE`` if it finished.
+
+    A WebSocket send only suspends when the socket's buffer is full, so the common case costs no
+    task and no loop iteration.
+    """
+    try:
+        return coro.send(None)
+    except StopIteration:
+        return _DONE
+
+
+_DONE = object()
+
+
+async def finish_send(coro: Coroutine[Any, Any, Any], awaited: object) -> None:
+    """Resume a coroutine started with :func:`start_send` that suspended on ``awaited``."""
+    while True:
+        try:
+            if awaited is None:  # a bare ``yield``: give the loop one turn
+                await asyncio.sleep(0)
+            else:
+                # a Task would clear this flag when handed the future; do the same, then wait
+                if getattr(awaited, "_asyncio_future_blocking", False):
+                    awaited._asyncio_future_blocking = False  # type: ignore[attr-defined]
+                await awaited  # type: ignore[misc]
+        except BaseException as e:
+            try:
+                awaited = coro.throw(e)
+            except StopIteration:
+                return
+            continue
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return
 
 
 @dataclass
@@ -94,6 +140,8 @@ class TickerEntry:
     slot: int
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
+    backlog: deque[str] = field(default_factory=deque)
+    flusher: asyncio.Task[None] | None = None
 
 
 class FrameTicker:
@@ -128,12 +176,14 @@ class FrameTicker:
             self._task = asyncio.create_task(self._run(), name="loadgen:frame-ticker")
 
     async def stop(self) -> None:
-        """Cancel the ticker task and wait for it."""
+        """Cancel the ticker task (and any blocked sends) and wait for them."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        pending = [e.flusher for g in self._groups for e in g if e.flusher is not None]
+        for t in [task, *pending]:
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
 
     def add(self, core: CallerCore, send: SendFn) -> TickerEntry:
         """Register a call; its first frame goes out on its slot's next deadline."""
@@ -142,9 +192,45 @@ class FrameTicker:
         return entry
 
     def remove(self, entry: TickerEntry) -> None:
-        """Unregister a call (idempotent) and wake anyone waiting on it."""
+        """Unregister a call (idempotent) and wake anyone waiting on it.
+
+        A send still blocked on that call's full socket is cancelled.
+        """
         self._groups[entry.slot].discard(entry)
         entry.finished.set()
+        f = entry.flusher
+        if f is not None and not f.done() and f is not asyncio.current_task():
+            f.cancel()
+
+    def _send(self, entry: TickerEntry, msg: str) -> None:
+        """Send now if the socket takes it; else queue behind the blocked send (its own task)."""
+        if entry.flusher is not None and not entry.flusher.done():
+            entry.backlog.append(msg)
+            entry.core.res.frames_backpressured += 1
+            return
+        coro = entry.send(msg)
+        awaited = start_send(coro)  # type: ignore[arg-type]
+        if awaited is _DONE:
+            return
+        entry.core.res.frames_backpressured += 1
+        entry.flusher = asyncio.create_task(
+            self._flush(entry, coro, awaited),  # type: ignore[arg-type]
+            name=f"loadgen:backpressure:{entry.core.res.call_sid}",
+        )
+
+    async def _flush(
+        self, entry: TickerEntry, coro: Coroutine[Any, Any, Any], awaited: object
+    ) -> None:
+        try:
+            await finish_send(coro, awaited)
+            while entry.backlog:
+                await entry.send(entry.backlog.popleft())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a dead socket ends that call, never the ticker
+            logger.debug("call {}: send failed: {!r}", entry.core.res.call_sid, e)
+            entry.error = e
+            self.remove(entry)
 
     async def _run(self) -> None:
         step = self.period / self.slots
@@ -164,9 +250,7 @@ class FrameTicker:
                 self.lateness.add(now - deadline)
                 try:
                     for msg in entry.core.on_tick(now):
-                        await entry.send(msg)
-                except asyncio.CancelledError:
-                    raise
+                        self._send(entry, msg)
                 except Exception as e:  # a dead socket ends that call, never the ticker
                     logger.debug("call {}: send failed: {!r}", entry.core.res.call_sid, e)
                     entry.error = e

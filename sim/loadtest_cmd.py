@@ -10,6 +10,8 @@ from typing import Any
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 LATENESS_WARN_MS = 5.0
+FOREIGN_LOAD_WARN_PCT = 10.0
+SERVER_BUSY_WARN_PCT = 95.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the generator on uvloop (timestamps stay precise)",
     )
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        metavar="PID",
+        help="the server's PID when it runs on this machine: report its CPU use",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        metavar="N",
+        help="generator CPU priority (-20..19; negative needs root): on a shared core, -10 "
+        "makes the scheduler run the generator's sends before other processes' work",
+    )
+    parser.add_argument(
+        "--no-gc-tuning",
+        dest="tune_gc",
+        action="store_false",
+        help="leave the garbage collector at Python's defaults (for comparison runs)",
+    )
 
 
 class Progress:
@@ -73,7 +94,7 @@ class Progress:
 
     def line(self) -> str:
         """One status line."""
-        from sim.caller_core import percentile
+        from sim.call_result import percentile
 
         with self.lock:
             p50 = percentile(self.latencies, 50)
@@ -138,11 +159,44 @@ def _print_summary(summary: dict[str, Any], lines: list[list[str]]) -> None:
         f"stale frames after clear {summary['stale_frames']} (in "
         f"{summary['calls_with_stale_frames']} calls); replies missed "
         f"{summary['replies_missed']}; barge-ins {summary['bargeins']} "
-        f"(unanswered {summary['bargeins_unanswered']}); generator CPU "
-        f"{summary['meta'].get('generator_cpu_pct')}% of one core"
+        f"(unanswered {summary['bargeins_unanswered']}); frames held back by the server's "
+        f"TCP backpressure {summary['frames_backpressured']}; generator CPU "
+        f"{summary['meta'].get('generator_cpu_pct')}% of one core; other load on its cores "
+        f"{summary['meta'].get('foreign_load_pct', '-')}%; longest GC pause "
+        f"{(summary['meta'].get('generator_gc') or {}).get('pause_max_ms', '-')} ms"
     )
+    server = summary["meta"].get("server_cpu_pct")
+    if server:
+        con.print(f"server CPU % of one core: {server}")
     for reason, n in summary["failures_by_reason"].items():
         con.print(f"  failed x{n}: {reason}")
+
+
+def health_warnings(meta: dict[str, Any]) -> list[str]:
+    """Why this run's figures may not be the server's: a shared generator core, a full server."""
+    out = []
+    foreign = meta.get("foreign_load_pct")
+    if foreign is not None and foreign > FOREIGN_LOAD_WARN_PCT:
+        out.append(
+            f"other processes used {foreign}% of a core on the generator's cores "
+            f"{meta.get('generator_cores')}: send lateness and latencies include their "
+            "interference; rerun on idle cores (taskset -c N)"
+        )
+    server = meta.get("server_cpu_pct") or {}
+    if server.get("p90") is not None and server["p90"] > SERVER_BUSY_WARN_PCT:
+        out.append(
+            f"the server used {server['p90']}% of a core (p90 of 0.5 s samples): it is "
+            "saturated; the figures measure its overload"
+        )
+    busy = meta.get("server_cores_busy_pct") or {}
+    if server.get("mean") is not None and busy.get("mean") is not None:
+        extra = busy["mean"] - server["mean"]
+        if extra > FOREIGN_LOAD_WARN_PCT:
+            out.append(
+                f"other processes used {extra:.0f}% of a core on the server's cores "
+                f"{meta.get('server_cores')}: the server was not alone"
+            )
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         url=args.url, scenario=scenario, calls=args.calls, concurrency=args.concurrency,
         ramp_secs=args.ramp, auth_token=args.auth_token, persona=args.persona,
         workers=args.workers, seed=args.seed, use_uvloop=args.uvloop,
+        server_pid=args.server_pid, tune_gc=args.tune_gc, nice=args.nice,
     )  # fmt: skip
     progress = Progress(args.calls)
     started = now_stamp()
@@ -177,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         "wall_secs": round(outcome.wall_secs, 2),
         "generator_cpu_pct": round(100 * outcome.cpu_secs / outcome.wall_secs, 1)
         if outcome.wall_secs else None,
+        "generator_gc": outcome.gc, "generator_nice": args.nice, **outcome.host,
     }  # fmt: skip
     summary = summarize(outcome.records, outcome.lateness, outcome.concurrency, meta)
     missed = check_slos(summary, slos)
@@ -190,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
             f"{LATENESS_WARN_MS} ms): latencies are inflated; add --workers or lower --concurrency",
             file=sys.stderr,
         )
+    for w in health_warnings(summary["meta"]):
+        print(f"WARNING: {w}", file=sys.stderr)
     if args.report:
         jp, hp = write_report(args.report, summary, outcome.records, outcome.concurrency)
         print(f"report: {jp} {hp}")

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sim.caller_core import percentile
+from sim.call_result import percentile
 from sim.frame_ticker import LatenessHistogram
 
 METRICS = {  # summary name -> (record field, flattened list?)
@@ -113,6 +113,7 @@ def summarize(
         else 0.0,
         "clears": sum(r["clears"] for r in records),
         "stale_frames": sum(r["stale_frames"] for r in records),
+        "frames_backpressured": sum(r.get("frames_backpressured", 0) for r in records),
         "calls_with_stale_frames": sum(1 for r in records if r["stale_frames"]),
         "audio_received_secs": round(sum(r["audio_received_secs"] for r in records), 2),
     }

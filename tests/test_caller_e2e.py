@@ -62,7 +62,9 @@ def make_app(check_signatures: bool, reply_after_secs: float = 0.3) -> web.Appli
         talking: asyncio.Task[None] | None = None
         async for msg in ws:
             ev = json.loads(msg.data)
-            seen.setdefault("events", []).append(ev["event"])  # type: ignore[union-attr]
+            events = seen.setdefault("events", [])
+            assert isinstance(events, list)
+            events.append(ev["event"])
             if ev["event"] == "start":
                 sid = ev["streamSid"]
                 seen["start"] = ev["start"]

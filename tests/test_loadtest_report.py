@@ -135,3 +135,34 @@ def test_cli_rejects_bad_slo_and_scenario(capsys: pytest.CaptureFixture[str]) ->
     assert run(p.parse_args(["--url", "http://x", "--scenario", "nope"])) == EXIT_USAGE
     assert "built-in scenarios: bargein, default" in capsys.readouterr().err
     assert EXIT_SLO == 1
+
+
+def test_health_warnings_name_shared_cores_and_a_saturated_server() -> None:
+    from sim.loadtest_cmd import health_warnings
+
+    quiet = {"foreign_load_pct": 2.0, "server_cpu_pct": {"mean": 60.0, "p90": 70.0}}
+    assert health_warnings(quiet) == []
+    busy = {
+        "generator_cores": [0],
+        "foreign_load_pct": 26.7,
+        "server_cores": [1],
+        "server_cpu_pct": {"mean": 56.0, "p90": 97.0, "max": 99.0},
+        "server_cores_busy_pct": {"mean": 77.0, "p90": 100.0, "max": 100.0},
+    }
+    w = health_warnings(busy)
+    assert len(w) == 3
+    assert "26.7% of a core on the generator's cores [0]" in w[0]
+    assert "saturated" in w[1] and "server's cores [1]" in w[2]
+
+
+def test_quiet_gc_freezes_records_pauses_and_restores() -> None:
+    import gc
+
+    from sim.host_load import GC_THRESHOLDS, quiet_gc
+
+    before = gc.get_threshold()
+    with quiet_gc() as stats:
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+        gc.collect(0)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert stats.summary()["collections"][0] == 1 and stats.summary()["pause_max_ms"] >= 0

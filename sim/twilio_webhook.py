@@ -1,0 +1,108 @@
+"""The HTTP half of a simulated Twilio call, sans-IO: webhook form, signatures, TwiML parsing.
+
+Shared by the asyncio caller (:mod:`sim.caller`) and the gevent one (``deploy/locustfile.py``);
+imports nothing that does I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+import wave
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+DEFAULT_TO = "+15005550006"
+DEFAULT_FROM = "+15005550001"
+
+
+def new_sid(prefix: str) -> str:
+    """A random Twilio-style SID: ``prefix`` + 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """``X-Twilio-Signature`` for ``url`` + ``params``, via twilio's own ``RequestValidator``."""
+    from twilio.request_validator import RequestValidator
+
+    return str(RequestValidator(auth_token).compute_signature(url, params))
+
+
+def voice_url(url: str, persona: str | None = None) -> str:
+    """The webhook URL: ``url`` itself when it names a path, else ``url + /twilio/voice``."""
+    base = url if url.rstrip("/").endswith("/twilio/voice") else url.rstrip("/") + "/twilio/voice"
+    if persona:
+        base += ("&" if "?" in base else "?") + urlencode({"persona": persona})
+    return base
+
+
+def webhook_params(call_sid: str, account_sid: str, from_: str, to: str) -> dict[str, str]:
+    """The form parameters Twilio sends with an inbound call's Voice URL request."""
+    return {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": to,
+        "CalledCountry": "US",
+        "Caller": from_,
+        "CallerCountry": "US",
+        "Direction": "inbound",
+        "From": from_,
+        "FromCountry": "US",
+        "To": to,
+        "ToCountry": "US",
+    }
+
+
+@dataclass
+class Twiml:
+    """What the caller needs from the TwiML response."""
+
+    stream_url: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    say_after: str | None = None
+    say_only: str | None = None
+
+
+def parse_twiml(text: str) -> Twiml:
+    """Parse ``<Response><Connect><Stream url>…</Connect><Say>…</Say></Response>``.
+
+    Raises:
+        ValueError: not XML or not a ``<Response>`` document.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise ValueError(f"TwiML is not XML ({e}); got {text[:80]!r}") from e
+    if root.tag != "Response":
+        raise ValueError(f"TwiML root element is <{root.tag}>, expected <Response>")
+    tw = Twiml()
+    seen_connect = False
+    for el in root:
+        if el.tag == "Connect":
+            stream = el.find("Stream")
+            if stream is not None and tw.stream_url is None:
+                tw.stream_url = stream.get("url")
+                for p in stream.findall("Parameter"):
+                    tw.parameters[p.get("name", "")] = p.get("value", "")
+                seen_connect = True
+        elif el.tag == "Say":
+            said = (el.text or "").strip()
+            if seen_connect and tw.say_after is None:
+                tw.say_after = said
+            elif not seen_connect and tw.say_only is None:
+                tw.say_only = said
+    return tw
+
+
+def write_wav(path: str | Path, ulaw: bytes | bytearray) -> None:
+    """Write 8 kHz µ-law audio as a PCM16 mono WAV."""
+    import audioop
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(audioop.ulaw2lin(bytes(ulaw), 2))

@@ -1,0 +1,49 @@
+"""The shared frame ticker: one call's full socket must not hold up every other call's frames."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from sim.caller_core import CallerCore
+from sim.caller_plan import CallPlan
+from sim.frame_ticker import FrameTicker
+
+pytestmark = pytest.mark.unit
+
+
+def core(sid: str) -> CallerCore:
+    t0 = time.monotonic()
+    c = CallerCore(CallPlan().pause(10), t0=t0, call_sid=sid, account_sid="AC", stream_sid="MZ")
+    c.open(time.monotonic())
+    return c
+
+
+async def test_a_blocked_socket_delays_only_its_own_call() -> None:
+    sent: dict[str, list[str]] = {"fast": [], "slow": []}
+    unblock = asyncio.Event()
+
+    async def fast(msg: str) -> None:
+        sent["fast"].append(msg)
+
+    async def slow(msg: str) -> None:  # like ws.send_str waiting for a full socket to drain
+        await unblock.wait()
+        sent["slow"].append(msg)
+
+    async with FrameTicker(period_secs=0.02, slots=2) as ticker:
+        ticker.add(core("CAslow"), slow)
+        entry = ticker.add(core("CAfast"), fast)
+        await asyncio.sleep(0.3)
+        assert len(sent["fast"]) >= 10 and sent["slow"] == []
+        slow_core = next(e.core for g in ticker._groups for e in g if e is not entry)
+        assert slow_core.res.frames_backpressured >= 10
+        assert ticker.lateness.percentile(99) is not None
+        assert ticker.lateness.max_ms < 20  # the fast call kept its deadlines
+        unblock.set()
+        await asyncio.sleep(0.05)
+        n_slow = len(sent["slow"])
+        assert n_slow >= slow_core.res.frames_backpressured  # the queue went out, in order
+        chunks = [int(m.split('"chunk":"')[1].split('"')[0]) for m in sent["slow"]]
+        assert chunks == sorted(chunks) and chunks[0] == 1
