@@ -37,8 +37,8 @@ emulator: $(STAMP) ## run the Live API emulator on its own (prints its url and c
 loadtest: $(STAMP) ## 50 simulated calls against a server on :$(PORT)
 	$(BIN)/voicebot loadtest --url http://127.0.0.1:$(PORT) --calls 50 --concurrency 25 --report loadtest-report
 
-bench: $(STAMP) ## capacity benchmark against the bare relay baseline (slow; run by hand)
-	$(BIN)/python -m sim.bench
+bench: $(STAMP) ## capacity benchmark vs the bare relay baseline (slow, by hand; BENCH_ARGS=--quick)
+	$(BIN)/python -m sim.bench $(BENCH_ARGS)
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv

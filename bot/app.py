@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,6 +16,7 @@ from bot.calls import CallRegistry
 from bot.media_stream import media
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
+from bot.stats import STATS, add_stats_routes, lag_guard, monitor_loop_lag
 from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
@@ -45,9 +48,13 @@ def create_app(
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
     app[CALLS] = CallRegistry(settings.max_calls)
+    lag_limit_ms = settings.lag_guard_ms
+    if lag_limit_ms > 0:
+        app[CALLS].guard = lambda: lag_guard(STATS, lag_limit_ms)
     app[PERSONAS] = personas
     add_routes(app)
     app.router.add_get("/twilio/media", media)
+    add_stats_routes(app, lambda: len(app[CALLS]))
 
     async def shared_resources(app: web.Application) -> AsyncIterator[None]:
         # The VAD model loads once, off the event loop, before the first call.
@@ -74,9 +81,19 @@ def create_app(
             twilio_api_base=twilio_api_base,
         )
         await personas.start()
+        lag_task = asyncio.create_task(monitor_loop_lag(STATS), name="stats:loop-lag")
+        if STATS.gc_callback not in gc.callbacks:
+            gc.callbacks.append(STATS.gc_callback)
+        # Startup objects (modules, models, personas) never die: keep them out of collections.
+        gc.freeze()
         try:
             yield
         finally:
+            if STATS.gc_callback in gc.callbacks:
+                gc.callbacks.remove(STATS.gc_callback)
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
             await personas.stop()
             await session.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -20,6 +21,8 @@ class CallRecord:
         persona_id: The persona the call started with (kept for the whole call).
         started: ``time.monotonic()`` at the media ``start`` message.
         task: The task running the call's pipeline, cancelled on shutdown.
+        abort: Ends the call at once with a reason (closes the stream so Twilio plays the
+            TwiML apology); used when draining.
         end_reason: Why the call ended, set once.
     """
 
@@ -28,6 +31,7 @@ class CallRecord:
     persona_id: str
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    abort: Callable[[str], Awaitable[None]] | None = None
     end_reason: str | None = None
 
     @property
@@ -53,6 +57,8 @@ class CallRegistry:
         self.totals: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Overload guard: returns why new calls must be refused now (e.g. event-loop lag).
+        self.guard: Callable[[], str | None] | None = None
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -86,12 +92,26 @@ class CallRegistry:
         if self.load() >= self.max_calls:
             self.totals["refused_full"] += 1
             return False
+        if self.guard is not None and (why := self.guard()) is not None:
+            self.totals["refused_overload"] += 1
+            logger.warning(f"call {call_sid} refused: overloaded ({why})")
+            return False
         self._reservations[call_sid] = time.monotonic()
         return True
 
-    def register(self, record: CallRecord) -> bool:
-        """Register a call whose stream started; False if the process cannot take it."""
+    def register(self, record: CallRecord, *, require_reservation: bool = False) -> bool:
+        """Register a call whose stream started; False if the process cannot take it.
+
+        Args:
+            record: The call.
+            require_reservation: Only admit a stream whose TwiML this process served in the
+                last ``reservation_ttl_secs`` (each reservation admits one stream, so a
+                captured upgrade cannot be replayed).
+        """
         reserved = self._reservations.pop(record.call_sid, None) is not None
+        if require_reservation and not reserved:
+            self.totals["refused_unreserved"] += 1
+            return False
         if not self.accepting or (not reserved and self.load() >= self.max_calls):
             self.totals["refused_stream"] += 1
             return False
@@ -122,11 +142,17 @@ class CallRegistry:
             await asyncio.wait_for(self._idle.wait(), timeout_secs)
         except TimeoutError:
             pass
-        tasks = [c.task for c in self._calls.values() if c.task and not c.task.done()]
-        for record in self._calls.values():
-            record.end_reason = record.end_reason or "server shutting down"
+        records = list(self._calls.values())
+        if not records:
+            return
+        logger.info(f"ending {len(records)} live call(s) for shutdown")
+        aborts = [r.abort("server shutting down") for r in records if r.abort is not None]
+        if aborts:
+            await asyncio.wait_for(asyncio.gather(*aborts, return_exceptions=True), 2.0)
+        tasks = [r.task for r in records if r.task and not r.task.done()]
         if tasks:
-            logger.info(f"ending {len(tasks)} live call(s) for shutdown")
-            for task in tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
                 task.cancel()
-            await asyncio.wait(tasks, timeout=3.0)
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)

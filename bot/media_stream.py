@@ -20,6 +20,7 @@ No Gemini session is opened for a connection that does not pass this phase.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections import Counter
@@ -130,12 +131,16 @@ async def media(request: web.Request) -> web.StreamResponse:
     persona = personas.get(info.custom.get("persona", "")) or personas.for_number(info.called)
     record = CallRecord(info.call_sid, info.stream_sid, persona.id)
     calls = app[CALLS]
-    if not calls.register(record):
+    if not calls.register(record, require_reservation=app[AUTH].enforcing):
         logger.warning(f"call {info.call_sid} refused at stream start: at capacity or draining")
         await ws.close(code=CLOSE_TRY_AGAIN, message=b"server at capacity")
         return ws
 
     record.task = asyncio.current_task()
+    if not app[CALLS].accepting:  # draining began between register and here
+        await ws.close(code=CLOSE_TRY_AGAIN, message=b"server shutting down")
+        app[CALLS].unregister(record)
+        return ws
     with logger.contextualize(call_sid=info.call_sid, persona=persona.id):
         await _run_call(app, ws, persona, info, record, junk)
     return ws
@@ -156,6 +161,7 @@ async def _run_call(
             persona, caller=info.caller, called=info.called, custom=info.custom
         )
         call = CallPipeline(persona, info, ws, app[RESOURCES], variables)
+        record.abort = functools.partial(call.abort, close_code=1001)
         await call.run()
         record.end_reason = record.end_reason or call.end_reason
     except asyncio.CancelledError:

@@ -11,6 +11,7 @@ from aiohttp import web
 from loguru import logger
 
 from bot.app import create_app
+from bot.app_keys import CALLS
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
 from pipelines.gemini_service import GeminiClients
@@ -57,9 +58,10 @@ async def serve(settings: Settings, options: ServeOptions) -> int:
 
     emulator = None
     if options.force_emulator or settings.use_emulator:
-        from sim.emulator import LiveEmulator
+        from sim.emulator import EmulatorConfig, LiveEmulator
 
-        emulator = LiveEmulator()
+        # No in-memory recording: a long-running server must not keep every message.
+        emulator = LiveEmulator(EmulatorConfig(record_in_memory=False))
         url = await emulator.start()
         gemini = GeminiClients(EMULATOR_API_KEY, url, emulator.ca_file)
         why = "--emulator given" if options.force_emulator else "GEMINI_API_KEY is not set"
@@ -106,6 +108,9 @@ async def serve(settings: Settings, options: ServeOptions) -> int:
         logger.info("stopping: no new calls; ending live calls")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # Drain while still listening, so /healthz says 503 and streams whose TwiML was just
+        # served can still be answered (and ended politely); then stop listening.
+        await app[CALLS].drain(options.drain_secs)
         await runner.cleanup()
         if emulator is not None:
             await emulator.stop()

@@ -29,6 +29,8 @@ class Settings(BaseModel):
         public_url: Base URL Twilio reaches us on; ``None`` means the request's own host.
         personas_dir: Folder of persona YAML files.
         max_calls: Calls admitted at once; more get a polite TwiML refusal.
+        lag_guard_ms: New calls are refused while the event loop lags more than this (an
+            overloaded process keeps its live calls whole); 0 turns the guard off.
         log_level: loguru level for the console.
     """
 
@@ -42,6 +44,7 @@ class Settings(BaseModel):
     public_url: str | None = None
     personas_dir: Path = DEFAULT_PERSONAS_DIR
     max_calls: int = Field(default=200, ge=1)
+    lag_guard_ms: float = Field(default=25.0, ge=0)
     log_level: str = "INFO"
 
     @field_validator("public_url", "gemini_base_url")
@@ -71,6 +74,7 @@ class Settings(BaseModel):
             "public_url": "PUBLIC_URL",
             "personas_dir": "VOICEBOT_PERSONAS_DIR",
             "max_calls": "VOICEBOT_MAX_CALLS",
+            "lag_guard_ms": "VOICEBOT_LAG_GUARD_MS",
             "log_level": "VOICEBOT_LOG_LEVEL",
         }
         values: dict[str, object] = {}

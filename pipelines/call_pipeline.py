@@ -112,7 +112,6 @@ class CallPipeline:
         self._resources = resources
         self.end_reason: str | None = None
         self._marks = 0
-        self.failed = False
         self.rejection: tuple[int | None, str] | None = None
 
         # The serializer hangs up through the REST API after the output has drained and the
@@ -188,7 +187,11 @@ class CallPipeline:
                 audio_in_sample_rate=MODEL_IN_RATE_HZ, audio_out_sample_rate=PHONE_RATE_HZ
             ),
             enable_rtvi=False,
-            idle_timeout_secs=300,
+            # No per-frame observers: turn tracking and the idle-timeout observer each cost a
+            # queue hop per frame pushed anywhere in the pipeline (CallControl enforces the
+            # persona's idle and duration limits instead).
+            enable_turn_tracking=False,
+            idle_timeout_secs=None,
         )
         self.transport.event_handler("on_client_connected")(self._on_connected)
         self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
@@ -235,18 +238,25 @@ class CallPipeline:
         await self.worker.cancel()
 
     async def _on_session_failed(self, code: int | None, reason: str) -> None:
-        self.failed = True
         self.rejection = (code, reason)
+        await self.abort(f"Live API closed {code}" if code else "Live API unreachable")
+
+    async def abort(self, reason: str, *, close_code: int = 1011) -> None:
+        """End the call at once, abnormally.
+
+        The stream closes without a REST hang-up, so Twilio plays the TwiML apology instead
+        of leaving the caller in dead air.
+        """
+        if self.end_reason is None:
+            self.end_reason = reason
         self.serializer.disable_hang_up()
-        self.end_reason = f"Live API closed {code}" if code else "Live API unreachable"
-        # Closing the stream (not hanging up) makes Twilio play the TwiML apology.
-        await self._close_ws(1011, "voice service unavailable")
+        await self._close_ws(close_code, reason)
         await self.worker.cancel()
 
     # call control hooks ----------------------------------------------------------------
 
-    async def _instruct(self, text: str) -> None:
-        await self.llm.instruct(text)
+    async def _instruct(self, text: str) -> bool:
+        return await self.llm.instruct(text)
 
     async def _wait_played(self, timeout_secs: float) -> None:
         """Wait until the audio sent so far has been played (a Twilio mark comes back)."""

@@ -35,18 +35,22 @@ from typing import Any
 
 from google import genai
 from google.genai.errors import APIError
-from google.genai.types import Blob, HttpOptions, LiveServerMessage
+from google.genai.types import Blob, Content, HttpOptions, LiveServerMessage, Part
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InterruptionFrame,
+    TTSAudioRawFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
 from pipecat.services.google.utils import update_google_client_http_options
+
+from bot.stats import STATS
+from pipelines.transport_client import RX_KEY
 
 # Close codes the Live API uses for setups and requests that will never succeed as sent.
 PERMANENT_CLOSE_CODES = frozenset({1007, 1008})
@@ -149,8 +153,11 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._preroll_rate = 16000
         self._bot_quiet = asyncio.Event()
         self._bot_quiet.set()
+        self._user_quiet = asyncio.Event()
+        self._user_quiet.set()
         self._handover_task: asyncio.Task[None] | None = None
         self.handovers = 0
+        self._message_rx_at = 0.0
         super().__init__(api_key="shared-client", **kwargs)
         # Turns come from local VAD in the user aggregator; the per-call advice is noise.
         self._warned_realtime_service_no_turn_frames = True
@@ -181,8 +188,15 @@ class CallGeminiLive(GeminiLiveLLMService):
             await self._fail_session(e.code, e.details or e.message or str(e))
         except OSError as e:
             await self._fail_session(None, f"cannot reach the Live API: {e}")
+        except Exception as e:
+            # e.g. an HTTP error at the WebSocket handshake (websockets.InvalidStatus), or an
+            # answer the SDK cannot parse: the call must not stay connected in silence.
+            await self._fail_session(None, f"Live API connection failed: {e!r}"[:200])
 
     async def _handle_connection_error(self, error: Exception) -> bool:
+        if self._handover_task is not None and not self._handover_task.done():
+            # The socket dropped before the GoAway handover ran: reconnect now, once.
+            self._handover_task.cancel()
         if isinstance(error, APIError) and error.code in PERMANENT_CLOSE_CODES:
             await self._fail_session(error.code, error.details or str(error))
             return False
@@ -197,9 +211,11 @@ class CallGeminiLive(GeminiLiveLLMService):
         if isinstance(frame, InterruptionFrame) and self._generating:
             self._dropping_interrupted_turn = True
         elif isinstance(frame, UserStartedSpeakingFrame):
+            self._user_quiet.clear()
             self._cancel_stream_end()
             await self._resume_stream()
         elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._user_quiet.set()
             self._schedule_stream_end()
         elif (
             isinstance(frame, InputAudioRawFrame)
@@ -227,7 +243,7 @@ class CallGeminiLive(GeminiLiveLLMService):
         if self._session is None or self._disconnecting:
             return False
         try:
-            turn = {"role": "user", "parts": [{"text": text}]}
+            turn = Content(role="user", parts=[Part(text=text)])
             await self._session.send_client_content(turns=[turn], turn_complete=True)
             if self._is_gemini_3:
                 # Gemini 3.x runs inference on a completed turn only after realtime input.
@@ -278,6 +294,9 @@ class CallGeminiLive(GeminiLiveLLMService):
                 await self._handle_send_error(e)
 
     async def _send_user_audio(self, frame: InputAudioRawFrame) -> None:
+        rx_at = frame.metadata.get(RX_KEY)
+        if rx_at is not None:  # bridge latency in (bot.stats)
+            STATS.bridge_in.add_secs(time.monotonic() - rx_at)
         if not self._stream_paused:
             await super()._send_user_audio(frame)
             return
@@ -289,6 +308,12 @@ class CallGeminiLive(GeminiLiveLLMService):
             self._preroll_bytes -= len(self._preroll.popleft())
 
     # GoAway handover -------------------------------------------------------------------
+
+    async def _handle_session_ready(self, session) -> None:
+        # A new connection starts with no generation in flight.
+        self._generating = False
+        self._dropping_interrupted_turn = False
+        await super()._handle_session_ready(session)
 
     async def _set_bot_is_responding(self, responding: bool) -> None:
         await super()._set_bot_is_responding(responding)
@@ -304,16 +329,37 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._handover_task = self.create_task(self._handover(deadline), "goaway-handover")
 
     async def _handover(self, deadline: float) -> None:
-        """Reconnect with the latest resumption handle before the server drops the socket."""
-        try:
-            await asyncio.wait_for(self._bot_quiet.wait(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            pass
+        """Reconnect with the latest resumption handle before the server drops the socket.
+
+        Waits for a moment when neither side speaks (audio sent while reconnecting is lost),
+        but not past the deadline. A call already ending keeps its old connection: the held
+        ``EndFrame`` would be discarded by a reconnect.
+        """
+        while time.monotonic() < deadline:
+            try:
+                for quiet in (self._bot_quiet, self._user_quiet):
+                    await asyncio.wait_for(quiet.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if self._bot_quiet.is_set() and self._user_quiet.is_set():
+                break
+        if self._end_frame_pending_bot_turn_finished is not None or self._session is None:
+            return
         self.handovers += 1
         logger.debug("GoAway: handing over to a new Live API connection")
         await self._reconnect()
 
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        """Stamp model audio with its message's arrival time (bridge latency out)."""
+        if isinstance(frame, TTSAudioRawFrame):
+            frame.metadata[RX_KEY] = self._message_rx_at
+            STATS.model_audio_secs += len(frame.audio) / (frame.sample_rate * 2)
+        await super().push_frame(frame, direction)
+
     async def _handle_server_message(self, message: LiveServerMessage) -> None:
+        self._message_rx_at = time.monotonic()
         if message.go_away is not None:
             self._start_handover(message.go_away.time_left)
         sc = message.server_content

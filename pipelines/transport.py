@@ -12,6 +12,9 @@ Mirrors Pipecat's ``FastAPIWebsocketTransport`` with four differences:
   because of a ``clear``.
 * Twilio ``stop`` ends the receive loop (``on_client_disconnected``), like the peer closing.
 
+Split over ``transport_client`` (params, socket, marks, latency bookkeeping),
+``transport_input`` (receive loop, input batching) and this module (output, transport).
+
 Events: ``on_client_connected(transport, ws)``, ``on_client_disconnected(transport, ws)``,
 ``on_mark(transport, name, played)``.
 """
@@ -20,18 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import web
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
-    ClientConnectedFrame,
     EndFrame,
     Frame,
-    InputAudioRawFrame,
-    InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
@@ -40,222 +38,36 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
-from pipecat.serializers.base_serializer import FrameSerializer
-from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
-from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.base_transport import BaseTransport
 from pipecat.utils.utils import obj_id
 
+from bot.stats import STATS
+from pipelines import pipecat_speedups
 from pipelines.pacing import Pacer
 from pipelines.resampling import FirStreamResampler
-from pipelines.twilio_serializer import (
-    TwilioMarkEchoFrame,
-    TwilioMarkFrame,
-    TwilioSerializer,
-    TwilioStopFrame,
+from pipelines.transport_client import (
+    RX_KEY,
+    AiohttpWebsocketParams,
+    MarkBook,
+    OutboundLatency,
+    WebsocketClient,
 )
+from pipelines.transport_input import AiohttpWebsocketInputTransport
+from pipelines.twilio_serializer import TwilioMarkFrame, TwilioSerializer
+
+__all__ = [
+    "AiohttpWebsocketInputTransport",
+    "AiohttpWebsocketOutputTransport",
+    "AiohttpWebsocketParams",
+    "AiohttpWebsocketTransport",
+]
+
+pipecat_speedups.install()
 
 END_MARK_NAME = "call-end"
 # After the last chunk was sent, how long Twilio may still be playing (network and jitter).
 CLEAR_MARGIN_SECS = 0.25
-
-
-class AiohttpWebsocketParams(TransportParams):
-    """Transport parameters.
-
-    Parameters:
-        serializer: Frame serializer (``TwilioSerializer`` for bad-input counters and marks).
-        ws_close_timeout: Seconds to wait for the close handshake before shutdown goes on.
-        max_lead_secs: How far sending may run ahead of playout (None = one chunk).
-        idle_reset_secs: A playout gap longer than this restarts the pacing clock.
-        mark_replies: Send a mark ``reply-<n>`` after each bot reply (on ``TTSStoppedFrame``).
-        end_mark_timeout_secs: On ``EndFrame``, after the last audio, send a mark and wait this
-            long for Twilio to echo it (= the goodbye was played) before hanging up; 0 disables.
-    """
-
-    serializer: FrameSerializer | None = None
-    ws_close_timeout: float = 0.5
-    max_lead_secs: float | None = None
-    idle_reset_secs: float = 0.5
-    mark_replies: bool = True
-    end_mark_timeout_secs: float = 3.0
-
-
-@dataclass
-class _Mark:
-    audio_secs: float  # bot audio sent before the mark
-    cleared: bool = False  # pending when a clear was sent: its echo proves nothing
-
-
-class _Client:
-    """The WebSocket shared by input and output: send, receive, close once."""
-
-    def __init__(self, ws: web.WebSocketResponse, close_timeout: float) -> None:
-        self.ws = ws
-        self._close_timeout = close_timeout
-        self._users: set[str] = set()
-        self._closing = False
-        self._reset_logged = False
-
-    def join(self, user: str) -> None:
-        self._users.add(user)
-
-    @property
-    def is_connected(self) -> bool:
-        return not self.ws.closed
-
-    @property
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def receive(self) -> AsyncIterator[WSMessage]:
-        return self.ws.__aiter__()
-
-    async def send(self, data: str | bytes) -> bool:
-        """Send; skip when closing/closed; a reset peer is logged once, never raised."""
-        if self._closing or self.ws.closed:
-            return False
-        try:
-            if isinstance(data, bytes):
-                await self.ws.send_bytes(data)
-            else:
-                await self.ws.send_str(data)
-        except ConnectionResetError as e:
-            # Not marking the socket as closing here (#3912): the receive loop sees the close.
-            if not self._reset_logged:
-                self._reset_logged = True
-                logger.info(f"WebSocket send skipped, peer connection reset: {e}")
-            return False
-        return True
-
-    async def disconnect(self, user: str) -> None:
-        """Close when the last user leaves, waiting at most ``close_timeout`` for the peer."""
-        self._users.discard(user)
-        if self._users or self._closing or self.ws.closed:
-            return
-        self._closing = True
-        task = asyncio.create_task(
-            self.ws.close(code=WSCloseCode.OK, message=b"call ended"), name="ws-close"
-        )
-        done, _ = await asyncio.wait({task}, timeout=self._close_timeout)
-        if not done:
-            logger.debug(f"WebSocket close exceeded {self._close_timeout}s; dropping the peer")
-            task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not done:
-                return
-            raise
-        except Exception as e:
-            logger.warning(f"WebSocket close failed: {e.__class__.__name__} ({e})")
-
-
-class AiohttpWebsocketInputTransport(BaseInputTransport):
-    """Receives Twilio messages and pushes audio, DTMF and other frames."""
-
-    def __init__(
-        self,
-        transport: AiohttpWebsocketTransport,
-        client: _Client,
-        params: AiohttpWebsocketParams,
-        **kwargs: object,
-    ) -> None:
-        """Create the input side; use ``AiohttpWebsocketTransport.input()``."""
-        super().__init__(params, **kwargs)
-        self._transport = transport
-        self._client = client
-        self._ws_params = params
-        self._receive_task: asyncio.Task[None] | None = None
-        self._ending = False
-
-    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
-        """Join the shared client and set up the serializer."""
-        await super().setup(setup)
-        self._client.join("input")
-        if self._ws_params.serializer:
-            await self._ws_params.serializer.setup(setup)
-
-    async def start(self, frame: StartFrame) -> None:
-        """Fire ``on_client_connected``, start receiving, mark the transport ready."""
-        await super().start(frame)
-        await self._transport._call_event_handler("on_client_connected", self._client.ws)
-        await self.push_frame(ClientConnectedFrame())
-        if not self._receive_task:
-            self._receive_task = self.create_task(self._receive_messages(), "ws-receive")
-        await self.set_transport_ready(frame)
-
-    async def stop(self, frame: EndFrame) -> None:
-        """Leave the client; keep reading (marks and ``stop`` only) until the output closes.
-
-        The output waits for the echo of its end mark before hanging up, so the receive loop
-        must outlive the ``EndFrame``; ``cleanup()`` cancels it.
-        """
-        await super().stop(frame)
-        self._ending = True
-        await self._client.disconnect("input")
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        """Stop receiving and leave the client."""
-        await super().cancel(frame)
-        await self._teardown()
-
-    async def cleanup(self) -> None:
-        """Stop receiving and leave the client (idempotent)."""
-        await super().cleanup()
-        await self._teardown()
-        await self._transport.cleanup()
-
-    async def _teardown(self) -> None:
-        if self._receive_task:
-            await self.cancel_task(self._receive_task)
-            self._receive_task = None
-        await self._client.disconnect("input")
-
-    def _note(self, kind: str, detail: str) -> None:
-        serializer = self._ws_params.serializer
-        if isinstance(serializer, TwilioSerializer):
-            serializer.note_bad_input(kind, detail)
-        else:
-            logger.debug(f"{self}: ignored {kind} ({detail})")
-
-    async def _receive_messages(self) -> None:
-        serializer = self._ws_params.serializer
-        try:
-            async for msg in self._client.receive():
-                if msg.type == WSMsgType.BINARY:
-                    self._note("binary", f"{len(msg.data)} bytes")
-                    continue
-                if msg.type == WSMsgType.ERROR:
-                    code = getattr(msg.data, "code", None) or self._client.ws.close_code
-                    too_big = code == WSCloseCode.MESSAGE_TOO_BIG
-                    self._note("too_large" if too_big else "ws_error", str(msg.data)[:80])
-                    break
-                if msg.type != WSMsgType.TEXT or serializer is None:
-                    continue
-                frame = await serializer.deserialize(msg.data)
-                if frame is None:
-                    continue
-                if isinstance(frame, TwilioMarkEchoFrame):
-                    await self._transport._mark_echoed(frame.mark_name)
-                elif isinstance(frame, TwilioStopFrame):
-                    logger.debug(f"{self}: Twilio sent 'stop'; the call ended")
-                    break
-                elif self._ending:
-                    continue  # the pipeline is ending: nothing more goes downstream
-                elif isinstance(frame, InputAudioRawFrame):
-                    await self.push_audio_frame(frame)
-                elif isinstance(frame, InputTransportMessageFrame):
-                    await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
-                else:
-                    await self.push_frame(frame)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            logger.exception(f"{self}: receive loop failed: {e.__class__.__name__}")
-        # Only a disconnect we did not start ourselves is reported.
-        if not self._client.is_closing:
-            await self._transport._call_event_handler("on_client_disconnected", self._client.ws)
 
 
 class AiohttpWebsocketOutputTransport(BaseOutputTransport):
@@ -264,7 +76,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
     def __init__(
         self,
         transport: AiohttpWebsocketTransport,
-        client: _Client,
+        client: WebsocketClient,
         params: AiohttpWebsocketParams,
         **kwargs: object,
     ) -> None:
@@ -282,6 +94,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         self.clears_sent = 0
         self.clears_skipped = 0
         self._last_audio_sent_at = float("-inf")
+        self._latency = OutboundLatency(STATS.bridge_out)
 
     @property
     def pacer(self) -> Pacer:
@@ -317,13 +130,43 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         await super().set_transport_ready(frame)
         for sender in self._media_senders.values():
             sender._resampler = FirStreamResampler()
+            sender._internal_write_audio_frame = self._write_with_timeout  # type: ignore[method-assign]
+
+    async def _write_with_timeout(self, frame: OutputAudioRawFrame) -> bool:
+        """The MediaSender's write with its timeout, without a task per chunk.
+
+        Pipecat wraps every chunk's write in ``wait_for`` (a new task each time); a timeout
+        context does the same job. A write that never returns ends the call as Pipecat does.
+        """
+        if not self.is_usable:
+            return False
+        timeout = self._params.audio_out_write_timeout_secs
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.write_audio_frame(frame)
+        except TimeoutError as e:
+            await self.push_error(
+                f"{self} timed out after {timeout}s writing audio to the transport; "
+                "the peer has stopped reading",
+                exception=e,
+                force_treat_as_permanent=True,
+            )
+            return False
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        """Do not pass sent audio chunks on: nothing downstream uses them (25 frames/s saved)."""
+        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
+            return
+        await super().push_frame(frame, direction)
 
     async def stop(self, frame: EndFrame) -> None:
         """Drain audio and end silence, wait for the end mark, hang up, close."""
         await super().stop(frame)
         timeout = self._ws_params.end_mark_timeout_secs
         if timeout > 0 and isinstance(self._ws_params.serializer, TwilioSerializer):
-            waiter = self._transport._expect_mark(END_MARK_NAME)
+            waiter = self._transport.marks.expect(END_MARK_NAME)
             await self._send_mark(TwilioMarkFrame(mark_name=END_MARK_NAME))
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
@@ -354,8 +197,11 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
             finally:
                 self._clearing = False
             return
-        if isinstance(frame, OutputAudioRawFrame) and self._is_stale(frame):
-            return
+        if isinstance(frame, OutputAudioRawFrame):
+            if self._is_stale(frame):
+                return
+            secs = len(frame.audio) / (frame.sample_rate * 2 * frame.num_channels)
+            self._latency.audio_in(secs, frame.metadata.get(RX_KEY))
         await super().process_frame(frame, direction)
         if (
             isinstance(frame, TTSStoppedFrame)
@@ -368,6 +214,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
 
     async def _interrupt(self) -> None:
         self._stale_before_id = obj_id()
+        self._latency.interrupted()
         now = time.monotonic()
         # Twilio holds only what the pacer let ahead of real time: when that has played out
         # and nothing was sent lately, a `clear` would have nothing to clear.
@@ -378,7 +225,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         if not playing:
             self.clears_skipped += 1
             return
-        self._transport._marks_cleared()
+        self._transport.marks.cleared()
         if await self._write_frame(InterruptionFrame()):
             self.clears_sent += 1
 
@@ -397,31 +244,40 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
             await self._send_mark(frame)
 
     async def _send_mark(self, frame: TwilioMarkFrame) -> None:
-        self._transport._mark_sent(frame.mark_name, self.sent_audio_secs)
+        self._transport.marks.sent(frame.mark_name, self.sent_audio_secs)
         await self._write_frame(frame)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         """Send one chunk, then sleep until the pacing clock allows the next."""
         if self._client.is_closing or not self._client.is_connected or self._is_stale(frame):
             return False
-        out = OutputAudioRawFrame(
-            audio=frame.audio,
-            sample_rate=self.sample_rate,
-            num_channels=self._params.audio_out_channels,
-        )
         serializer = self._ws_params.serializer
         if serializer is None:
             return False
-        payload = await serializer.serialize(out)
+        if isinstance(serializer, TwilioSerializer) and self.sample_rate == serializer.twilio_rate:
+            payload: str | bytes | None = serializer.media_message(frame.audio)
+        else:
+            out = OutputAudioRawFrame(
+                audio=frame.audio,
+                sample_rate=self.sample_rate,
+                num_channels=self._params.audio_out_channels,
+            )
+            payload = await serializer.serialize(out)
         # Re-checked after the await, with no await until the bytes are written: an
         # interruption that arrived meanwhile has already sent its clear.
         if self._is_stale(frame) or not payload:
             return False
         if not await self._client.send(payload):
             return False
-        self.sent_audio_secs += len(out.audio) / (out.sample_rate * 2 * out.num_channels)
-        self._last_audio_sent_at = time.monotonic()
-        await asyncio.sleep(self._pacer.next_delay(time.monotonic()))
+        secs = len(frame.audio) / (self.sample_rate * 2 * self._params.audio_out_channels)
+        self.sent_audio_secs += secs
+        STATS.twilio_audio_secs += secs
+        now = time.monotonic()
+        self._last_audio_sent_at = now
+        self._latency.audio_out(secs, now)
+        delay = self._pacer.next_delay(now)
+        self._latency.release_at = now + delay
+        await asyncio.sleep(delay)
         return True
 
     async def _write_frame(self, frame: Frame) -> bool:
@@ -459,16 +315,14 @@ class AiohttpWebsocketTransport(BaseTransport):
         """Create the transport; see the class docstring for the arguments."""
         super().__init__(input_name=input_name, output_name=output_name)
         self._params = params
-        self._client = _Client(websocket, params.ws_close_timeout)
+        self._client = WebsocketClient(websocket, params.ws_close_timeout)
         self._input = AiohttpWebsocketInputTransport(
             self, self._client, params, name=self._input_name
         )
         self._output = AiohttpWebsocketOutputTransport(
             self, self._client, params, name=self._output_name
         )
-        self._marks: dict[str, _Mark] = {}
-        self._mark_waiters: dict[str, asyncio.Future[bool]] = {}
-        self.played_audio_secs = 0.0
+        self.marks = MarkBook()
         self._register_event_handler("on_client_connected")
         self._register_event_handler("on_client_disconnected")
         self._register_event_handler("on_mark")
@@ -500,33 +354,20 @@ class AiohttpWebsocketTransport(BaseTransport):
         Returns:
             True if played, False if returned by a ``clear``, None on timeout.
         """
-        waiter = self._expect_mark(name)
+        waiter = self.marks.expect(name)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout_secs)
         except TimeoutError:
             return None
 
-    def _expect_mark(self, name: str) -> asyncio.Future[bool]:
-        if name not in self._mark_waiters:
-            self._mark_waiters[name] = asyncio.get_running_loop().create_future()
-        return self._mark_waiters[name]
-
-    def _mark_sent(self, name: str, audio_secs: float) -> None:
-        self._marks[name] = _Mark(audio_secs=audio_secs)
-
-    def _marks_cleared(self) -> None:
-        for mark in self._marks.values():
-            mark.cleared = True
+    @property
+    def played_audio_secs(self) -> float:
+        """Bot audio proven played by echoed marks (seconds)."""
+        return self.marks.played_audio_secs
 
     async def _mark_echoed(self, name: str) -> None:
-        mark = self._marks.pop(name, None)
-        if mark is None:
+        played = self.marks.echoed(name)
+        if played is None:
             logger.debug(f"{self}: echo of a mark that was not sent or already echoed")
             return
-        played = not mark.cleared
-        if played:
-            self.played_audio_secs = max(self.played_audio_secs, mark.audio_secs)
-        waiter = self._mark_waiters.pop(name, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(played)
         await self._call_event_handler("on_mark", name, played)

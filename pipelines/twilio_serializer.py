@@ -36,6 +36,7 @@ of soxr VHQ's 64 ms mean / 111 ms max). Output audio already at 8 kHz (pipeline
 
 from __future__ import annotations
 
+import audioop
 import base64
 import binascii
 import json
@@ -126,11 +127,28 @@ class TwilioSerializer(TwilioFrameSerializer):
         self._input_resampler = FirStreamResampler()
         self._output_resampler = FirStreamResampler()
         self.bad_input: dict[str, int] = {}
+        self._media_prefix = (
+            '{"event": "media", "streamSid": ' + json.dumps(stream_sid) + ', "media": {"payload": "'
+        )
 
     @property
     def stream_sid(self) -> str:
         """The stream SID this serializer accepts."""
         return self._stream_sid
+
+    @property
+    def twilio_rate(self) -> int:
+        """Twilio's sample rate (8000)."""
+        return self._twilio_sample_rate
+
+    def media_message(self, pcm: bytes) -> str:
+        """A ``media`` message for 16-bit PCM already at Twilio's rate (the output fast path).
+
+        Same JSON as Pipecat's ``serialize()`` of an ``OutputAudioRawFrame``, without building
+        a frame, a resampler call or a dict per chunk.
+        """
+        payload = base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode("ascii")
+        return self._media_prefix + payload + '"}}'
 
     @property
     def auto_hang_up(self) -> bool:

@@ -103,6 +103,9 @@ async def make_server(make_emulator: EmulatorFactory) -> AsyncIterator[ServerFac
         **settings: Any,
     ) -> RunningServer:
         emu = emulator or await make_emulator()
+        # The overload guard reads process-wide loop-lag stats; a stall in an earlier test
+        # must not turn callers away here (tests/test_bench_stats.py covers the guard).
+        settings.setdefault("lag_guard_ms", 0)
         store = PersonaStore(personas)
         gemini = GeminiClients("test-key", emu.url, emu.ca_file)
         app = create_app(

@@ -1,0 +1,197 @@
+"""Per-process performance counters: bridge latency, event-loop lag; served as ``GET /stats``.
+
+Cheap enough to leave on in production: recording a sample is one list-index increment
+(fixed-size histograms, no allocation, no logging). Percentiles are computed only when
+``/stats`` is read.
+
+Bridge latency is the time this server adds, each way:
+
+* ``bridge_in_ms``: a Twilio ``media`` message read from the socket -> its audio handed to the
+  Gemini service's send path (the first 20 ms frame of a batch counts the batching wait).
+* ``bridge_out_ms``: a model audio message received (or, when it arrived ahead of real time,
+  the moment the pacing clock let its audio go) -> the first frame carrying it written to the
+  Twilio socket. Real-time pacing itself is not counted: that is the phone's playout rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from typing import Any
+
+from aiohttp import web
+from loguru import logger
+
+# Histogram resolution: 0.25 ms buckets up to 1 s, then one overflow bucket.
+BUCKET_MS = 0.25
+NUM_BUCKETS = 4000
+LAG_INTERVAL_SECS = 0.02
+# Admission guard: refuse new calls while the loop is lagging: at least LAG_GUARD_MIN_LATE
+# timer ticks (of ~100 in LAG_WINDOW_SECS) were later than the limit. One call setup or a GC
+# pause is one late tick; an overloaded loop is late on many.
+LAG_WINDOW_SECS = 2.0
+LAG_GUARD_MIN_LATE = 10
+
+
+class Histogram:
+    """Fixed-bucket latency histogram in milliseconds (0.25 ms resolution up to 1 s)."""
+
+    __slots__ = ("counts", "n", "max_ms")
+
+    def __init__(self) -> None:
+        """Create an empty histogram."""
+        self.counts = [0] * (NUM_BUCKETS + 1)
+        self.n = 0
+        self.max_ms = 0.0
+
+    def add_secs(self, secs: float) -> None:
+        """Record one sample given in seconds."""
+        ms = secs * 1000.0
+        i = int(ms / BUCKET_MS)
+        if i < 0:
+            i = 0
+        elif i > NUM_BUCKETS:
+            i = NUM_BUCKETS
+        self.counts[i] += 1
+        self.n += 1
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def percentile(self, q: float) -> float | None:
+        """Upper edge of the bucket holding the ``q``-th percentile (ms), None when empty."""
+        if not self.n:
+            return None
+        rank = max(1, round(q / 100.0 * self.n))
+        seen = 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank:
+                edge = min((i + 1) * BUCKET_MS, self.max_ms) if i < NUM_BUCKETS else self.max_ms
+                return round(edge, 2)
+        return self.max_ms
+
+    def summary(self) -> dict[str, Any]:
+        """Count, p50/p90/p99/max in ms."""
+        return {
+            "count": self.n,
+            "p50": self.percentile(50),
+            "p90": self.percentile(90),
+            "p99": self.percentile(99),
+            "max": round(self.max_ms, 2) if self.n else None,
+        }
+
+    def reset(self) -> None:
+        """Forget every sample."""
+        self.counts = [0] * (NUM_BUCKETS + 1)
+        self.n = 0
+        self.max_ms = 0.0
+
+
+class ProcessStats:
+    """The process's counters (one instance, ``STATS``)."""
+
+    def __init__(self) -> None:
+        """Create empty counters."""
+        self.bridge_in = Histogram()
+        self.bridge_out = Histogram()
+        self.loop_lag = Histogram()
+        self.gc_pause = Histogram()
+        self._gc_started = 0.0
+        self.model_audio_secs = 0.0
+        self.twilio_audio_secs = 0.0
+        self._lag_marks: list[tuple[float, float]] = []  # (time, lag) of lags over 5 ms
+        self.started = time.monotonic()
+
+    def reset(self) -> None:
+        """Forget all samples (``POST /stats/reset``; benchmarks call it between phases)."""
+        self.bridge_in.reset()
+        self.bridge_out.reset()
+        self.loop_lag.reset()
+        self.gc_pause.reset()
+        self.model_audio_secs = 0.0
+        self.twilio_audio_secs = 0.0
+        self._lag_marks.clear()
+
+    def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
+        """``gc.callbacks`` hook: time the collector's generation-2 pauses."""
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pause.add_secs(time.perf_counter() - self._gc_started)
+
+    def note_lag(self, now: float, lag: float) -> None:
+        """Record one loop-lag sample (seconds)."""
+        self.loop_lag.add_secs(lag)
+        if lag > 0.005:
+            self._lag_marks.append((now, lag))
+            if len(self._lag_marks) > 256:
+                del self._lag_marks[:128]
+
+    def late_ticks(self, now: float, limit_ms: float, window_secs: float = LAG_WINDOW_SECS) -> int:
+        """How many loop-lag samples in the last ``window_secs`` exceeded ``limit_ms``."""
+        late = 0
+        for t, lag in reversed(self._lag_marks):
+            if now - t > window_secs:
+                break
+            if lag * 1000.0 > limit_ms:
+                late += 1
+        return late
+
+    def snapshot(self, calls: int) -> dict[str, Any]:
+        """The JSON served by ``GET /stats``."""
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "calls": calls,
+            "uptime_secs": round(time.monotonic() - self.started, 1),
+            "cpu_secs": round(ru.ru_utime + ru.ru_stime, 3),
+            "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
+            "loop_lag_ms": self.loop_lag.summary(),
+            "gc_pause_ms": self.gc_pause.summary(),
+            "bridge_in_ms": self.bridge_in.summary(),
+            "bridge_out_ms": self.bridge_out.summary(),
+            "model_audio_secs": round(self.model_audio_secs, 2),
+            "twilio_audio_secs": round(self.twilio_audio_secs, 2),
+        }
+
+
+STATS = ProcessStats()
+
+
+async def monitor_loop_lag(stats: ProcessStats, interval_secs: float = LAG_INTERVAL_SECS) -> None:
+    """Measure how late the event loop wakes a timer, forever (cancel to stop)."""
+    while True:
+        due = time.monotonic() + interval_secs
+        await asyncio.sleep(interval_secs)
+        now = time.monotonic()
+        stats.note_lag(now, max(0.0, now - due))
+
+
+def lag_guard(stats: ProcessStats, limit_ms: float) -> str | None:
+    """Why new calls must be refused now (the loop is lagging), or None."""
+    late = stats.late_ticks(time.monotonic(), limit_ms)
+    if late >= LAG_GUARD_MIN_LATE:
+        return (
+            f"event loop {late} times more than {limit_ms:.0f} ms late "
+            f"in the last {LAG_WINDOW_SECS:.0f} s"
+        )
+    return None
+
+
+def add_stats_routes(app: web.Application, calls_count: Any) -> None:
+    """Add ``GET /stats`` and ``POST /stats/reset``; ``calls_count()`` gives live calls."""
+
+    async def get_stats(_request: web.Request) -> web.Response:
+        return web.json_response(STATS.snapshot(calls_count()))
+
+    async def reset_stats(request: web.Request) -> web.Response:
+        if request.remote not in ("127.0.0.1", "::1"):
+            raise web.HTTPForbidden(text="stats reset is loopback only\n")
+        STATS.reset()
+        logger.debug("stats reset")
+        return web.json_response({"reset": True})
+
+    app.router.add_get("/stats", get_stats)
+    app.router.add_post("/stats/reset", reset_stats)

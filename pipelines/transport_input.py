@@ -1,0 +1,189 @@
+"""The input side of the aiohttp transport: Twilio messages in, frames into the pipeline.
+
+Caller audio is pushed in ``input_batch_ms`` frames (two Twilio 20 ms frames by default), each
+stamped in ``frame.metadata[RX_KEY]`` with the arrival time of its first message, for the
+``bridge_in_ms`` statistic (``bot.stats``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, WSMsgType
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    ClientConnectedFrame,
+    EndFrame,
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.transports.base_input import BaseInputTransport
+
+from pipelines.transport_client import RX_KEY, AiohttpWebsocketParams, WebsocketClient
+from pipelines.twilio_serializer import TwilioMarkEchoFrame, TwilioSerializer, TwilioStopFrame
+
+if TYPE_CHECKING:
+    from pipelines.transport import AiohttpWebsocketTransport
+
+
+class AiohttpWebsocketInputTransport(BaseInputTransport):
+    """Receives Twilio messages and pushes audio, DTMF and other frames."""
+
+    def __init__(
+        self,
+        transport: AiohttpWebsocketTransport,
+        client: WebsocketClient,
+        params: AiohttpWebsocketParams,
+        **kwargs: object,
+    ) -> None:
+        """Create the input side; use ``AiohttpWebsocketTransport.input()``."""
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self._client = client
+        self._ws_params = params
+        self._receive_task: asyncio.Task[None] | None = None
+        self._ending = False
+        self._pending_audio = b""
+        self._pending_at = 0.0
+        self._pending_rate = 0
+        self._batch_bytes = 0
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Join the shared client and set up the serializer."""
+        await super().setup(setup)
+        self._client.join("input")
+        if self._ws_params.serializer:
+            await self._ws_params.serializer.setup(setup)
+
+    async def start(self, frame: StartFrame) -> None:
+        """Fire ``on_client_connected``, start receiving, mark the transport ready."""
+        await super().start(frame)
+        await self._transport._call_event_handler("on_client_connected", self._client.ws)
+        await self.push_frame(ClientConnectedFrame())
+        if not self._receive_task:
+            self._receive_task = self.create_task(self._receive_messages(), "ws-receive")
+        await self.set_transport_ready(frame)
+
+    async def stop(self, frame: EndFrame) -> None:
+        """Leave the client; keep reading (marks and ``stop`` only) until the output closes.
+
+        The output waits for the echo of its end mark before hanging up, so the receive loop
+        must outlive the ``EndFrame``; ``cleanup()`` cancels it.
+        """
+        await super().stop(frame)
+        self._ending = True
+        await self._client.disconnect("input")
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        """Stop receiving and leave the client."""
+        await super().cancel(frame)
+        await self._teardown()
+
+    async def cleanup(self) -> None:
+        """Stop receiving and leave the client (idempotent)."""
+        await super().cleanup()
+        await self._teardown()
+        await self._transport.cleanup()
+
+    async def _teardown(self) -> None:
+        if self._receive_task:
+            await self.cancel_task(self._receive_task)
+            self._receive_task = None
+        await self._client.disconnect("input")
+
+    async def _push_audio(self, frame: InputAudioRawFrame, rx_at: float) -> None:
+        """Push caller audio in ``input_batch_ms`` frames, stamped with their arrival time."""
+        if not self._batch_bytes:
+            ms = self._ws_params.input_batch_ms
+            self._batch_bytes = frame.sample_rate * 2 * frame.num_channels * ms // 1000
+        if self._pending_audio:
+            audio = self._pending_audio + frame.audio
+        elif len(frame.audio) >= self._batch_bytes:
+            frame.metadata[RX_KEY] = rx_at
+            await self.push_audio_frame(frame)
+            return
+        else:
+            audio = frame.audio
+            self._pending_at = rx_at
+        if len(audio) < self._batch_bytes:
+            self._pending_audio = audio
+            self._pending_rate = frame.sample_rate
+            return
+        self._pending_audio = b""
+        await self._push_batch(audio, frame.sample_rate, frame.num_channels)
+
+    async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
+        """Push caller audio straight downstream (no queue and task hop per frame).
+
+        Pipecat's ``BaseInputTransport`` queues each frame for an audio task that only applies
+        the optional filter and pushes it on, paying an ``asyncio.wait_for`` task per frame.
+        """
+        params = self._params
+        if params.audio_in_filter is not None or not params.audio_in_passthrough:
+            await super().push_audio_frame(frame)
+        elif params.audio_in_enabled and not self._paused:
+            await self.push_frame(frame)
+
+    async def _push_batch(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
+        out = InputAudioRawFrame(audio=audio, sample_rate=sample_rate, num_channels=num_channels)
+        out.metadata[RX_KEY] = self._pending_at
+        await self.push_audio_frame(out)
+
+    async def _flush_audio(self) -> None:
+        """Push a partial batch now (before a non-audio frame, to keep the order)."""
+        if self._pending_audio:
+            audio, self._pending_audio = self._pending_audio, b""
+            await self._push_batch(audio, self._pending_rate, 1)
+
+    def _note(self, kind: str, detail: str) -> None:
+        serializer = self._ws_params.serializer
+        if isinstance(serializer, TwilioSerializer):
+            serializer.note_bad_input(kind, detail)
+        else:
+            logger.debug(f"{self}: ignored {kind} ({detail})")
+
+    async def _receive_messages(self) -> None:
+        serializer = self._ws_params.serializer
+        try:
+            async for msg in self._client.receive():
+                if msg.type == WSMsgType.BINARY:
+                    self._note("binary", f"{len(msg.data)} bytes")
+                    continue
+                if msg.type == WSMsgType.ERROR:
+                    code = getattr(msg.data, "code", None) or self._client.ws.close_code
+                    too_big = code == WSCloseCode.MESSAGE_TOO_BIG
+                    self._note("too_large" if too_big else "ws_error", str(msg.data)[:80])
+                    break
+                if msg.type != WSMsgType.TEXT or serializer is None:
+                    continue
+                rx_at = time.monotonic()
+                frame = await serializer.deserialize(msg.data)
+                if frame is None:
+                    continue
+                if isinstance(frame, TwilioMarkEchoFrame):
+                    await self._transport._mark_echoed(frame.mark_name)
+                elif isinstance(frame, TwilioStopFrame):
+                    logger.debug(f"{self}: Twilio sent 'stop'; the call ended")
+                    break
+                elif self._ending:
+                    continue  # the pipeline is ending: nothing more goes downstream
+                elif isinstance(frame, InputAudioRawFrame):
+                    await self._push_audio(frame, rx_at)
+                elif isinstance(frame, InputTransportMessageFrame):
+                    await self._flush_audio()
+                    await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
+                else:
+                    await self._flush_audio()
+                    await self.push_frame(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.exception(f"{self}: receive loop failed: {e.__class__.__name__}")
+        # Only a disconnect we did not start ourselves is reported.
+        if not self._client.is_closing:
+            await self._transport._call_event_handler("on_client_disconnected", self._client.ws)
