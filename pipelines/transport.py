@@ -94,6 +94,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         self.clears_sent = 0
         self.clears_skipped = 0
         self._last_audio_sent_at = float("-inf")
+        self._last_clear_at = float("-inf")
         self._latency = OutboundLatency(STATS.bridge_out)
 
     @property
@@ -217,10 +218,12 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         self._latency.interrupted()
         now = time.monotonic()
         # Twilio holds only what the pacer let ahead of real time: when that has played out
-        # and nothing was sent lately, a `clear` would have nothing to clear.
+        # and nothing was sent lately, a `clear` would have nothing to clear. Nor would a
+        # second one when no audio went out since the last (local VAD and the model's
+        # `interrupted` usually both report the same barge-in).
         playing = (
             self._pacer.buffered_secs(now) > 0 or now - self._last_audio_sent_at < CLEAR_MARGIN_SECS
-        )
+        ) and self._last_audio_sent_at > self._last_clear_at
         self._pacer.reset(now)
         if not playing:
             self.clears_skipped += 1
@@ -228,6 +231,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         self._transport.marks.cleared()
         if await self._write_frame(InterruptionFrame()):
             self.clears_sent += 1
+            self._last_clear_at = now
 
     def _is_stale(self, frame: OutputAudioRawFrame) -> bool:
         return frame.interruptible and (self._clearing or frame.id < self._stale_before_id)
