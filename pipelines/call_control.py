@@ -32,6 +32,8 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from twilio.twiml.voice_response import VoiceResponse
 
+from pipelines.aio import cancel_and_wait
+
 Instruct = Callable[[str], Awaitable[bool]]
 HangUp = Callable[[str], Awaitable[None]]
 Redirect = Callable[[str], Awaitable[bool]]
@@ -109,17 +111,7 @@ class CallControl:
 
     async def stop(self) -> None:
         """Cancel and await the timers and any ending in progress."""
-        for task in (self._timer, self._finisher):
-            if task and not task.done():
-                task.cancel()
-        for task in (self._timer, self._finisher):
-            if task:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    logger.exception("call control task failed")
+        await cancel_and_wait(self._timer, self._finisher)
 
     @property
     def ending(self) -> str | None:
@@ -296,6 +288,8 @@ class CallTap(FrameProcessor):
     """
 
     def __init__(self, control: CallControl, *, gate_audio: bool = False, **kwargs: Any) -> None:
+        # Direct mode: a pass-through needs no queue and task hop of its own.
+        kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
         self._control = control
         self._gate_audio = gate_audio

@@ -10,6 +10,7 @@ from typing import Any
 
 from loguru import logger
 
+from pipelines.aio import cancel_and_wait
 from sim.emulator.protocol import redact
 
 FLUSH_SECS = 0.5
@@ -46,13 +47,8 @@ class Recorder:
 
     async def stop(self) -> None:
         """Stop the writer and flush what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._flush()
 
     def record(self, session_id: str, message: Any) -> None:

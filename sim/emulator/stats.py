@@ -7,6 +7,8 @@ from collections import deque
 
 import numpy as np
 
+from pipelines.aio import cancel_and_wait
+
 INTERVAL_SECS = 0.010
 MAX_SAMPLES = 120_000  # 20 minutes at 100 samples a second
 
@@ -29,13 +31,8 @@ class LoopLagSampler:
 
     async def stop(self) -> None:
         """Stop sampling."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def reset(self) -> None:
         """Forget the samples so far (e.g. when a load phase begins)."""
