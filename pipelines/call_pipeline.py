@@ -4,6 +4,9 @@
       -> CallGeminiLive -> transport.output() (8 kHz, paced, `clear` on interruption)
       -> CallTap -> assistant aggregator
 
+Caller audio does not travel this chain: the transport input hands it to ``CallerAudioPath``
+(greeting grace, the user aggregator's VAD, the model), which costs no queue hop per frame.
+
 The output runs at 8 kHz so the transport's media sender does the single 24 k -> 8 k
 conversion with a stream resampler it flushes, and the Twilio serializer passes audio through
 (pitfall #5769: the serializer's own output resampler clips word endings).
@@ -34,8 +37,10 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.twilio_rest import TwilioRest
 from pipelines.call_control import CallControl, CallTap
+from pipelines.caller_audio import CallerAudioPath
 from pipelines.gemini_service import CallGeminiLive, GeminiClients
 from pipelines.personas import enabled_tools
+from pipelines.setup_gate import SETUP_GATE, SetupSlot
 from pipelines.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
 from pipelines.twilio_serializer import TwilioMarkFrame, TwilioSerializer
 from pipelines.vad import SharedSileroVADAnalyzer
@@ -113,6 +118,7 @@ class CallPipeline:
         self.end_reason: str | None = None
         self._marks = 0
         self.rejection: tuple[int | None, str] | None = None
+        self._setup_slot: SetupSlot | None = None
 
         # The serializer hangs up through the REST API after the output has drained and the
         # end mark came back (the goodbye was played); every other ending disables it first.
@@ -122,6 +128,9 @@ class CallPipeline:
             account_sid=resources.twilio_account_sid,
             auth_token=resources.twilio_auth_token,
             base_url=resources.twilio_api_base,
+            # Caller audio stays at 8 kHz until the transport has batched it (one 8 k -> 16 k
+            # resampler call per 40 ms instead of per 20 ms message).
+            input_rate=PHONE_RATE_HZ,
         )
         self.transport = AiohttpWebsocketTransport(
             ws,
@@ -137,6 +146,7 @@ class CallPipeline:
         self.llm = CallGeminiLive(
             client=resources.gemini.get(persona.api_version()),
             on_session_failed=self._on_session_failed,
+            on_session_ready=self._on_session_ready,
             adjust_config=persona.adjust_connect_config,
             audio_stream_end_secs=persona.audio_stream_end_silence_secs,
             settings=persona.live_settings(instruction),
@@ -193,6 +203,8 @@ class CallPipeline:
             enable_turn_tracking=False,
             idle_timeout_secs=None,
         )
+        # Caller audio skips the pipeline (pipelines.caller_audio); control frames travel it.
+        self.transport.input().audio_sink = CallerAudioPath(self.control, user_agg, self.llm)
         self.transport.event_handler("on_client_connected")(self._on_connected)
         self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
 
@@ -216,9 +228,13 @@ class CallPipeline:
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         self.control.start()
         try:
+            # Setups take turns (pipelines.setup_gate); the slot is freed once the Live API
+            # session is ready (_on_session_ready).
+            self._setup_slot = await SETUP_GATE.enter()
             await runner.add_workers(self.worker)
             await runner.run()
         finally:
+            self._on_session_ready()
             await self.control.stop()
             if self.end_reason is None:
                 self.end_reason = self.control.ending or "pipeline ended"
@@ -236,6 +252,10 @@ class CallPipeline:
             code = self._ws.close_code
             self.end_reason = "caller hung up" if code in (None, 1000) else f"stream closed {code}"
         await self.worker.cancel()
+
+    def _on_session_ready(self) -> None:
+        if self._setup_slot is not None:
+            self._setup_slot.release()
 
     async def _on_session_failed(self, code: int | None, reason: str) -> None:
         self.rejection = (code, reason)

@@ -21,21 +21,22 @@ What this fixes in ``GeminiLiveLLMService`` (pipecat 1.14), each a pitfall in
   the reply until its own VAD notices; the service would start playing that tail again. Here the
   rest of an interrupted generation is dropped (audio and its transcript) until the model ends
   that turn.
+
+Hot paths: caller audio arrives from ``pipelines.caller_audio`` (not the pipeline) and is sent as
+prebuilt JSON; audio messages from the model are parsed by ``pipelines.live_receive``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from google import genai
 from google.genai.errors import APIError
-from google.genai.types import Blob, Content, HttpOptions, LiveServerMessage, Part
+from google.genai.types import Blob, Content, LiveServerMessage, Part
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
@@ -47,12 +48,16 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
-from pipecat.services.google.utils import update_google_client_http_options
 
 from bot.stats import STATS
+from pipelines import live_receive
+from pipelines.caller_audio import realtime_audio_message
+from pipelines.gemini_clients import GeminiClients
 from pipelines.transport_client import RX_KEY
 
 # Close codes the Live API uses for setups and requests that will never succeed as sent.
+__all__ = ["CallGeminiLive", "GeminiClients", "parse_duration_secs"]
+
 PERMANENT_CLOSE_CODES = frozenset({1007, 1008})
 # Caller audio kept while the stream is paused after audioStreamEnd, sent first on resume.
 STREAM_END_PREROLL_SECS = 0.5
@@ -86,36 +91,6 @@ class _DiscardingBuffer:
         return 0
 
 
-class GeminiClients:
-    """One ``genai.Client`` per API version for the whole process.
-
-    Args:
-        api_key: Gemini API key (any non-empty string for the emulator).
-        base_url: Live API base URL; ``None`` for Google's.
-        ca_file: PEM of a private CA (the emulator's) trusted for ``base_url`` only.
-    """
-
-    def __init__(self, api_key: str, base_url: str | None = None, ca_file: Path | None = None):
-        self._api_key = api_key
-        self._base_url = base_url
-        self._ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-        self._clients: dict[str, genai.Client] = {}
-
-    def get(self, api_version: str) -> genai.Client:
-        """The shared client for ``api_version``, built on first use."""
-        client = self._clients.get(api_version)
-        if client is None:
-            options = HttpOptions(api_version=api_version)
-            if self._base_url:
-                options.base_url = self._base_url
-            if self._ssl is not None:
-                options.async_client_args = {"ssl": self._ssl}
-            options = update_google_client_http_options(options)
-            client = genai.Client(api_key=self._api_key, http_options=options)
-            self._clients[api_version] = client
-        return client
-
-
 class CallGeminiLive(GeminiLiveLLMService):
     """``GeminiLiveLLMService`` for one phone call, on a shared client.
 
@@ -127,6 +102,7 @@ class CallGeminiLive(GeminiLiveLLMService):
             fields Pipecat has no setting for, such as transcription off).
         audio_stream_end_secs: Seconds of caller silence (local VAD) before
             ``audioStreamEnd``; ``None`` never sends it.
+        on_session_ready: Called each time a Live API session is ready.
         **kwargs: Passed to ``GeminiLiveLLMService``.
     """
 
@@ -137,8 +113,10 @@ class CallGeminiLive(GeminiLiveLLMService):
         on_session_failed: SessionFailedCallback,
         adjust_config: Callable[[Any], Any] | None = None,
         audio_stream_end_secs: float | None = None,
+        on_session_ready: Callable[[], None] | None = None,
         **kwargs,
     ) -> None:
+        self._on_session_ready = on_session_ready
         self._shared_client = client
         self._adjust_config = adjust_config
         self._on_session_failed = on_session_failed
@@ -279,26 +257,44 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._stream_paused = True
 
     async def _resume_stream(self) -> None:
-        if not self._stream_paused:
-            return
-        self._stream_paused = False
-        audio = b"".join(self._preroll)
-        self._preroll.clear()
-        self._preroll_bytes = 0
-        if audio and self._session is not None and self._ready_for_realtime_input:
-            try:
-                await self._session.send_realtime_input(
-                    audio=Blob(data=audio, mime_type=f"audio/pcm;rate={self._preroll_rate}")
-                )
-            except Exception as e:
-                await self._handle_send_error(e)
+        # Caller audio arrives from the transport's task meanwhile: it joins the pre-roll until
+        # the pre-roll has been sent, so the model hears the audio in order.
+        while self._stream_paused:
+            audio = b"".join(self._preroll)
+            self._preroll.clear()
+            self._preroll_bytes = 0
+            if not audio:
+                self._stream_paused = False
+            elif self._session is not None and self._ready_for_realtime_input:
+                try:
+                    await self._session.send_realtime_input(
+                        audio=Blob(data=audio, mime_type=f"audio/pcm;rate={self._preroll_rate}")
+                    )
+                except Exception as e:
+                    self._stream_paused = False
+                    await self._handle_send_error(e)
+            else:
+                self._stream_paused = False  # no session: nothing to resume on
+
+    async def caller_audio(self, frame: InputAudioRawFrame) -> None:
+        """One frame of caller audio, from ``pipelines.caller_audio`` (not the pipeline)."""
+        if self._stream_end_task is None and not self._stream_paused and not self._user_is_speaking:
+            self._schedule_stream_end()  # the caller has not spoken yet
+        await self._send_user_audio(frame)
 
     async def _send_user_audio(self, frame: InputAudioRawFrame) -> None:
         rx_at = frame.metadata.get(RX_KEY)
         if rx_at is not None:  # bridge latency in (bot.stats)
             STATS.bridge_in.add_secs(time.monotonic() - rx_at)
         if not self._stream_paused:
-            await super()._send_user_audio(frame)
+            ws = self._fast_ws()
+            if ws is None or (self._vad_disabled and not self._user_is_speaking):
+                await super()._send_user_audio(frame)  # not ready, or the pre-roll path
+                return
+            try:
+                await ws.send(realtime_audio_message(frame.audio, frame.sample_rate))
+            except Exception as e:
+                await self._handle_send_error(e)
             return
         self._preroll_rate = frame.sample_rate
         self._preroll.append(frame.audio)
@@ -307,12 +303,28 @@ class CallGeminiLive(GeminiLiveLLMService):
         while self._preroll_bytes > limit and self._preroll:
             self._preroll_bytes -= len(self._preroll.popleft())
 
+    def _fast_ws(self) -> Any:
+        """The session's socket when audio may be sent on it directly, else None."""
+        session = self._session
+        if (
+            session is None
+            or self._audio_input_paused
+            or self._disconnecting
+            or not self._ready_for_realtime_input
+            or session._api_client.vertexai
+        ):
+            return None
+        return session._ws
+
     # GoAway handover -------------------------------------------------------------------
 
     async def _handle_session_ready(self, session) -> None:
         # A new connection starts with no generation in flight.
         self._generating = False
         self._dropping_interrupted_turn = False
+        live_receive.install(session)
+        if self._on_session_ready is not None:
+            self._on_session_ready()
         await super()._handle_session_ready(session)
 
     async def _set_bot_is_responding(self, responding: bool) -> None:

@@ -27,6 +27,7 @@ import time
 from aiohttp import web
 from loguru import logger
 from pipecat.frames.frames import (
+    BotSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -157,7 +158,14 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
     async def push_frame(
         self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
     ) -> None:
-        """Do not pass sent audio chunks on: nothing downstream uses them (25 frames/s saved)."""
+        """Keep sent audio chunks and ``BotSpeakingFrame`` out of the pipeline.
+
+        Nothing after the output uses sent chunks (25 frames/s). ``BotSpeakingFrame`` (every
+        0.2 s while the bot talks, both ways, ~5 queue hops each) only feeds Pipecat's worker
+        idle timeout and user-idle controller, both off here (``CallControl`` keeps the limits).
+        """
+        if isinstance(frame, BotSpeakingFrame):
+            return
         if direction == FrameDirection.DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
             return
         await super().push_frame(frame, direction)
@@ -324,7 +332,11 @@ class AiohttpWebsocketTransport(BaseTransport):
             self, self._client, params, name=self._input_name
         )
         self._output = AiohttpWebsocketOutputTransport(
-            self, self._client, params, name=self._output_name
+            self,
+            self._client,
+            params,
+            name=self._output_name,
+            enable_direct_mode=params.direct_output,
         )
         self.marks = MarkBook()
         self._register_event_handler("on_client_connected")

@@ -41,6 +41,9 @@ class AiohttpWebsocketParams(TransportParams):
         input_batch_ms: Caller audio is pushed into the pipeline in frames of this many ms
             (Twilio sends 20 ms; 40 halves the frames every processor handles, for at most
             20 ms of added latency on the first half of each frame).
+        direct_output: Run the output processor in Pipecat's direct mode: frames are handled
+            in the task that pushes them, without two queue-and-task hops per model audio
+            frame (the media sender's own queue and task still pace the audio).
     """
 
     serializer: FrameSerializer | None = None
@@ -50,6 +53,7 @@ class AiohttpWebsocketParams(TransportParams):
     mark_replies: bool = True
     end_mark_timeout_secs: float = 3.0
     input_batch_ms: int = 40
+    direct_output: bool = True
 
 
 class WebsocketClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType
@@ -24,6 +25,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
 
+from pipelines.resampling import FirStreamResampler
 from pipelines.transport_client import RX_KEY, AiohttpWebsocketParams, WebsocketClient
 from pipelines.twilio_serializer import TwilioMarkEchoFrame, TwilioSerializer, TwilioStopFrame
 
@@ -52,6 +54,9 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         self._pending_at = 0.0
         self._pending_rate = 0
         self._batch_bytes = 0
+        self._resampler = FirStreamResampler()
+        # When set, caller audio goes here instead of down the pipeline (pipelines.caller_audio).
+        self.audio_sink: Callable[[InputAudioRawFrame], Awaitable[None]] | None = None
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         """Join the shared client and set up the serializer."""
@@ -97,15 +102,23 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self._client.disconnect("input")
 
     async def _push_audio(self, frame: InputAudioRawFrame, rx_at: float) -> None:
-        """Push caller audio in ``input_batch_ms`` frames, stamped with their arrival time."""
+        """Push caller audio in ``input_batch_ms`` frames, stamped with their arrival time.
+
+        Audio that arrives at another rate than the pipeline's (the serializer may hand over
+        Twilio's 8 kHz) is resampled per batch: one resampler call per batch, not per message.
+        """
         if not self._batch_bytes:
             ms = self._ws_params.input_batch_ms
             self._batch_bytes = frame.sample_rate * 2 * frame.num_channels * ms // 1000
         if self._pending_audio:
             audio = self._pending_audio + frame.audio
         elif len(frame.audio) >= self._batch_bytes:
-            frame.metadata[RX_KEY] = rx_at
-            await self.push_audio_frame(frame)
+            if self.sample_rate and frame.sample_rate != self.sample_rate:
+                self._pending_at = rx_at
+                await self._push_batch(frame.audio, frame.sample_rate, frame.num_channels)
+            else:
+                frame.metadata[RX_KEY] = rx_at
+                await self.push_audio_frame(frame)
             return
         else:
             audio = frame.audio
@@ -118,7 +131,7 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self._push_batch(audio, frame.sample_rate, frame.num_channels)
 
     async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
-        """Push caller audio straight downstream (no queue and task hop per frame).
+        """Hand caller audio to ``audio_sink``, or push it straight downstream.
 
         Pipecat's ``BaseInputTransport`` queues each frame for an audio task that only applies
         the optional filter and pushes it on, paying an ``asyncio.wait_for`` task per frame.
@@ -127,9 +140,16 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         if params.audio_in_filter is not None or not params.audio_in_passthrough:
             await super().push_audio_frame(frame)
         elif params.audio_in_enabled and not self._paused:
-            await self.push_frame(frame)
+            if self.audio_sink is not None:
+                await self.audio_sink(frame)
+            else:
+                await self.push_frame(frame)
 
     async def _push_batch(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
+        target = self.sample_rate
+        if target and sample_rate != target and num_channels == 1:
+            audio = await self._resampler.resample(audio, sample_rate, target)
+            sample_rate = target
         out = InputAudioRawFrame(audio=audio, sample_rate=sample_rate, num_channels=num_channels)
         out.metadata[RX_KEY] = self._pending_at
         await self.push_audio_frame(out)

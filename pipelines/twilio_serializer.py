@@ -99,6 +99,8 @@ class TwilioSerializer(TwilioFrameSerializer):
             exactly when ``call_sid``, ``account_sid`` and ``auth_token`` are all given, unless
             ``params.auto_hang_up`` says otherwise explicitly.
         params: Pipecat serializer parameters.
+        input_rate: Rate of the caller audio frames it returns; None: the pipeline's input
+            rate. 8000 leaves the upsampling to the transport, which does it per batch.
         **kwargs: Passed to ``TwilioFrameSerializer`` (``region``, ``edge``, ``base_url``, ...).
     """
 
@@ -109,6 +111,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         account_sid: str | None = None,
         auth_token: str | None = None,
         params: TwilioFrameSerializer.InputParams | None = None,
+        input_rate: int | None = None,
         **kwargs: Any,
     ) -> None:
         """Create the serializer; see the class docstring for the arguments."""
@@ -116,6 +119,8 @@ class TwilioSerializer(TwilioFrameSerializer):
             params = TwilioFrameSerializer.InputParams(
                 auto_hang_up=bool(call_sid and account_sid and auth_token)
             )
+        if input_rate is not None:
+            params.sample_rate = input_rate
         super().__init__(
             stream_sid,
             call_sid=call_sid,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pipecat.frames.frames import InputAudioRawFrame
 
 from bot.stats import Histogram
+from pipelines.resampling import FirStreamResampler
 from pipelines.transport_client import RX_KEY, AiohttpWebsocketParams, MarkBook, OutboundLatency
 from pipelines.transport_input import AiohttpWebsocketInputTransport
 
@@ -112,3 +114,18 @@ async def test_mark_book() -> None:
     assert book.echoed("c") is True
     assert book.played_audio_secs == 3.0
     assert book.echoed("zzz") is None
+
+
+async def test_8khz_batches_are_resampled_once_to_the_pipeline_rate() -> None:
+    t = _Collect(40)
+    t._sample_rate = RATE  # as set by the StartFrame
+    rng = np.random.default_rng(2)
+    halves = [rng.integers(-8000, 8000, 160, dtype=np.int16).tobytes() for _ in range(4)]
+    for i, pcm in enumerate(halves):
+        frame = InputAudioRawFrame(audio=pcm, sample_rate=8000, num_channels=1)
+        await t._push_audio(frame, rx_at=10.0 + 0.02 * i)
+    # The same bytes as one resampler fed the whole 8 kHz stream, in 40 ms frames at 16 kHz.
+    whole = await FirStreamResampler().resample(b"".join(halves), 8000, RATE)
+    assert [f.sample_rate for f in t.pushed] == [RATE, RATE]
+    assert b"".join(f.audio for f in t.pushed) == whole
+    assert [f.metadata[RX_KEY] for f in t.pushed] == pytest.approx([10.0, 10.04])

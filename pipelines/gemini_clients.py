@@ -1,0 +1,44 @@
+"""The process's shared ``genai.Client`` objects (one per Live API version).
+
+Pipecat's Gemini Live service builds a client per call: three SSL contexts, ~60 ms of blocked
+event loop each time. ``GeminiClients`` builds each once, on first use.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from google import genai
+from google.genai.types import HttpOptions
+from pipecat.services.google.utils import update_google_client_http_options
+
+
+class GeminiClients:
+    """One ``genai.Client`` per API version for the whole process.
+
+    Args:
+        api_key: Gemini API key (any non-empty string for the emulator).
+        base_url: Live API base URL; ``None`` for Google's.
+        ca_file: PEM of a private CA (the emulator's) trusted for ``base_url`` only.
+    """
+
+    def __init__(self, api_key: str, base_url: str | None = None, ca_file: Path | None = None):
+        self._api_key = api_key
+        self._base_url = base_url
+        self._ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        self._clients: dict[str, genai.Client] = {}
+
+    def get(self, api_version: str) -> genai.Client:
+        """The shared client for ``api_version``, built on first use."""
+        client = self._clients.get(api_version)
+        if client is None:
+            options = HttpOptions(api_version=api_version)
+            if self._base_url:
+                options.base_url = self._base_url
+            if self._ssl is not None:
+                options.async_client_args = {"ssl": self._ssl}
+            options = update_google_client_http_options(options)
+            client = genai.Client(api_key=self._api_key, http_options=options)
+            self._clients[api_version] = client
+        return client
