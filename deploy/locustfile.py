@@ -97,15 +97,7 @@ class TwilioCaller(HttpUser):
             self._fire("call", 0, Exception(f"stream: {e!r}"))
             return
         plan = SCENARIO.build_plan(random.Random())
-        core = CallerCore(
-            plan,
-            t0=t0,
-            call_sid=call_sid,
-            account_sid=account_sid,
-            stream_sid=new_sid("MZ"),
-            custom_parameters=tw.parameters,
-            twiml_say=tw.say_after,
-        )
+        core = CallerCore.for_twiml(plan, tw, t0=t0, call_sid=call_sid, account_sid=account_sid)
         for m in core.open(time.monotonic()):
             ws.send(m)
         ws.settimeout(None)

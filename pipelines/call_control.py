@@ -283,27 +283,19 @@ class CallControl:
 class CallTap(FrameProcessor):
     """Feeds speaking and transcription events to ``CallControl``.
 
-    With ``gate_audio``, it also silences caller audio during the greeting grace, so the audio
-    neither triggers barge-in nor reaches the model.
+    The greeting grace is applied to caller audio in ``pipelines.caller_audio``, which is
+    where caller audio goes; the taps only observe.
     """
 
-    def __init__(self, control: CallControl, *, gate_audio: bool = False, **kwargs: Any) -> None:
+    def __init__(self, control: CallControl, **kwargs: Any) -> None:
         # Direct mode: a pass-through needs no queue and task hop of its own.
         kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
         self._control = control
-        self._gate_audio = gate_audio
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Observe every frame; pass it on (caller audio zeroed during the grace)."""
+        """Observe every frame and pass it on."""
         await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            if self._gate_audio and self._control.in_greeting_grace():
-                frame = InputAudioRawFrame(
-                    audio=bytes(len(frame.audio)),
-                    sample_rate=frame.sample_rate,
-                    num_channels=frame.num_channels,
-                )
-        else:
+        if not isinstance(frame, InputAudioRawFrame):
             self._control.observe(frame)
         await self.push_frame(frame, direction)

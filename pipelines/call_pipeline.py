@@ -1,6 +1,6 @@
 """One phone call's Pipecat pipeline: Twilio media socket <-> Gemini Live, and its lifecycle.
 
-    transport.input() -> CallTap(greeting grace) -> user aggregator (local VAD barge-in)
+    transport.input() -> CallTap -> user aggregator (local VAD barge-in)
       -> CallGeminiLive -> transport.output() (8 kHz, paced, `clear` on interruption)
       -> CallTap -> assistant aggregator
 
@@ -183,7 +183,7 @@ class CallPipeline:
         pipeline = Pipeline(
             [
                 self.transport.input(),
-                CallTap(self.control, gate_audio=True),
+                CallTap(self.control),
                 user_agg,
                 self.llm,
                 self.transport.output(),

@@ -6,7 +6,8 @@ queue-and-task hops per frame, most of the per-call CPU. No processor after the 
 uses caller audio, and the user aggregator only hands it to its VAD controller, so the
 transport input calls ``CallerAudioPath`` instead, in its receive task:
 
-1. Greeting grace: the audio is replaced by silence (as ``CallTap(gate_audio=True)`` does).
+1. Greeting grace: the audio is replaced by silence, so echo or a caller's "hello?" neither
+   triggers barge-in nor reaches the model.
 2. Local VAD: the user aggregator's own ``VADController``. Its speech events are queued into the
    aggregator exactly as before, so turn starts, interruptions and ``User*SpeakingFrame``s
    still flow through the pipeline in order.

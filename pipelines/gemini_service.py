@@ -134,7 +134,6 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._user_quiet = asyncio.Event()
         self._user_quiet.set()
         self._handover_task: asyncio.Task[None] | None = None
-        self.handovers = 0
         self._message_rx_at = 0.0
         super().__init__(api_key="shared-client", **kwargs)
         # Turns come from local VAD in the user aggregator; the per-call advice is noise.
@@ -144,11 +143,6 @@ class CallGeminiLive(GeminiLiveLLMService):
     def create_client(self) -> None:
         """Use the process's shared client instead of building one per call."""
         self._client = self._shared_client
-
-    @property
-    def session_failed(self) -> bool:
-        """True once the session was rejected or lost for good."""
-        return self._session_failed
 
     async def _fail_session(self, code: int | None, reason: str) -> None:
         if self._session_failed:
@@ -357,7 +351,6 @@ class CallGeminiLive(GeminiLiveLLMService):
                 break
         if self._end_frame_pending_bot_turn_finished is not None or self._session is None:
             return
-        self.handovers += 1
         logger.debug("GoAway: handing over to a new Live API connection")
         await self._reconnect()
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import audioop
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 from pipecat.audio.utils import exp_smoothing
@@ -40,7 +39,6 @@ GATE_MARGIN_DB = 8.0
 
 _lock = threading.Lock()
 _session = None
-_executor: ThreadPoolExecutor | None = None
 
 
 def _shared_session():
@@ -53,19 +51,9 @@ def _shared_session():
         return _session
 
 
-def _shared_executor() -> ThreadPoolExecutor:
-    """One worker thread runs every call's VAD windows, in order per call."""
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
-        return _executor
-
-
 def preload() -> None:
     """Load the model now (at server start) so the first call does not pay for it."""
     _shared_session()
-    _shared_executor()
 
 
 class _StreamModel(SileroOnnxModel):
@@ -97,7 +85,6 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
         # VADAnalyzer made a private one-thread executor; windows run inline instead.
         self._executor.shutdown(wait=False)
-        self._executor = _shared_executor()
         self._model = _StreamModel()
         self._windows_since_reset = 0
         self._low_confidence_windows = 0

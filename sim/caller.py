@@ -152,15 +152,8 @@ async def _call(
         return _failed(res, t0, time.monotonic(), f"stream: upgrade HTTP {e.status}")
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         return _failed(res, t0, time.monotonic(), f"stream: {type(e).__name__}: {e}".rstrip(": "))
-    core = CallerCore(
-        plan,
-        t0=t0,
-        call_sid=call_sid,
-        account_sid=account_sid,
-        stream_sid=new_sid("MZ"),
-        custom_parameters=tw.parameters,
-        record=record is not None,
-        twiml_say=tw.say_after,
+    core = CallerCore.for_twiml(
+        plan, tw, t0=t0, call_sid=call_sid, account_sid=account_sid, record=record is not None
     )
     core.res.events = res.events + core.res.events
     async with ws:

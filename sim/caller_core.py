@@ -31,6 +31,7 @@ from sim.caller_plan import (
     ulaw_rms,
 )
 from sim.phone import PhoneBuffer
+from sim.twilio_webhook import Twiml, new_sid
 
 __all__ = ["CallEvent", "CallResult", "CallerCore", "PhoneBuffer", "percentile"]
 
@@ -106,6 +107,30 @@ class CallerCore:
         self._interarrival: list[float] = []
 
     # -- helpers -------------------------------------------------------------------------
+
+    @classmethod
+    def for_twiml(
+        cls,
+        plan: CallPlan,
+        twiml: Twiml,
+        *,
+        t0: float,
+        call_sid: str,
+        account_sid: str,
+        record: bool = False,
+    ) -> CallerCore:
+        """The stream a Twilio call opens after reading ``twiml`` (a fresh stream SID)."""
+        return cls(
+            plan,
+            t0=t0,
+            call_sid=call_sid,
+            account_sid=account_sid,
+            stream_sid=new_sid("MZ"),
+            custom_parameters=twiml.parameters,
+            record=record,
+            twiml_say=twiml.say_after,
+        )
+
     def event(self, now: float, kind: str, detail: str = "") -> None:
         """Append a timeline event."""
         self.res.events.append(CallEvent(round(now - self.t0, 4), kind, detail))
