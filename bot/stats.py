@@ -7,10 +7,12 @@ Cheap enough to leave on in production: recording a sample is one list-index inc
 Bridge latency is the time this server adds, each way:
 
 * ``bridge_in_ms``: a Twilio ``media`` message read from the socket -> its audio handed to the
-  Gemini service's send path (the first 20 ms frame of a batch counts the batching wait).
+  Gemini service's send path, one sample per message (with 40 ms batches the first 20 ms
+  message of each batch counts the batching wait, ~20 ms, and the second ~0).
 * ``bridge_out_ms``: a model audio message received (or, when it arrived ahead of real time,
   the moment the pacing clock let its audio go) -> the first frame carrying it written to the
   Twilio socket. Real-time pacing itself is not counted: that is the phone's playout rate.
+* ``gc_pause_ms``: every garbage collection, any generation (each one stops the loop).
 """
 
 from __future__ import annotations
@@ -114,9 +116,7 @@ class ProcessStats:
         self._lag_marks.clear()
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
-        """``gc.callbacks`` hook: time the collector's generation-2 pauses."""
-        if info.get("generation") != 2:
-            return
+        """``gc.callbacks`` hook: time every collection (any generation stops the loop)."""
         if phase == "start":
             self._gc_started = time.perf_counter()
         else:

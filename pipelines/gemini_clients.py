@@ -2,16 +2,25 @@
 
 Pipecat's Gemini Live service builds a client per call: three SSL contexts, ~60 ms of blocked
 event loop each time. ``GeminiClients`` builds each once, on first use.
+
+Each Live session is one TLS connection, and asyncio gives every TLS connection a 256 KiB
+receive buffer that it fills with zeros up front (``SSLProtocol.max_size``): 256 KiB of resident
+memory per call for messages of a few KiB. ``GeminiClients`` lowers it to
+``TLS_READ_BUFFER_BYTES`` for the process (a larger read then takes a few more callbacks).
 """
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ssl
 from pathlib import Path
 
 from google import genai
 from google.genai.types import HttpOptions
 from pipecat.services.google.utils import update_google_client_http_options
+
+# Receive buffer of each asyncio TLS connection (asyncio's default is 256 KiB); four TLS records.
+TLS_READ_BUFFER_BYTES = 64 * 1024
 
 
 class GeminiClients:
@@ -28,6 +37,9 @@ class GeminiClients:
         self._base_url = base_url
         self._ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self._clients: dict[str, genai.Client] = {}
+        asyncio.sslproto.SSLProtocol.max_size = min(
+            asyncio.sslproto.SSLProtocol.max_size, TLS_READ_BUFFER_BYTES
+        )
 
     def get(self, api_version: str) -> genai.Client:
         """The shared client for ``api_version``, built on first use."""

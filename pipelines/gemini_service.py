@@ -53,7 +53,7 @@ from bot.stats import STATS
 from pipelines import live_receive
 from pipelines.caller_audio import realtime_audio_message
 from pipelines.gemini_clients import GeminiClients
-from pipelines.transport_client import RX_KEY
+from pipelines.transport_client import RX_EACH_KEY, RX_KEY
 
 # Close codes the Live API uses for setups and requests that will never succeed as sent.
 __all__ = ["CallGeminiLive", "GeminiClients", "parse_duration_secs"]
@@ -277,9 +277,12 @@ class CallGeminiLive(GeminiLiveLLMService):
         await self._send_user_audio(frame)
 
     async def _send_user_audio(self, frame: InputAudioRawFrame) -> None:
-        rx_at = frame.metadata.get(RX_KEY)
-        if rx_at is not None:  # bridge latency in (bot.stats)
-            STATS.bridge_in.add_secs(time.monotonic() - rx_at)
+        # Bridge latency in (bot.stats): one sample per Twilio message in the batch.
+        each = frame.metadata.get(RX_EACH_KEY)
+        if each is not None:
+            now = time.monotonic()
+            for rx_at in each:
+                STATS.bridge_in.add_secs(now - rx_at)
         if not self._stream_paused:
             ws = self._fast_ws()
             if ws is None or (self._vad_disabled and not self._user_is_speaking):

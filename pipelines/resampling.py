@@ -4,8 +4,15 @@ Pipecat's default stream resampler (soxr ``VHQ``) holds audio back and releases 
 measured 64 ms mean / 111 ms max for 8 kHz -> 16 kHz in 20 ms chunks and 85 ms mean / 152 ms max
 for 24 kHz -> 8 kHz in 40 ms chunks. ``FirStreamResampler`` is a polyphase windowed-sinc (Kaiser)
 FIR that keeps its history across chunks and returns every output sample it can compute at once:
-its only latency is the filter's group delay (about 2 ms for 24 k -> 8 k, 1 ms for 8 k -> 16 k).
+its only latency is the filter's group delay (1.5 ms for 24 k -> 8 k and for 8 k -> 16 k).
 Rates whose ratio does not reduce to small integers fall back to soxr ``LQ``.
+
+The filter is sized for telephone speech: flat to 3 kHz, -0.6 dB at 3.4 kHz, and at least 68 dB
+down from 4.6 kHz on (everything that would alias or image into the 0-3.4 kHz phone band).
+Each call is one matrix-vector product over a strided view of a preallocated float32 buffer
+(no per-call concatenation), and one clip-and-cast into int16: about 9 us per 40 ms of
+24 k -> 8 k and 7 us per 40 ms of 8 k -> 16 k, against 22 us and 17 us for the polyphase
+``np.correlate`` version it replaced (``python -m sim.bench`` counts it on every call).
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ from pipecat.audio.resamplers.soxr_stream_resampler import SOXRStreamAudioResamp
 
 # Largest up/down factor handled by the FIR path (covers 8/16/24/48 kHz pairs).
 MAX_FACTOR = 6
-# Filter length per factor unit and the Kaiser beta (~80 dB stop band).
-TAPS_PER_FACTOR = 32
-KAISER_BETA = 8.0
-# Cut-off as a fraction of the lower Nyquist frequency (3.6 kHz at an 8 kHz side).
-CUTOFF_FRACTION = 0.9
+# Filter length per factor unit and the Kaiser beta (~68 dB stop band from 4.6 kHz).
+TAPS_PER_FACTOR = 24
+KAISER_BETA = 6.5
+# Cut-off as a fraction of the lower Nyquist frequency (3.8 kHz at an 8 kHz side).
+CUTOFF_FRACTION = 0.95
+# Float samples the work buffer holds at first (grown on demand).
+WORK_SAMPLES = 1024
 
 
 def design_lowpass(up: int, down: int) -> np.ndarray:
@@ -57,10 +66,12 @@ class FirStreamResampler(BaseAudioResampler):
         self._up = 1
         self._down = 1
         self._taps = np.zeros(1)
-        self._branches = np.zeros((1, 1))
-        self._dtype: type[np.floating] = np.float64
-        self._history = np.zeros(0, dtype=self._dtype)
-        self._phases: list[np.ndarray] = []
+        self._branches = np.zeros((1, 1), dtype=np.float32)
+        # up == 1: the one branch; otherwise the branches as columns (sub_len, up).
+        self._kernel: np.ndarray = np.zeros(1, dtype=np.float32)
+        # Work buffer: ``_hist`` samples of history, then room for the next chunk.
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._hist = 0
         self._next_pos = 0
 
     def _init(self, in_rate: int, out_rate: int) -> None:
@@ -77,10 +88,10 @@ class FirStreamResampler(BaseAudioResampler):
         # Row r is polyphase branch r (taps r, r+L, ...), reversed so a dot product with an
         # ascending window of input samples is the convolution.
         self._taps = taps
-        self._branches = taps.reshape(sub_len, up).T[:, ::-1].copy()
-        self._history = np.zeros(sub_len - 1, dtype=np.float32)
-        self._phases = [self._branches[0][p::down].astype(np.float32) for p in range(down)]
-        self._branches = self._branches.astype(np.float32)
+        self._branches = taps.reshape(sub_len, up).T[:, ::-1].astype(np.float32)
+        self._kernel = (self._branches[0] if up == 1 else self._branches.T).copy()
+        self._hist = sub_len - 1
+        self._buf = np.zeros(self._hist + WORK_SAMPLES, dtype=np.float32)
         self._next_pos = 0
 
     @property
@@ -90,46 +101,50 @@ class FirStreamResampler(BaseAudioResampler):
             return 0.0
         return (len(self._taps) - 1) / 2 / (self._rates[0] * self._up)
 
+    def _windows(self, first_row: int, rows: int, row_step: int) -> np.ndarray:
+        """``rows`` filter-length windows of the buffer, ``row_step`` samples apart (a view)."""
+        item = self._buf.itemsize
+        return np.ndarray(
+            (rows, self._branches.shape[1]),
+            dtype=np.float32,
+            buffer=self._buf,
+            offset=first_row * item,
+            strides=(row_step * item, item),
+        )
+
     def _run(self, samples: np.ndarray) -> np.ndarray:
-        sub_len = self._branches.shape[1]
-        buf = np.concatenate((self._history, samples))
-        self._history = buf[len(buf) - (sub_len - 1) :]
+        n, hist = len(samples), self._hist
+        if hist + n > len(self._buf):
+            grown = np.zeros(max(2 * len(self._buf), hist + n), dtype=np.float32)
+            grown[:hist] = self._buf[:hist]
+            self._buf = grown
+        buf = self._buf
+        buf[hist : hist + n] = samples
         # Outputs computable now sit at upsampled positions next_pos, next_pos + M, ...
-        # (relative to this chunk) below L * len(samples).
-        end = self._up * len(samples)
-        count = max(0, -(-(end - self._next_pos) // self._down))
+        # (relative to this chunk) below L * n; the window for position q starts at q // L.
+        up, down = self._up, self._down
+        end = up * n
         first = self._next_pos
-        self._next_pos += count * self._down - end
+        count = max(0, -(-(end - first) // down))
+        self._next_pos += count * down - end
         if count == 0:
-            return np.zeros(0, dtype=np.int16)
-        item = buf.itemsize
-        if self._up == 1:
-            # Plain decimation, polyphase: one C-level correlation per input phase (2x faster
-            # than a matrix product over strided windows).
-            down = self._down
-            out = np.zeros(count, dtype=buf.dtype)
-            for p, g in enumerate(self._phases):
-                out += np.correlate(buf[first + p :: down][: count + len(g) - 1], g, "valid")
+            out = np.zeros(0, dtype=np.float32)
+        elif up == 1:
+            out = np.dot(self._windows(first, count, down), self._kernel)
         else:
-            row0 = first // self._up
-            row1 = (first + (count - 1) * self._down) // self._up
-            windows = np.ndarray(
-                (row1 - row0 + 1, sub_len),
-                dtype=buf.dtype,
-                buffer=buf,
-                offset=row0 * item,
-                strides=(item, item),
-            )
-            per_branch = windows @ self._branches.T
-            if self._down == 1:
-                start = first - row0 * self._up
+            row0 = first // up
+            row1 = (first + (count - 1) * down) // up
+            per_branch = np.dot(self._windows(row0, row1 - row0 + 1, 1), self._kernel)
+            if down == 1:
+                start = first - row0 * up
                 out = per_branch.ravel()[start : start + count]
             else:
-                positions = first + np.arange(count) * self._down
-                out = per_branch[positions // self._up - row0, positions % self._up]
-        np.rint(out, out=out)
-        np.clip(out, -32768, 32767, out=out)
-        return out.astype(np.int16)
+                positions = first + np.arange(count) * down
+                out = per_branch[positions // up - row0, positions % up]
+        buf[:hist] = buf[n : n + hist]  # the newest samples become the history
+        np.minimum(out, 32767, out=out)
+        np.maximum(out, -32768, out=out)
+        return out.astype(np.int16)  # truncates: under 1 LSB, far below the mu-law step
 
     async def resample(self, audio: bytes, in_rate: int, out_rate: int) -> bytes:
         """Resample 16-bit mono PCM, returning all output available so far.
@@ -158,7 +173,7 @@ class FirStreamResampler(BaseAudioResampler):
             return await self._fallback.resample(audio, in_rate, out_rate)
         if not audio:
             return b""
-        return self._run(np.frombuffer(audio, dtype=np.int16).astype(self._dtype)).tobytes()
+        return self._run(np.frombuffer(audio, dtype=np.int16)).tobytes()
 
     async def flush(self) -> bytes:
         """Return the audio still inside the filter and reset it.
@@ -171,7 +186,7 @@ class FirStreamResampler(BaseAudioResampler):
         if self._rates is None:
             return b""
         pad = math.ceil((len(self._taps) - 1) / 2 / self._up)
-        tail = self._run(np.zeros(pad, dtype=self._dtype)).tobytes()
+        tail = self._run(np.zeros(pad, dtype=np.int16)).tobytes()
         await self.reset()
         return tail
 
@@ -180,5 +195,5 @@ class FirStreamResampler(BaseAudioResampler):
         if self._fallback is not None:
             await self._fallback.reset()
             return
-        self._history = np.zeros(self._branches.shape[1] - 1, dtype=self._dtype)
+        self._buf[: self._hist] = 0.0
         self._next_pos = 0

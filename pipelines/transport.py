@@ -44,7 +44,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.utils.utils import obj_id
 
 from bot.stats import STATS
-from pipelines import pipecat_speedups
+from pipelines import output_queue, pipecat_speedups
 from pipelines.pacing import Pacer
 from pipelines.resampling import FirStreamResampler
 from pipelines.transport_client import (
@@ -67,6 +67,8 @@ __all__ = [
 pipecat_speedups.install()
 
 END_MARK_NAME = "call-end"
+# How often per write timeout the watchdog looks for a write that has not returned.
+WATCHDOG_CHECKS = 4
 # After the last chunk was sent, how long Twilio may still be playing (network and jitter).
 CLEAR_MARGIN_SECS = 0.25
 
@@ -97,6 +99,10 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         self._last_audio_sent_at = float("-inf")
         self._last_clear_at = float("-inf")
         self._latency = OutboundLatency(STATS.bridge_out)
+        self._write_started_at: float | None = None
+        self._write_task: asyncio.Task[object] | None = None
+        self._write_timed_out = False
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def pacer(self) -> Pacer:
@@ -131,29 +137,56 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         """
         await super().set_transport_ready(frame)
         for sender in self._media_senders.values():
+            output_queue.install(sender)
             sender._resampler = FirStreamResampler()
             sender._internal_write_audio_frame = self._write_with_timeout  # type: ignore[method-assign]
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._write_watchdog(), name=f"{self}::write-watchdog"
+            )
 
     async def _write_with_timeout(self, frame: OutputAudioRawFrame) -> bool:
-        """The MediaSender's write with its timeout, without a task per chunk.
+        """The MediaSender's write, watched for a peer that stopped reading.
 
-        Pipecat wraps every chunk's write in ``wait_for`` (a new task each time); a timeout
-        context does the same job. A write that never returns ends the call as Pipecat does.
+        Pipecat wraps every chunk's write in ``wait_for`` (a task per chunk); a timeout scope
+        per chunk still costs a timer and a heap entry 25 times a second per call. Instead
+        each write notes when it started, and ``_write_watchdog`` (a few checks per timeout)
+        cancels a write that has not returned: it ends the call as Pipecat does.
         """
         if not self.is_usable:
             return False
-        timeout = self._params.audio_out_write_timeout_secs
+        task = asyncio.current_task()
+        self._write_started_at, self._write_task = time.monotonic(), task
         try:
-            async with asyncio.timeout(timeout):
-                return await self.write_audio_frame(frame)
-        except TimeoutError as e:
+            return await self.write_audio_frame(frame)
+        except asyncio.CancelledError:
+            if not self._write_timed_out or task is None or task.uncancel() > 0:
+                raise
+            timeout = self._params.audio_out_write_timeout_secs
             await self.push_error(
                 f"{self} timed out after {timeout}s writing audio to the transport; "
                 "the peer has stopped reading",
-                exception=e,
+                exception=TimeoutError(),
                 force_treat_as_permanent=True,
             )
             return False
+        finally:
+            self._write_started_at, self._write_task = None, None
+            self._write_timed_out = False
+
+    async def _write_watchdog(self) -> None:
+        while True:
+            timeout = self._params.audio_out_write_timeout_secs
+            await asyncio.sleep(timeout / WATCHDOG_CHECKS)
+            started, task = self._write_started_at, self._write_task
+            if started is not None and task is not None and time.monotonic() - started > timeout:
+                self._write_timed_out = True
+                task.cancel()
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     async def push_frame(
         self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
@@ -181,17 +214,20 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except TimeoutError:
                 logger.debug(f"{self}: no echo of the end mark within {timeout}s")
+        self._stop_watchdog()
         await self._write_frame(frame)
         await self._client.disconnect("output")
 
     async def cancel(self, frame: CancelFrame) -> None:
         """Stop at once, hang up, close."""
+        self._stop_watchdog()
         await super().cancel(frame)
         await self._write_frame(frame)
         await self._client.disconnect("output")
 
     async def cleanup(self) -> None:
         """Leave the client."""
+        self._stop_watchdog()
         await super().cleanup()
         await self._client.disconnect("output")
         await self._transport.cleanup()
@@ -260,17 +296,32 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         await self._write_frame(frame)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        """Send one chunk, then sleep until the pacing clock allows the next."""
+        """Send ``frame`` as paced chunks (``output_queue`` queues one frame per run of audio).
+
+        Each chunk is sent, then the pacing clock sleeps until the next may go; an
+        interruption stops the rest of the frame.
+        """
+        audio, step = frame.audio, self.audio_chunk_size
+        if len(audio) <= step:
+            return await self._send_chunk(frame, audio)
+        for offset in range(0, len(audio), step):
+            if offset and self._write_started_at is not None:
+                self._write_started_at = time.monotonic()  # the watchdog times each chunk
+            if not await self._send_chunk(frame, audio[offset : offset + step]):
+                return False
+        return True
+
+    async def _send_chunk(self, frame: OutputAudioRawFrame, audio: bytes | bytearray) -> bool:
         if self._client.is_closing or not self._client.is_connected or self._is_stale(frame):
             return False
         serializer = self._ws_params.serializer
         if serializer is None:
             return False
         if isinstance(serializer, TwilioSerializer) and self.sample_rate == serializer.twilio_rate:
-            payload: str | bytes | None = serializer.media_message(frame.audio)
+            payload: str | bytes | None = serializer.media_message(audio)
         else:
             out = OutputAudioRawFrame(
-                audio=frame.audio,
+                audio=bytes(audio),
                 sample_rate=self.sample_rate,
                 num_channels=self._params.audio_out_channels,
             )
@@ -281,7 +332,7 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
             return False
         if not await self._client.send(payload):
             return False
-        secs = len(frame.audio) / (self.sample_rate * 2 * self._params.audio_out_channels)
+        secs = len(audio) / (self.sample_rate * 2 * self._params.audio_out_channels)
         self.sent_audio_secs += secs
         STATS.twilio_audio_secs += secs
         now = time.monotonic()

@@ -25,6 +25,8 @@ from bot.stats import Histogram
 
 # Frame metadata key: monotonic time the audio entered the server (Twilio or model message).
 RX_KEY = "bridge_rx_at"
+# Frame metadata key on batched caller audio: the arrival time of each Twilio message in it.
+RX_EACH_KEY = "bridge_rx_each"
 
 
 class AiohttpWebsocketParams(TransportParams):

@@ -1,8 +1,13 @@
 """The input side of the aiohttp transport: Twilio messages in, frames into the pipeline.
 
 Caller audio is pushed in ``input_batch_ms`` frames (two Twilio 20 ms frames by default), each
-stamped in ``frame.metadata[RX_KEY]`` with the arrival time of its first message, for the
-``bridge_in_ms`` statistic (``bot.stats``).
+stamped in ``frame.metadata[RX_KEY]`` with the arrival time of its first message and in
+``frame.metadata[RX_EACH_KEY]`` with the arrival of every message in it, for the
+``bridge_in_ms`` statistic (``bot.stats``: one sample per Twilio message).
+
+Twilio ``media`` messages take a fast path (``TwilioSerializer.media_pcm``): no JSON parse and
+no frame per 20 ms message; anything else, or anything the fast path is unsure of, goes through
+``TwilioSerializer.deserialize`` with its checks and bad-input counters.
 """
 
 from __future__ import annotations
@@ -26,7 +31,12 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
 
 from pipelines.resampling import FirStreamResampler
-from pipelines.transport_client import RX_KEY, AiohttpWebsocketParams, WebsocketClient
+from pipelines.transport_client import (
+    RX_EACH_KEY,
+    RX_KEY,
+    AiohttpWebsocketParams,
+    WebsocketClient,
+)
 from pipelines.twilio_serializer import TwilioMarkEchoFrame, TwilioSerializer, TwilioStopFrame
 
 if TYPE_CHECKING:
@@ -52,6 +62,7 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         self._ending = False
         self._pending_audio = b""
         self._pending_at = 0.0
+        self._pending_each: tuple[float, ...] = ()
         self._pending_rate = 0
         self._batch_bytes = 0
         self._resampler = FirStreamResampler()
@@ -102,33 +113,47 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self._client.disconnect("input")
 
     async def _push_audio(self, frame: InputAudioRawFrame, rx_at: float) -> None:
-        """Push caller audio in ``input_batch_ms`` frames, stamped with their arrival time.
+        """Push caller audio in ``input_batch_ms`` frames, stamped with their arrival time."""
+        await self._push_pcm(frame.audio, frame.sample_rate, frame.num_channels, rx_at, frame)
+
+    async def _push_pcm(
+        self,
+        audio: bytes,
+        sample_rate: int,
+        num_channels: int,
+        rx_at: float,
+        frame: InputAudioRawFrame | None = None,
+    ) -> None:
+        """Batch ``audio`` (one Twilio message) into ``input_batch_ms`` frames.
 
         Audio that arrives at another rate than the pipeline's (the serializer may hand over
         Twilio's 8 kHz) is resampled per batch: one resampler call per batch, not per message.
         """
         if not self._batch_bytes:
             ms = self._ws_params.input_batch_ms
-            self._batch_bytes = frame.sample_rate * 2 * frame.num_channels * ms // 1000
+            self._batch_bytes = sample_rate * 2 * num_channels * ms // 1000
         if self._pending_audio:
-            audio = self._pending_audio + frame.audio
-        elif len(frame.audio) >= self._batch_bytes:
-            if self.sample_rate and frame.sample_rate != self.sample_rate:
-                self._pending_at = rx_at
-                await self._push_batch(frame.audio, frame.sample_rate, frame.num_channels)
+            audio = self._pending_audio + audio
+            self._pending_each += (rx_at,)
+        elif len(audio) >= self._batch_bytes:
+            self._pending_at, self._pending_each = rx_at, (rx_at,)
+            if self.sample_rate and sample_rate != self.sample_rate:
+                await self._push_batch(audio, sample_rate, num_channels)
             else:
+                if frame is None:
+                    frame = InputAudioRawFrame(audio, sample_rate, num_channels)
                 frame.metadata[RX_KEY] = rx_at
+                frame.metadata[RX_EACH_KEY] = self._pending_each
                 await self.push_audio_frame(frame)
             return
         else:
-            audio = frame.audio
-            self._pending_at = rx_at
+            self._pending_at, self._pending_each = rx_at, (rx_at,)
         if len(audio) < self._batch_bytes:
             self._pending_audio = audio
-            self._pending_rate = frame.sample_rate
+            self._pending_rate = sample_rate
             return
         self._pending_audio = b""
-        await self._push_batch(audio, frame.sample_rate, frame.num_channels)
+        await self._push_batch(audio, sample_rate, num_channels)
 
     async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
         """Hand caller audio to ``audio_sink``, or push it straight downstream.
@@ -152,6 +177,7 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
             sample_rate = target
         out = InputAudioRawFrame(audio=audio, sample_rate=sample_rate, num_channels=num_channels)
         out.metadata[RX_KEY] = self._pending_at
+        out.metadata[RX_EACH_KEY] = self._pending_each
         await self.push_audio_frame(out)
 
     async def _flush_audio(self) -> None:
@@ -169,8 +195,15 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
 
     async def _receive_messages(self) -> None:
         serializer = self._ws_params.serializer
+        fast = serializer if isinstance(serializer, TwilioSerializer) else None
         try:
             async for msg in self._client.receive():
+                if fast is not None and msg.type == WSMsgType.TEXT:
+                    pcm = fast.media_pcm(msg.data)
+                    if pcm is not None:
+                        if not self._ending:
+                            await self._push_pcm(pcm, fast.twilio_rate, 1, time.monotonic())
+                        continue
                 if msg.type == WSMsgType.BINARY:
                     self._note("binary", f"{len(msg.data)} bytes")
                     continue

@@ -8,7 +8,13 @@ from pipecat.frames.frames import InputAudioRawFrame
 
 from bot.stats import Histogram
 from pipelines.resampling import FirStreamResampler
-from pipelines.transport_client import RX_KEY, AiohttpWebsocketParams, MarkBook, OutboundLatency
+from pipelines.transport_client import (
+    RX_EACH_KEY,
+    RX_KEY,
+    AiohttpWebsocketParams,
+    MarkBook,
+    OutboundLatency,
+)
 from pipelines.transport_input import AiohttpWebsocketInputTransport
 
 pytestmark = pytest.mark.unit
@@ -41,6 +47,8 @@ async def test_two_twilio_frames_make_one_40ms_frame_in_order() -> None:
         assert f.sample_rate == RATE and f.num_frames == 640
         # Stamped with the arrival of its first (oldest) half: the batching wait is counted.
         assert f.metadata[RX_KEY] == pytest.approx(100.0 + 0.04 * k)
+        # And with each message's arrival, for one bridge-latency sample per Twilio message.
+        assert f.metadata[RX_EACH_KEY] == pytest.approx((100.0 + 0.04 * k, 100.02 + 0.04 * k))
 
 
 async def test_partial_batch_is_flushed_before_other_frames() -> None:

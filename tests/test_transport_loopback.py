@@ -36,6 +36,7 @@ pytestmark = pytest.mark.e2e
 
 SID = "MZloop"
 GEMINI_RATE_HZ = 24000
+WRITE_TIMEOUT_SECS = 1.0  # a chunk's write takes at most ~80 ms (send, then the pacing sleep)
 
 
 class FakeBot(FrameProcessor):
@@ -97,6 +98,7 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
             serializer=serializer,
             audio_out_end_silence_secs=0,
             end_mark_timeout_secs=1.0,
+            audio_out_write_timeout_secs=WRITE_TIMEOUT_SECS,
         ),
     )
     bot = FakeBot()
@@ -251,6 +253,29 @@ async def test_interruption_sends_clear_and_no_media_after_it(dial: Any) -> None
     before = len(caller.events("media"))
     await call.bot.speak(0.4)
     await wait_until(lambda: len(caller.events("media")) >= before + 10)
+
+
+async def test_a_write_that_never_returns_ends_the_call(dial: Any) -> None:
+    caller, call = await dial()
+    output = call.transport.output()
+    stuck = asyncio.Event()
+
+    async def never_returns(_frame: Any) -> bool:
+        stuck.set()
+        await asyncio.Event().wait()
+        return True
+
+    output.write_audio_frame = never_returns  # type: ignore[method-assign]
+    speaking = asyncio.create_task(call.bot.speak(1.0), name="test-speak-stuck")
+    await asyncio.wait_for(stuck.wait(), 5)
+    t0 = time.monotonic()
+    # The watchdog cancels the write and reports a fatal error: the output is unusable, the
+    # rest of the reply is dropped, and the pipeline can end (it no longer waits on the write).
+    await wait_until(lambda: not output.is_usable, WRITE_TIMEOUT_SECS * 2)
+    assert time.monotonic() - t0 < WRITE_TIMEOUT_SECS * 1.25 + 0.5
+    await asyncio.wait_for(speaking, 5)
+    await call.worker.queue_frame(EndFrame())
+    await asyncio.wait_for(call.done.wait(), 5)
 
 
 async def test_peer_closing_fires_on_client_disconnected(dial: Any) -> None:

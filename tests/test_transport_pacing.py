@@ -82,15 +82,33 @@ async def test_fir_resampler_streams_without_holding_audio(in_rate: int, out_rat
     assert abs(len(whole) // 2 - len(x) * out_rate / in_rate) <= 1
 
 
-async def test_fir_resampler_passes_speech_band_and_rejects_aliases() -> None:
-    t = np.arange(48000) / 24000
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 8000), (8000, 16000)])
+async def test_fir_resampler_passes_speech_band_and_rejects_aliases(
+    in_rate: int, out_rate: int
+) -> None:
+    t = np.arange(2 * in_rate) / in_rate
 
-    async def gain_db(freq: float) -> float:
+    async def gain_db(freq: float, image: bool = False) -> float:
         x = (10000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-        y = np.frombuffer(await FirStreamResampler().resample(x.tobytes(), 24000, 8000), np.int16)
-        rms = np.sqrt(np.mean(y[2000:-2000].astype(float) ** 2))
+        out = await FirStreamResampler().resample(x.tobytes(), in_rate, out_rate)
+        y = np.frombuffer(out, np.int16)[out_rate // 4 : -out_rate // 4].astype(float)
+        if image:  # an upsampler's image of ``freq`` sits at in_rate - freq
+            image = 2 * np.pi * (in_rate - freq) * np.arange(len(y)) / out_rate
+            basis = np.stack((np.sin(image), np.cos(image)))
+            y = basis.T @ np.linalg.lstsq(basis.T, y, rcond=None)[0]
+        rms = np.sqrt(np.mean(y**2))
         return float(20 * np.log10(rms / (10000 / np.sqrt(2)) + 1e-12))
 
-    assert abs(await gain_db(1000)) < 0.1
-    assert abs(await gain_db(3000)) < 0.5
-    assert await gain_db(5000) < -60  # would alias to 3 kHz
+    if out_rate < in_rate:
+        assert abs(await gain_db(1000)) < 0.1
+        assert abs(await gain_db(3000)) < 0.1
+        assert abs(await gain_db(3400)) < 1.0
+        # 4.6 kHz would alias to 3.4 kHz, inside the phone band.
+        assert await gain_db(4600) < -65
+        assert await gain_db(6000) < -65
+    else:
+        assert abs(await gain_db(1000)) < 0.1
+        assert abs(await gain_db(3400)) < 1.0
+        # The image of a 3.4 kHz tone lands at 4.6 kHz (of 1 kHz at 7 kHz).
+        assert await gain_db(3400, image=True) < -65
+        assert await gain_db(1000, image=True) < -65

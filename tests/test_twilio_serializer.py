@@ -137,3 +137,49 @@ async def test_auto_hang_up_follows_credentials() -> None:
     assert with_creds.auto_hang_up
     # Without credentials an EndFrame serializes to nothing and makes no REST call.
     assert await (await make()).serialize(EndFrame()) is None
+
+
+def compact(message: dict[str, object]) -> str:
+    """JSON the way Twilio writes it: no spaces, ``event`` first."""
+    return json.dumps(message, separators=(",", ":"))
+
+
+def twilio_media(payload: str, sid: str = SID) -> str:
+    return compact(
+        {
+            "event": "media",
+            "sequenceNumber": "4",
+            "media": {"track": "inbound", "chunk": "3", "timestamp": "60", "payload": payload},
+            "streamSid": sid,
+        }
+    )
+
+
+async def test_media_fast_path_gives_the_same_audio_as_deserialize() -> None:
+    serializer = await make(in_rate=8000)
+    payload = base64.b64encode(bytes(range(160))).decode()
+    frame = await serializer.deserialize(twilio_media(payload))
+    assert isinstance(frame, InputAudioRawFrame) and frame.sample_rate == 8000
+    assert serializer.media_pcm(twilio_media(payload)) == frame.audio
+    # Only at Twilio's rate: at 16 kHz the serializer's own path does the resampling.
+    assert (await make(in_rate=16000)).media_pcm(twilio_media(payload)) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        twilio_media(GOOD_PAYLOAD, sid="MZother"),
+        twilio_media("!!!not base64!!!"),
+        twilio_media(""),
+        twilio_media(GOOD_PAYLOAD)[:-1],  # truncated
+        twilio_media(GOOD_PAYLOAD.replace("/", "\\/")) if "/" in GOOD_PAYLOAD else "{}",
+        compact({"event": "media", "streamSid": SID, "media": {"payload": 5}}),
+        compact({"event": "media", "streamSid": SID}),
+        media(GOOD_PAYLOAD),  # spaced JSON: valid, left to the full parser
+        compact({"event": "mark", "streamSid": SID, "mark": {"name": "a"}}),
+    ],
+)
+async def test_media_fast_path_leaves_everything_else_to_deserialize(data: str) -> None:
+    serializer = await make(in_rate=8000)
+    assert serializer.media_pcm(data) is None
+    assert serializer.bad_input == {}
