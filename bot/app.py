@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from bot import stall_probe
 from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS
 from bot.calls import CallRegistry
 from bot.media_stream import media
@@ -84,6 +85,8 @@ def create_app(
         )
         await personas.start()
         lag_task = asyncio.create_task(monitor_loop_lag(STATS), name="stats:loop-lag")
+        if settings.stall_probe and not stall_probe.install():
+            logger.warning("VOICEBOT_STALL_PROBE: the event loop is not asyncio's own; no probe")
         if STATS.gc_callback not in gc.callbacks:
             gc.callbacks.append(STATS.gc_callback)
         # Startup objects (modules, models, personas) never die: keep them out of collections.
@@ -96,6 +99,7 @@ def create_app(
         try:
             yield
         finally:
+            stall_probe.uninstall()
             gc.set_threshold(*old_thresholds)
             if STATS.gc_callback in gc.callbacks:
                 gc.callbacks.remove(STATS.gc_callback)

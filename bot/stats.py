@@ -13,6 +13,8 @@ Bridge latency is the time this server adds, each way:
   the moment the pacing clock let its audio go) -> the first frame carrying it written to the
   Twilio socket. Real-time pacing itself is not counted: that is the phone's playout rate.
 * ``gc_pause_ms``: every garbage collection, any generation (each one stops the loop).
+* ``slow_callbacks_ms``: single loop callbacks of 1 ms or more; empty unless the opt-in
+  ``bot.stall_probe`` runs (``VOICEBOT_STALL_PROBE=1``).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class ProcessStats:
         self.bridge_out = Histogram()
         self.loop_lag = Histogram()
         self.gc_pause = Histogram()
+        self.slow_callbacks = Histogram()  # only with bot.stall_probe installed
         self._gc_started = 0.0
         self.model_audio_secs = 0.0
         self.twilio_audio_secs = 0.0
@@ -111,6 +114,7 @@ class ProcessStats:
         self.bridge_out.reset()
         self.loop_lag.reset()
         self.gc_pause.reset()
+        self.slow_callbacks.reset()
         self.model_audio_secs = 0.0
         self.twilio_audio_secs = 0.0
         self._lag_marks.clear()
@@ -150,6 +154,7 @@ class ProcessStats:
             "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
             "loop_lag_ms": self.loop_lag.summary(),
             "gc_pause_ms": self.gc_pause.summary(),
+            "slow_callbacks_ms": self.slow_callbacks.summary(),
             "bridge_in_ms": self.bridge_in.summary(),
             "bridge_out_ms": self.bridge_out.summary(),
             "model_audio_secs": round(self.model_audio_secs, 2),

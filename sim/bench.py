@@ -11,8 +11,11 @@ A level is *held* when no call failed, the p99 (over calls) of each call's p99 b
 inter-arrival is under 60 ms, at least 99.9 % of bot audio was delivered (received / (received
 + underruns)) and the generator's own send lateness p99 stayed under 5 ms (else the level is
 reported as not measurable). Server CPU and RSS are sampled over the steady part of each level.
-Then, with ``--burst-base`` calls up on our server, a burst of 20 new calls measures the loop
-stall of call setup (``/stats`` loop lag) and the gap it puts into the calls already up.
+Then, with ``--burst-base`` calls up on a fresh server whose loop callbacks are timed one by one
+(``VOICEBOT_STALL_PROBE``), a burst of 20 new calls measures the longest single stall and the loop
+lag of call setup, and the gap it puts into the calls already up. Last, ``--overload`` calls
+(1.6x the held level by default) go to a server with its lag guard on (the default 25 ms): how
+many it admits, how many it turns away with the busy TwiML, and how the admitted calls fare.
 
 The table gives our figures and the ratio to the baseline's; ``bench-report/bench.json`` keeps
 everything. ``--quick`` runs a short version (about 4 minutes).
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sim import audio_quality
 from sim.bench_procs import (
     REPO,
     Proc,
@@ -49,6 +53,7 @@ GAP_LIMIT_MS = 60.0
 DELIVERED_MIN_PCT = 99.9
 LATENESS_LIMIT_MS = 5.0
 BURST_CALLS = 20
+LAG_GUARD_MS = 25.0  # the server's default VOICEBOT_LAG_GUARD_MS
 
 
 def _levels(text: str) -> list[int]:
@@ -76,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-core", type=int, default=1)
     p.add_argument("--load-core", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="measure our server only")
+    p.add_argument(
+        "--overload",
+        type=int,
+        default=0,
+        help="calls offered to a server with its lag guard on (0: 1.6x the held level; -1: skip)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.ours, args.base, args.hold, args.ramp = "100,150", "300", 15.0, 6.0
@@ -212,10 +223,39 @@ def run_burst(args: argparse.Namespace, server: Proc, scenario: Path) -> dict[st
     existing = _summarize_load(base_report)
     return {
         "base_calls": args.burst_base,
+        "longest_callback_ms": stats["slow_callbacks_ms"]["max"],
+        "slow_callbacks": stats["slow_callbacks_ms"]["count"],
         "loop_lag_max_ms": stats["loop_lag_ms"]["max"],
         "loop_lag_p99_ms": stats["loop_lag_ms"]["p99"],
         "existing_frame_gap_p99_ms": existing["interarrival_p99_ms"],
         "existing_failed": existing["failed"],
+    }
+
+
+def run_overload(
+    args: argparse.Namespace, server: Proc, calls: int, scenario: Path
+) -> dict[str, Any]:
+    """``calls`` (beyond what the server holds) against a server with its lag guard on."""
+    report = args.out / f"overload-{calls}"
+    load = start_loadtest(
+        f"http://127.0.0.1:{server.port}", calls, args.ramp, scenario, report, args.load_core,
+        args.out, f"loadtest-overload-{calls}",
+    )  # fmt: skip
+    load.popen.wait(args.ramp + args.hold + 120)
+    data = json.loads((report / "report.json").read_text())
+    calls_out = data["calls"]
+    refused = [c for c in calls_out if not c["ok"] and "twiml" in str(c.get("failure") or "")]
+    admitted = [c for c in calls_out if c not in refused]
+    recv = sum(c["audio_received_secs"] for c in admitted)
+    gaps = sum(sum(c["gaps_ms"]) for c in admitted) / 1000.0
+    inter = sorted(c["interarrival_p99_ms"] for c in admitted if c["interarrival_p99_ms"])
+    return {
+        "offered": calls,
+        "admitted": len(admitted),
+        "refused": len(refused),
+        "admitted_failed": sum(1 for c in admitted if not c["ok"]),
+        "admitted_frame_gap_p99_ms": inter[int(0.99 * (len(inter) - 1))] if inter else None,
+        "admitted_delivered_pct": round(100.0 * recv / (recv + gaps), 3) if recv else 0.0,
     }
 
 
@@ -227,7 +267,12 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def print_table(ours: dict[str, Any], base: dict[str, Any] | None, burst: dict[str, Any]) -> None:
+def print_table(
+    ours: dict[str, Any],
+    base: dict[str, Any] | None,
+    burst: dict[str, Any],
+    overload: dict[str, Any] | None,
+) -> None:
     """The summary table: our figures and the ratio to the baseline's."""
     o_ref, b_ref = ours.get("ref", {}), (base or {}).get("ref", {})
     st = o_ref.get("stats", {})
@@ -257,11 +302,23 @@ def print_table(ours: dict[str, Any], base: dict[str, Any] | None, burst: dict[s
     lag = st.get("loop_lag_ms", {})
     print(f"{'loop lag p99/max (ms) at held':36s} {_fmt(lag.get('p99'))}/{_fmt(lag.get('max'))}")
     print(
-        f"{'setup burst: loop lag max (ms)':36s} {_fmt(burst.get('loop_lag_max_ms'))} "
-        f"({BURST_CALLS} new calls onto {burst.get('base_calls')}; existing calls' frame-gap "
-        f"p99 {_fmt(burst.get('existing_frame_gap_p99_ms'))} ms, failed "
-        f"{burst.get('existing_failed')})"
+        f"{'setup burst: longest callback (ms)':36s} {_fmt(burst.get('longest_callback_ms'))} "
+        f"({BURST_CALLS} new calls onto {burst.get('base_calls')}; "
+        f"{burst.get('slow_callbacks')} callbacks >= 1 ms in 4 s)"
     )
+    print(
+        f"{'setup burst: loop lag max (ms)':36s} {_fmt(burst.get('loop_lag_max_ms'))} "
+        f"(existing calls' frame-gap p99 {_fmt(burst.get('existing_frame_gap_p99_ms'))} ms, "
+        f"failed {burst.get('existing_failed')})"
+    )
+    if overload:
+        print(
+            f"{'overload, lag guard on':36s} {overload['offered']} offered: "
+            f"{overload['admitted']} admitted, {overload['refused']} refused with busy TwiML; "
+            f"admitted: failed {overload['admitted_failed']}, frame-gap p99 "
+            f"{_fmt(overload['admitted_frame_gap_p99_ms'])} ms, delivered "
+            f"{_fmt(overload['admitted_delivered_pct'], 3)}%"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,12 +349,32 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(server)
         ours = run_server(args, server, _levels(args.ours), scenario, stats=True)
         result["ours"] = ours
-        # The burst lands on calls the server holds (at most --burst-base of them).
+        # The burst lands on calls the server holds (at most --burst-base of them), on a fresh
+        # server whose callbacks are timed one by one (the probe costs ~1 % of a core).
         if ours["held"]:
             args.burst_base = min(args.burst_base, ours["held"])
-        burst = run_burst(args, server, scenario)
+        server.stop()
+        probed = start_server(
+            args.port + 2, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0,
+            stall_probe=True, name="server-probed",
+        )  # fmt: skip
+        procs.append(probed)
+        burst = run_burst(args, probed, scenario)
         result["burst"] = burst
-        print_table(ours, base, burst)
+        probed.stop()
+        overload = None
+        if args.overload >= 0:
+            calls = args.overload or int(round(1.6 * max(ours["held"], 50), -1))
+            guarded = start_server(
+                args.port + 1, emulator, args.out, args.server_core, args.uvloop,
+                lag_guard_ms=LAG_GUARD_MS, name="server-guarded",
+            )  # fmt: skip
+            procs.append(guarded)
+            overload = run_overload(args, guarded, calls, scenario)
+            result["overload"] = overload
+        print_table(ours, base, burst, overload)
+        print("\nresampling quality (python -m sim.audio_quality):")
+        audio_quality.main([])
     finally:
         for p in reversed(procs):
             p.stop()

@@ -134,9 +134,16 @@ def start_baseline(script: Path, port: int, log_dir: Path, core: int, uvloop: bo
 
 
 def start_server(
-    port: int, emulator: Proc, log_dir: Path, core: int, uvloop: bool, lag_guard_ms: float
+    port: int,
+    emulator: Proc,
+    log_dir: Path,
+    core: int,
+    uvloop: bool,
+    lag_guard_ms: float,
+    stall_probe: bool = False,
+    name: str = "server",
 ) -> Proc:
-    """``voicebot serve`` pointed at the emulator."""
+    """``voicebot serve`` pointed at the emulator (``stall_probe``: time loop callbacks)."""
     env = {
         "GEMINI_API_KEY": "bench",
         "GEMINI_BASE_URL": emulator.info["url"],
@@ -144,9 +151,10 @@ def start_server(
         "VOICEBOT_MAX_CALLS": "100000",
         "VOICEBOT_LAG_GUARD_MS": str(lag_guard_ms),
         "VOICEBOT_LOG_LEVEL": "WARNING",
+        "VOICEBOT_STALL_PROBE": "1" if stall_probe else "0",
     }
     cmd = [str(BIN / "voicebot"), "serve", "--port", str(port), *(["--uvloop"] if uvloop else [])]
-    proc = _spawn("server", cmd, core, log_dir, env)
+    proc = _spawn(name, cmd, core, log_dir, env)
     proc.port = port
     _wait_for(proc, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), "answer /healthz")
     return proc

@@ -62,8 +62,19 @@ def test_table_shows_ratios(capsys: pytest.CaptureFixture[str]) -> None:
     }
     base = {"held": 300, "cpu_per_call_pct": 0.3, "mem_per_call_mb": 0.4,
             "ref": {"interarrival_p99_ms": 42.0, "delivered_pct": 100.0}}  # fmt: skip
-    bench.print_table(ours, base, {"loop_lag_max_ms": 4.0, "base_calls": 100})
+    burst = {"loop_lag_max_ms": 4.0, "base_calls": 100, "longest_callback_ms": 2.5}
+    overload = {
+        "offered": 240,
+        "admitted": 170,
+        "refused": 70,
+        "admitted_failed": 0,
+        "admitted_frame_gap_p99_ms": 52.0,
+        "admitted_delivered_pct": 99.99,
+    }
+    bench.print_table(ours, base, burst, overload)
     out = capsys.readouterr().out
+    assert "longest callback (ms)" in out and "2.5" in out
+    assert "240 offered: 170 admitted, 70 refused" in out
     assert "0.50x" in out  # calls held: 150 / 300
     assert "2.00x" in out  # CPU per call: 0.6 / 0.3
     assert "12.0/" in out and "30.0" in out
