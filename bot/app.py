@@ -14,6 +14,7 @@ from loguru import logger
 from bot import stall_probe
 from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS
 from bot.calls import CallRegistry
+from bot.gc_policy import GC_POLICY
 from bot.media_stream import media
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
@@ -27,7 +28,6 @@ from pipelines.gemini_service import GeminiClients
 
 DEFAULT_DRAIN_SECS = 2.0
 # Net new tracked objects between young GC collections (CPython default 700).
-GC_GEN0_THRESHOLD = 10_000
 
 
 def create_app(
@@ -82,6 +82,7 @@ def create_app(
             twilio_account_sid=settings.twilio_account_sid if rest else None,
             twilio_auth_token=token if rest else None,
             twilio_api_base=twilio_api_base,
+            call_ready=GC_POLICY.call_ready,
         )
         await personas.start()
         lag_task = asyncio.create_task(monitor_loop_lag(STATS), name="stats:loop-lag")
@@ -89,18 +90,12 @@ def create_app(
             logger.warning("VOICEBOT_STALL_PROBE: the event loop is not asyncio's own; no probe")
         if STATS.gc_callback not in gc.callbacks:
             gc.callbacks.append(STATS.gc_callback)
-        # Startup objects (modules, models, personas) never die: keep them out of collections.
-        gc.freeze()
-        # Young collections after GC_GEN0_THRESHOLD net new objects instead of 700: far fewer
-        # objects in flight (frames, messages) get promoted, so full collections, which stall
-        # the loop ~100 ms at 100 calls, come much more rarely.
-        old_thresholds = gc.get_threshold()
-        gc.set_threshold(GC_GEN0_THRESHOLD, old_thresholds[1], old_thresholds[2])
+        GC_POLICY.start()
         try:
             yield
         finally:
             stall_probe.uninstall()
-            gc.set_threshold(*old_thresholds)
+            GC_POLICY.stop()
             if STATS.gc_callback in gc.callbacks:
                 gc.callbacks.remove(STATS.gc_callback)
             lag_task.cancel()

@@ -31,6 +31,7 @@ from loguru import logger
 
 from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES
 from bot.calls import CallRecord
+from bot.gc_policy import GC_POLICY
 from pipelines.call_pipeline import CallInfo, CallPipeline
 from pipelines.personas import call_variables, explain_rejection
 
@@ -140,6 +141,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     if not app[CALLS].accepting:  # draining began between register and here
         await ws.close(code=CLOSE_TRY_AGAIN, message=b"server shutting down")
         app[CALLS].unregister(record)
+        GC_POLICY.call_ended(len(app[CALLS]))
         return ws
     with logger.contextualize(call_sid=info.call_sid, persona=persona.id):
         await _run_call(app, ws, persona, info, record, junk)
@@ -187,3 +189,4 @@ async def _run_call(
             f"{record.end_reason}{extra}"
         )
         app[CALLS].unregister(record)
+        GC_POLICY.call_ended(len(app[CALLS]))

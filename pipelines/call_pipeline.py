@@ -15,7 +15,7 @@ conversion with a stream resampler it flushes, and the Twilio serializer passes 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,8 @@ class ProcessResources:
         twilio_account_sid: For the serializer's REST hang-up at a normal call end.
         twilio_auth_token: Same.
         twilio_api_base: Twilio REST base URL override (tests).
+        call_ready: Called once per call when its Live API session is ready (or the setup
+            failed): the server's garbage-collector policy freezes the new call there.
     """
 
     gemini: GeminiClients
@@ -79,6 +81,13 @@ class ProcessResources:
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_api_base: str | None = None
+    call_ready: Callable[[], None] | None = None
+
+
+# How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out
+# a loop stall of up to this long with no audible gap (a garbage-collector sweep, a burst of
+# call setups). It costs nothing on barge-in: `clear` empties that buffer at once.
+PLAYOUT_LEAD_SECS = 0.2
 
 
 def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
@@ -139,6 +148,7 @@ class CallPipeline:
                 audio_out_enabled=True,
                 audio_out_end_silence_secs=END_SILENCE_SECS,
                 serializer=self.serializer,
+                max_lead_secs=PLAYOUT_LEAD_SECS,
             ),
         )
         instruction = persona.render_system_instruction(variables)
@@ -256,6 +266,9 @@ class CallPipeline:
     def _on_session_ready(self) -> None:
         if self._setup_slot is not None:
             self._setup_slot.release()
+            self._setup_slot = None
+            if self._resources.call_ready is not None:
+                self._resources.call_ready()
 
     async def _on_session_failed(self, code: int | None, reason: str) -> None:
         self.rejection = (code, reason)
