@@ -244,7 +244,9 @@ def run_overload(
     load.popen.wait(args.ramp + args.hold + 120)
     data = json.loads((report / "report.json").read_text())
     calls_out = data["calls"]
-    refused = [c for c in calls_out if not c["ok"] and "twiml" in str(c.get("failure") or "")]
+    refused = [
+        c for c in calls_out if not c["ok"] and "twiml" in str(c.get("failure") or "").lower()
+    ]
     admitted = [c for c in calls_out if c not in refused]
     recv = sum(c["audio_received_secs"] for c in admitted)
     gaps = sum(sum(c["gaps_ms"]) for c in admitted) / 1000.0
