@@ -85,9 +85,10 @@ class ProcessResources:
 
 
 # How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out
-# a loop stall of up to this long with no audible gap (a garbage-collector sweep, a burst of
-# call setups). It costs nothing on barge-in: `clear` empties that buffer at once.
-PLAYOUT_LEAD_SECS = 0.2
+# a loop stall of up to this long with no audible gap (a garbage-collector sweep takes ~300 ms
+# at 150 live calls, bot.gc_policy; a burst of call setups). It costs nothing on barge-in:
+# `clear` empties that buffer at once.
+PLAYOUT_LEAD_SECS = 0.4
 
 
 def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
