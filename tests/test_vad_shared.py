@@ -94,3 +94,11 @@ async def test_speech_is_never_skipped() -> None:
     await _states(vad, audio)
     silent_windows = RATE * 2 // 512
     assert vad.windows_skipped <= silent_windows
+
+
+async def test_a_new_stream_of_silence_never_reaches_the_model() -> None:
+    """A call starts quiet: its first windows of silence skip the model (cheap call setup)."""
+    vad = SharedSileroVADAnalyzer()
+    states = await _states(vad, bytes(RATE))  # one second of silence
+    assert set(states) == {VADState.QUIET}
+    assert vad.windows > 0 and vad.windows_skipped == vad.windows
