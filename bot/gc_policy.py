@@ -9,10 +9,11 @@ cycles, so only the collector can free them.
 
 The policy:
 
-* When a call's setup is done (``call_ready``), ``gc.freeze()`` moves everything alive into the
-  permanent generation: live calls are never walked again, and automatic collections only look
-  at objects made since (a few milliseconds at most). Frozen objects are still freed the usual
-  way when nothing refers to them; only cycles wait.
+* When a call's pipeline is built and again when its setup is done (``call_ready``),
+  ``gc.freeze()`` moves everything alive into the permanent generation: live calls are never
+  walked again, and automatic collections only look at objects made since (a few milliseconds
+  at most). Frozen objects are still freed the usual way when nothing refers to them; only
+  cycles wait.
 * When as many calls have ended since the last sweep as are live now (and at least
   ``min_ended``), ``call_ended`` runs one full sweep (``gc.unfreeze()``, ``gc.collect()``,
   ``gc.freeze()``) that frees the ended calls' cycles: one pause per "call population" of churn,

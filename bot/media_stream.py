@@ -163,6 +163,7 @@ async def _run_call(
             persona, caller=info.caller, called=info.called, custom=info.custom
         )
         call = CallPipeline(persona, info, ws, app[RESOURCES], variables)
+        GC_POLICY.call_ready()  # the pipeline is built: freeze it while it waits its setup turn
         record.abort = functools.partial(call.abort, close_code=1001)
         await call.run()
         record.end_reason = record.end_reason or call.end_reason

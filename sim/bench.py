@@ -226,6 +226,7 @@ def run_burst(args: argparse.Namespace, server: Proc, scenario: Path) -> dict[st
         "longest_callback_ms": stats["slow_callbacks_ms"]["max"],
         "slow_callbacks": stats["slow_callbacks_ms"]["count"],
         "loop_lag_max_ms": stats["loop_lag_ms"]["max"],
+        "gc_pause_max_ms": stats["gc_pause_ms"]["max"],
         "loop_lag_p99_ms": stats["loop_lag_ms"]["p99"],
         "existing_frame_gap_p99_ms": existing["interarrival_p99_ms"],
         "existing_failed": existing["failed"],
@@ -306,7 +307,8 @@ def print_table(
     print(
         f"{'setup burst: longest callback (ms)':36s} {_fmt(burst.get('longest_callback_ms'))} "
         f"({BURST_CALLS} new calls onto {burst.get('base_calls')}; "
-        f"{burst.get('slow_callbacks')} callbacks >= 1 ms in 4 s)"
+        f"{burst.get('slow_callbacks')} callbacks >= 1 ms in 4 s; longest GC pause "
+        f"{_fmt(burst.get('gc_pause_max_ms'))} ms)"
     )
     print(
         f"{'setup burst: loop lag max (ms)':36s} {_fmt(burst.get('loop_lag_max_ms'))} "
