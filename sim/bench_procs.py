@@ -103,6 +103,16 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _spawn_http(
+    name: str, cmd: list[str], core: int, log_dir: Path, env: dict[str, str], port: int
+) -> Proc:
+    """``_spawn`` an HTTP server on ``port`` and wait until it answers ``/healthz``."""
+    proc = _spawn(name, cmd, core, log_dir, env)
+    proc.port = port
+    _wait_for(proc, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), "answer /healthz")
+    return proc
+
+
 def start_emulator(log_dir: Path, core: int, tone_secs: float) -> Proc:
     """The Live API emulator, speaking one long tone per turn at 1.5x real time."""
     cmd = [str(BIN / "voicebot"), "emulator", "--port", "0", "--voice", "tone"]
@@ -127,10 +137,7 @@ def start_baseline(script: Path, port: int, log_dir: Path, core: int, uvloop: bo
             "(default ../shared/bench/relay_baseline.py from the repository)"
         )
     cmd = [sys.executable, str(script), str(port), *(["--uvloop"] if uvloop else [])]
-    proc = _spawn("baseline", cmd, core, log_dir, {})
-    proc.port = port
-    _wait_for(proc, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), "answer /healthz")
-    return proc
+    return _spawn_http("baseline", cmd, core, log_dir, {}, port)
 
 
 def start_server(
@@ -154,10 +161,7 @@ def start_server(
         "VOICEBOT_STALL_PROBE": "1" if stall_probe else "0",
     }
     cmd = [str(BIN / "voicebot"), "serve", "--port", str(port), *(["--uvloop"] if uvloop else [])]
-    proc = _spawn(name, cmd, core, log_dir, env)
-    proc.port = port
-    _wait_for(proc, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), "answer /healthz")
-    return proc
+    return _spawn_http(name, cmd, core, log_dir, env, port)
 
 
 def start_loadtest(
