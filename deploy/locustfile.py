@@ -10,6 +10,11 @@ receiver greenlet feeds messages in. One ``events.request`` per turn (not per fr
 "response_latency", "greeting", "bargein_to_clear", "send_lateness_max", "call" (with failure).
 Locust bins response times (10 ms above 100 ms), so read exact percentiles from ``voicebot
 loadtest`` or from the CSV of per-call records this file writes when LOCUST_CALLS_CSV is set.
+Every call is on the scenario's line (``line_noise``; by default the realistic noisy line of
+``sim.line_noise.DEFAULT_LINE_NOISE_DBFS``); override it with ``--line-noise-dbfs DBFS|off``,
+``--line-noise-color``, ``--echo-db`` and ``--playout-delay-ms`` (or LOCUST_LINE_NOISE_DBFS, …).
+The line is printed at the start and written in every CSV row. Messages the server sends that
+Twilio would drop are counted as "protocol_error" failures, one per call with any.
 Needs: locust, websocket-client (not project dependencies; not run in CI). The repository root is
 put on ``sys.path`` so ``sim`` imports without installing the project. Only sans-IO modules are
 imported (no aiohttp/asyncio under gevent).
@@ -23,12 +28,13 @@ from pathlib import Path
 
 import gevent
 import websocket
-from locust import HttpUser, constant, task
+from locust import HttpUser, constant, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.caller_core import CallerCore  # noqa: E402
 from sim.caller_plan import FRAME_SECS  # noqa: E402
+from sim.line_noise import NOISE_COLORS, describe_line, parse_dbfs  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 from sim.twilio_webhook import (  # noqa: E402
     new_sid,
@@ -41,6 +47,43 @@ from sim.twilio_webhook import (  # noqa: E402
 SCENARIO = load_scenario(os.environ.get("VOICEBOT_SCENARIO", "default"))
 AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN") or None
 PERSONA = os.environ.get("VOICEBOT_PERSONA") or None
+
+
+def _level_or_off(text):
+    level = parse_dbfs(text)
+    return "off" if level is None else level
+
+
+@events.init_command_line_parser.add_listener
+def _line_options(parser):
+    parser.add_argument(
+        "--line-noise-dbfs", type=_level_or_off, env_var="LOCUST_LINE_NOISE_DBFS",
+        help="caller line noise level in dBFS, or off (default: the scenario's line)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--line-noise-color", choices=NOISE_COLORS, env_var="LOCUST_LINE_NOISE_COLOR",
+        help="caller line noise colour",
+    )  # fmt: skip
+    parser.add_argument(
+        "--echo-db", type=_level_or_off, env_var="LOCUST_ECHO_DB",
+        help="the bot's echo, dB below the bot as heard, or off",
+    )  # fmt: skip
+    parser.add_argument(
+        "--playout-delay-ms", type=float, env_var="LOCUST_PLAYOUT_DELAY_MS",
+        help="Twilio's buffering before received audio is heard",
+    )  # fmt: skip
+
+
+@events.init.add_listener
+def _apply_line(environment, **_kwargs):
+    global SCENARIO
+    o = environment.parsed_options
+    if o is not None:
+        SCENARIO = SCENARIO.with_line(
+            o.line_noise_dbfs, o.line_noise_color, o.echo_db, o.playout_delay_ms
+        )
+    SCENARIO.prepare()  # noise bank and speech mixes once per process, before any call
+    print(f"voicebot callers' line: {describe_line(SCENARIO.line_description())}", flush=True)
 
 
 class TwilioCaller(HttpUser):
@@ -114,6 +157,8 @@ class TwilioCaller(HttpUser):
                     text = data if isinstance(data, str) else data.decode()
                     for out in core.on_message(text, now):
                         ws.send(out)
+                elif opcode == websocket.ABNF.OPCODE_BINARY:
+                    core.on_binary(len(data), now)  # Twilio drops it: error 31950
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
                     core.on_closed(now, code, data[2:].decode(errors="replace"))
@@ -144,12 +189,16 @@ class TwilioCaller(HttpUser):
         for ms in res.bargein_to_clear_ms:
             self._fire("bargein_to_clear", ms)
         self._fire("send_lateness_max", res.send_lateness_max_ms)
+        if res.protocol_errors:
+            kinds = ", ".join(f"{k} x{n}" for k, n in sorted(res.protocol_errors.items()))
+            self._fire("protocol_error", 0, Exception(f"Twilio would drop: {kinds}"))
         self._fire("call", res.duration_secs * 1000, None if res.ok else Exception(res.failure))
         path = os.environ.get("LOCUST_CALLS_CSV")
         if path:
             with open(path, "a") as f:
                 lat = ";".join(f"{v:.1f}" for v in res.response_latencies_ms)
+                errors = ";".join(f"{k}={n}" for k, n in sorted(res.protocol_errors.items()))
                 f.write(
                     f"{res.call_sid},{res.ok},{res.failure or ''},{res.greeting_ms},{lat},"
-                    f"{res.stale_frames}\n"
+                    f'{res.stale_frames},{errors},"{describe_line(res.line)}"\n'
                 )

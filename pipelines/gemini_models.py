@@ -46,6 +46,22 @@ class ModelSpec:
         voices: Prebuilt voices.
         text_output: Whether ``response_modalities: [TEXT]`` is accepted (no current Live
             model has it: all are audio-out only).
+        mid_session_client_content: Whether ``clientContent`` is accepted at any time. When
+            false (3.1), it is accepted only as the initial history: with
+            ``historyConfig.initial_history_in_client_content`` set, and before the session's
+            first ``realtimeInput`` or first model output; after either, or without that
+            setting, the session closes 1007 ``Request contains an invalid argument.`` Text
+            must then go as ``realtimeInput.text`` (livekit/agents PR #5251, pipecat PR #4171,
+            ai.google.dev live-api capabilities: "after the first model turn").
+        null_resumption_handle: Whether ``sessionResumption: {handle: null}`` is accepted.
+            When false (3.1), an explicit null closes 1007; ``{}`` is fine
+            (google/adk-python #5018, strands-agents #1999).
+        bundled_messages: 3.x: one server message carries several ``modelTurn`` parts, the
+            transcript fragments of that stretch, and (the last one) ``turnComplete`` with
+            ``usageMetadata``; the caller's ``inputTranscription`` rides in the reply's first
+            messages. 2.5 sends one part per message (``gemini-live-api.md`` section 3).
+        usage_only_messages: 3.x also sends messages that carry only ``usageMetadata``
+            (livekit/agents PR #5251, #5234).
     """
 
     name: str
@@ -60,6 +76,10 @@ class ModelSpec:
     status: str = "stable"
     voices: tuple[str, ...] = field(default=VOICES)
     text_output: bool = False
+    mid_session_client_content: bool = True
+    null_resumption_handle: bool = True
+    bundled_messages: bool = True
+    usage_only_messages: bool = True
 
 
 _NATIVE_25 = dict(
@@ -67,6 +87,8 @@ _NATIVE_25 = dict(
     affective_dialog="v1alpha",
     proactive_audio="v1alpha",
     status="preview",
+    bundled_messages=False,
+    usage_only_messages=False,
 )
 
 MODELS: dict[str, ModelSpec] = {
@@ -87,6 +109,8 @@ MODELS: dict[str, ModelSpec] = {
             thinking_levels=THINKING_LEVELS,
             async_tools=False,
             status="legacy",
+            mid_session_client_content=False,
+            null_resumption_handle=False,
         ),
         ModelSpec("gemini-2.5-flash-native-audio-preview-09-2025", **_NATIVE_25),  # type: ignore[arg-type]
         ModelSpec("gemini-2.5-flash-native-audio-preview-12-2025", **_NATIVE_25),  # type: ignore[arg-type]

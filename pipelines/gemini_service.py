@@ -17,6 +17,9 @@ What this fixes in ``GeminiLiveLLMService`` (pipecat 1.14), each a pitfall in
 - **No audio-stream-end.** After the persona's seconds of caller silence (local VAD), the
   service sends ``audioStreamEnd`` and stops streaming silence; a rolling pre-roll is kept, and
   when the caller speaks again it is sent first, so the speech onset is not lost.
+- **Bundled 3.x messages.** Pipecat plays only ``parts[0]`` of a ``modelTurn``; 3.x bundles
+  several parts, transcripts and ``turnComplete``: split here (``live_receive.unbundle``).
+- **3.1 refuses mid-session ``clientContent``:** ``instruct`` sends realtime text there.
 - **Stale audio after a local barge-in.** When local VAD interrupts, the model keeps streaming
   the reply until its own VAD notices; the service would start playing that tail again. Here the
   rest of an interrupted generation is dropped (audio and its transcript) until the model ends
@@ -50,7 +53,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
 
 from bot.stats import STATS
-from pipelines import live_receive
+from pipelines import gemini_models, live_receive
 from pipelines.caller_audio import realtime_audio_message
 from pipelines.gemini_clients import GeminiClients
 from pipelines.transport_client import RX_EACH_KEY, RX_KEY
@@ -139,6 +142,8 @@ class CallGeminiLive(GeminiLiveLLMService):
         # Turns come from local VAD in the user aggregator; the per-call advice is noise.
         self._warned_realtime_service_no_turn_frames = True
         self._bot_audio_buffer = _DiscardingBuffer()  # type: ignore[assignment]
+        spec = gemini_models.lookup(str(getattr(self._settings, "model")))  # noqa: B009 (mypy)
+        self._client_content_mid_session = spec is None or spec.mid_session_client_content
 
     def create_client(self) -> None:
         """Use the process's shared client instead of building one per call."""
@@ -207,14 +212,26 @@ class CallGeminiLive(GeminiLiveLLMService):
         await super().cleanup()
 
     async def instruct(self, text: str) -> bool:
-        """Give the model an instruction and have it answer now (a completed client turn).
+        """Give the model an instruction and have it answer now.
+
+        A completed client turn, or realtime text on models that refuse mid-session
+        ``clientContent`` (the model table's ``mid_session_client_content``).
 
         Returns:
-            False when there is no open session to send it on.
+            False when it was not sent: no open session, or (realtime text) the session's
+            initial history has not been sent yet.
         """
         if self._session is None or self._disconnecting:
             return False
         try:
+            if not self._client_content_mid_session:
+                # clientContent would close the session (1007): only the initial history
+                # may use it. Realtime text is a caller turn the model answers at once; not
+                # before that history was sent, which would then be refused.
+                if not self._ready_for_realtime_input:
+                    return False
+                await self._session.send_realtime_input(text=text)
+                return True
             turn = Content(role="user", parts=[Part(text=text)])
             await self._session.send_client_content(turns=[turn], turn_complete=True)
             if self._is_gemini_3:
@@ -370,6 +387,10 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._message_rx_at = time.monotonic()
         if message.go_away is not None:
             self._start_handover(message.go_away.time_left)
+        for piece in live_receive.unbundle(message):
+            await self._handle_message_piece(piece)
+
+    async def _handle_message_piece(self, message: LiveServerMessage) -> None:
         sc = message.server_content
         turn_over = False
         if sc is not None:

@@ -2,12 +2,17 @@
 
 google-genai parses every server message with ``json.loads``, a converter pass and a full
 pydantic validation (~65 us for an 80 ms audio chunk, ~20 of them per second per call while the
-bot talks). Most messages in a call are exactly one ``serverContent.modelTurn`` of
-``inlineData`` parts; ``audio_message`` builds those with ``model_construct`` (no validation)
-and returns None for anything else, which then takes the SDK's own path.
+bot talks). Most messages in a call are one ``serverContent`` with a ``modelTurn`` of
+``inlineData`` parts (several on 3.x), transcript fragments and ``generationComplete``;
+``audio_message`` builds those with ``model_construct`` (no validation) and returns None for
+anything else, which then takes the SDK's own path.
 ``install(session)`` swaps the session's ``_receive`` (this session only); the rest of the SDK
 (``receive()``, turn completion, errors) is unchanged. ``tests/test_live_receive.py`` checks the
 result equals the SDK's.
+
+``unbundle`` splits a 3.x message that bundles several parts (and transcripts, ``turnComplete``)
+into messages Pipecat 1.14 handles whole: its handler reads only ``parts[0]`` of a
+``modelTurn`` and would drop the rest of the audio.
 """
 
 from __future__ import annotations
@@ -20,11 +25,21 @@ from typing import Any, TypeVar
 import websockets
 from google.genai import _live_converters as live_converters
 from google.genai import errors
-from google.genai.types import Blob, Content, LiveServerContent, LiveServerMessage, Part
+from google.genai.types import (
+    Blob,
+    Content,
+    LiveServerContent,
+    LiveServerMessage,
+    Part,
+    Transcription,
+)
 from pydantic import BaseModel
 
 _TURN_KEYS = frozenset({"parts", "role"})
 _BLOB_KEYS = frozenset({"data", "mimeType"})
+_TRANSCRIPTS = {"inputTranscription": "input_transcription",
+                "outputTranscription": "output_transcription"}  # fmt: skip
+_CONTENT_KEYS = frozenset({"modelTurn", "generationComplete", *_TRANSCRIPTS})
 _URLSAFE = str.maketrans("-_", "+/")
 _T = TypeVar("_T", bound=BaseModel)
 
@@ -36,7 +51,14 @@ def _all_none_defaults(cls: type[BaseModel]) -> dict[str, Any] | None:
     return dict.fromkeys(fields)
 
 
-_MODELS: tuple[type[BaseModel], ...] = (Blob, Part, Content, LiveServerContent, LiveServerMessage)
+_MODELS: tuple[type[BaseModel], ...] = (
+    Blob,
+    Part,
+    Content,
+    LiveServerContent,
+    LiveServerMessage,
+    Transcription,
+)
 _NONE_DEFAULTS: dict[type[BaseModel], dict[str, Any] | None] = {
     cls: _all_none_defaults(cls) for cls in _MODELS
 }
@@ -62,13 +84,37 @@ def _construct(cls: type[_T], **values: Any) -> _T:
 
 
 def audio_message(response: Any) -> LiveServerMessage | None:
-    """The message for a decoded JSON ``response`` that only carries inline data, else None."""
+    """The message for a decoded JSON ``response`` of plain content, else None.
+
+    Plain content: ``serverContent`` with only inline audio, transcript fragments and
+    ``generationComplete``.
+    """
     if not isinstance(response, dict) or len(response) != 1:
         return None
     sc = response.get("serverContent")
-    if not isinstance(sc, dict) or len(sc) != 1:
+    if not isinstance(sc, dict) or not sc or not sc.keys() <= _CONTENT_KEYS:
         return None
-    turn = sc.get("modelTurn")
+    fields: dict[str, Any] = {}
+    if "modelTurn" in sc:
+        content = _model_turn(sc["modelTurn"])
+        if content is None:
+            return None
+        fields["model_turn"] = content
+    for key, name in _TRANSCRIPTS.items():
+        if key in sc:
+            transcript = _transcription(sc[key])
+            if transcript is None:
+                return None
+            fields[name] = transcript
+    if "generationComplete" in sc:
+        done = sc["generationComplete"]
+        if not isinstance(done, bool):
+            return None
+        fields["generation_complete"] = done
+    return _construct(LiveServerMessage, server_content=_construct(LiveServerContent, **fields))
+
+
+def _model_turn(turn: Any) -> Content | None:
     if not isinstance(turn, dict) or not turn.keys() <= _TURN_KEYS:
         return None
     parts = turn.get("parts")
@@ -92,10 +138,56 @@ def audio_message(response: Any) -> LiveServerMessage | None:
         except binascii.Error:
             return None
         out.append(_construct(Part, inline_data=_construct(Blob, data=raw, mime_type=mime)))
-    content = _construct(Content, parts=out, role=role)
-    return _construct(
-        LiveServerMessage, server_content=_construct(LiveServerContent, model_turn=content)
-    )
+    return _construct(Content, parts=out, role=role)
+
+
+def _transcription(value: Any) -> Transcription | None:
+    if not isinstance(value, dict) or not value.keys() <= {"text", "finished"}:
+        return None
+    text, finished = value.get("text"), value.get("finished")
+    if not (text is None or isinstance(text, str)):
+        return None
+    if not (finished is None or isinstance(finished, bool)):
+        return None
+    return _construct(Transcription, **value)
+
+
+def _set(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def unbundle(message: LiveServerMessage) -> list[LiveServerMessage]:
+    """``message`` as messages Pipecat 1.14 handles whole, in the order of the wire.
+
+    A ``modelTurn`` of several parts becomes one message per part, and the caller's transcript
+    bundled with it comes first (it describes earlier speech). Everything else
+    (``outputTranscription``, ``generationComplete``, ``turnComplete``, ``usageMetadata``, tool
+    calls, resumption updates) stays together in one message after the last part, so the turn
+    ends only after all of its audio. Any other message is returned as is.
+    """
+    sc = message.server_content
+    turn = sc.model_turn if sc is not None else None
+    if sc is None or turn is None or not turn.parts:
+        return [message]
+    if len(turn.parts) == 1 and sc.input_transcription is None:
+        return [message]
+    pieces: list[LiveServerMessage] = []
+    first = _set(input_transcription=sc.input_transcription, interrupted=sc.interrupted)
+    if first:
+        sc_first = _construct(LiveServerContent, **first)
+        pieces.append(_construct(LiveServerMessage, server_content=sc_first))
+    grounding = _set(grounding_metadata=sc.grounding_metadata)
+    for part in turn.parts:
+        content = _construct(Content, parts=[part], role=turn.role)
+        sc_part = _construct(LiveServerContent, model_turn=content, **grounding)
+        pieces.append(_construct(LiveServerMessage, server_content=sc_part))
+    rest = sc.model_copy(update={"model_turn": None, "input_transcription": None,
+                                 "interrupted": None})  # fmt: skip
+    rest_set = {k for k in rest.model_fields_set if getattr(rest, k) is not None}
+    others = {k for k in message.model_fields_set if getattr(message, k) is not None}
+    if rest_set or others - {"server_content"}:
+        pieces.append(message.model_copy(update={"server_content": rest if rest_set else None}))
+    return pieces
 
 
 async def _receive(self: Any) -> LiveServerMessage:

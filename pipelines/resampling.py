@@ -88,6 +88,9 @@ class FirStreamResampler(BaseAudioResampler):
         self._buf = np.zeros(0, dtype=np.float32)
         self._hist = 0
         self._next_pos = 0
+        # Whether audio went in since the last reset: a flush with nothing inside returns
+        # nothing (a tail of zeros would reach the caller as a chunk of digital silence).
+        self._holding = False
 
     def _init(self, in_rate: int, out_rate: int) -> None:
         self._rates = (in_rate, out_rate)
@@ -188,6 +191,7 @@ class FirStreamResampler(BaseAudioResampler):
             return await self._fallback.resample(audio, in_rate, out_rate)
         if not audio:
             return b""
+        self._holding = True
         return self._run(np.frombuffer(audio, dtype=np.int16)).tobytes()
 
     async def flush(self) -> bytes:
@@ -198,7 +202,7 @@ class FirStreamResampler(BaseAudioResampler):
         """
         if self._fallback is not None:
             return await self._fallback.flush()
-        if self._rates is None:
+        if self._rates is None or not self._holding:
             return b""
         pad = math.ceil((len(self._taps) - 1) / 2 / self._up)
         tail = self._run(np.zeros(pad, dtype=np.int16)).tobytes()
@@ -212,3 +216,4 @@ class FirStreamResampler(BaseAudioResampler):
             return
         self._buf[: self._hist] = 0.0
         self._next_pos = 0
+        self._holding = False

@@ -5,7 +5,10 @@
 * the Live API emulator on core 0 (a long tone per turn, 1.5x real time),
 * ``relay_baseline.py`` and then ``voicebot serve`` on core 1 (one at a time),
 * ``voicebot loadtest`` on core 0 for each load level: N calls ramped over ``--ramp`` seconds,
-  each holding ``--hold`` seconds of silence while the bot talks (local VAD stays on).
+  each holding ``--hold`` seconds on the line while the bot talks, the caller silent but the
+  line not: ``--line-noise-dbfs`` (default the realistic noisy line of
+  ``sim.line_noise.DEFAULT_LINE_NOISE_DBFS``; ``off`` for digital silence) and
+  ``--line-noise-color``. The table and ``bench.json`` state the line measured on.
 
 A level is *held* when no call failed, the p99 (over calls) of each call's p99 bot-frame
 inter-arrival is under 60 ms, at least 99.9 % of bot audio was delivered (received / (received
@@ -41,10 +44,14 @@ from sim.bench_procs import (
     start_loadtest,
     start_server,
 )
+from sim.call_cmd import add_line_arguments, line_from_args
+from sim.line_noise import describe_line
 
 HOLD_SCENARIO = """name: bench-hold
-description: stay on the line in silence while the bot talks, then hang up
+description: stay on the line without speaking while the bot talks, then hang up
 hangup_after_secs: {limit}
+line_noise: {line}
+playout_delay_ms: {delay}
 steps:
   - pause: {{secs: {hold}}}
   - hangup
@@ -81,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-core", type=int, default=1)
     p.add_argument("--load-core", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="measure our server only")
+    add_line_arguments(p)  # the callers' line: --line-noise-dbfs, --echo-db, …
     p.add_argument(
         "--overload",
         type=int,
@@ -330,9 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     scenario = args.out / "hold.yaml"
-    scenario.write_text(HOLD_SCENARIO.format(hold=args.hold, limit=args.hold + 30))
+    spec, delay = line_from_args(args)
+    line = describe_line({**spec.model_dump(), "playout_delay_ms": delay})
+    scenario.write_text(
+        HOLD_SCENARIO.format(
+            hold=args.hold, limit=args.hold + 30, line=json.dumps(spec.model_dump()), delay=delay
+        )
+    )
     procs: list[Proc] = []
     result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    result["line"] = {**spec.model_dump(), "playout_delay_ms": delay, "text": line}
+    print(f"callers' line: {line}", flush=True)
     try:
         emulator = start_emulator(args.out, args.load_core, tone_secs=args.hold + 60)
         procs.append(emulator)
@@ -377,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             overload = run_overload(args, guarded, calls, scenario)
             result["overload"] = overload
         print_table(ours, base, burst, overload)
+        print(f"{'measured on the line':36s} {line}")
         print("\nresampling quality (python -m sim.audio_quality):")
         audio_quality.main([])
     finally:

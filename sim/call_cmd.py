@@ -37,13 +37,80 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=15.0, metavar="SECS", help="wait limit per step"
     )
+    add_line_arguments(parser)
+
+
+def _level_or_off(text: str) -> float | str:
+    """A level in dB or ``"off"`` (None stays "not given": the scenario's or the default)."""
+    from sim.line_noise import parse_dbfs
+
+    level = parse_dbfs(text)
+    return "off" if level is None else level
+
+
+def add_line_arguments(parser: argparse.ArgumentParser) -> None:
+    """The caller's line: ``--line-noise-dbfs``, ``--line-noise-color``, ``--echo-db``, delay."""
+    from sim.caller_plan import DEFAULT_PLAYOUT_DELAY_SECS
+    from sim.line_noise import DEFAULT_LINE_NOISE_COLOR, DEFAULT_LINE_NOISE_DBFS, NOISE_COLORS
+
+    default = "off" if DEFAULT_LINE_NOISE_DBFS is None else f"{DEFAULT_LINE_NOISE_DBFS:g}"
+    line = parser.add_argument_group("the caller's line")
+    line.add_argument(
+        "--line-noise-dbfs",
+        type=_level_or_off,
+        metavar="DBFS|off",
+        help=f"line noise RMS level between and under the caller's words (default {default}; "
+        "the scenario's line_noise in a load test); off: digital silence",
+    )
+    line.add_argument(
+        "--line-noise-color",
+        choices=NOISE_COLORS,
+        help=f"line noise spectrum (default {DEFAULT_LINE_NOISE_COLOR})",
+    )
+    line.add_argument(
+        "--echo-db",
+        type=_level_or_off,
+        metavar="DB|off",
+        help="mix the bot's audio back into what the caller sends, this many dB below the "
+        "bot as heard and 40 ms later, like a handset leaking it (e.g. 30; default off)",
+    )
+    line.add_argument(
+        "--playout-delay-ms",
+        type=float,
+        metavar="MS",
+        help="Twilio's buffering before received audio is heard; latencies run to when it is "
+        f"heard (default {DEFAULT_PLAYOUT_DELAY_SECS * 1000:g})",
+    )
+
+
+def line_from_args(args: argparse.Namespace) -> tuple[Any, float]:
+    """The default line with the flags of :func:`add_line_arguments` applied.
+
+    Returns:
+        ``(LineNoiseSpec, playout delay in ms)``.
+
+    Raises:
+        ScenarioError: a value out of range (a ValueError; the message says what is expected).
+    """
+    from sim.caller_plan import DEFAULT_PLAYOUT_DELAY_SECS
+    from sim.scenario import LineNoiseSpec, override_line
+
+    return override_line(
+        LineNoiseSpec(), DEFAULT_PLAYOUT_DELAY_SECS * 1000, args.line_noise_dbfs,
+        args.line_noise_color, args.echo_db, args.playout_delay_ms,
+    )  # fmt: skip
 
 
 def build_plan(args: argparse.Namespace) -> Any:
     """The plan the flags describe: greeting, [dtmf], each utterance + reply, [barge-in]."""
     from sim.caller_plan import CallPlan
 
-    plan = CallPlan(hangup_after_secs=args.hangup_after)
+    spec, delay_ms = line_from_args(args)
+    plan = CallPlan(
+        hangup_after_secs=args.hangup_after,
+        line_noise=spec.line(),
+        playout_delay_secs=delay_ms / 1000,
+    )
     plan.wait_for_greeting(timeout_secs=args.timeout)
     if args.dtmf:
         plan.dtmf(args.dtmf)
@@ -59,7 +126,10 @@ def build_plan(args: argparse.Namespace) -> Any:
 
 def format_timeline(d: dict[str, Any]) -> str:
     """Human-readable timeline and figures of one call result dict."""
+    from sim.line_noise import describe_line
+
     lines = [f"call {d['call_sid']}  custom parameters {d['custom_parameters']}"]
+    lines.append(f"line: {describe_line(d['line'])}" if d.get("line") else "line: -")
     lines += [f"  t=+{e['t']:7.3f} s  {e['kind']:<9} {e['detail']}" for e in d["events"]]
 
     def ms(v: float | None) -> str:
@@ -83,10 +153,17 @@ def format_timeline(d: dict[str, Any]) -> str:
         f"audio received / played / cleared  {d['audio_received_secs']:.2f} / "
         f"{d['audio_played_secs']:.2f} / {d['audio_cleared_secs']:.2f} s",
         f"generator send lateness max     {d['send_lateness_max_ms']:.1f} ms",
+        f"protocol errors (Twilio drops)  {_counts(d.get('protocol_errors') or {})}",
         f"ended: {d['end_reason']}",
         "result: OK" if d["ok"] else f"result: FAILED ({d['failure']})",
     ]
     return "\n".join(lines)
+
+
+def _counts(by_kind: dict[str, int]) -> str:
+    if not by_kind:
+        return "none"
+    return ", ".join(f"{k} x{n}" for k, n in sorted(by_kind.items()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         plan = build_plan(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ScenarioError is a ValueError
         print(f"voicebot call: {e}", file=sys.stderr)
         return 2
     result = asyncio.run(

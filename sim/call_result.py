@@ -4,10 +4,10 @@ Metric definitions (all times in ms; "audible" = µ-law frame decoded to PCM16 w
 plan's ``silence_rms``):
 
 - ``setup_ms``: webhook POST start -> ``start`` message sent.
-- ``setup_to_audio_ms``: webhook POST start -> first audible bot audio received.
-- ``greeting_ms``: ``start`` sent -> first audible bot audio received.
+- ``setup_to_audio_ms``: webhook POST start -> first audible bot audio heard.
+- ``greeting_ms``: ``start`` sent -> first audible bot audio heard.
 - ``response_latencies_ms``: per caller utterance, its last frame sent -> first audible bot audio
-  received after it. Not measured when the bot was still audibly playing when the caller stopped
+  heard after it. Not measured when the bot was still audibly playing when the caller stopped
   (counted in ``talkovers``); an utterance with no audible reply before the next utterance or the
   end of the call counts in ``replies_missed``.
 - ``bargein_to_clear_ms``: first frame of a barge-in utterance sent (while bot audio was playing)
@@ -27,6 +27,15 @@ plan's ``silence_rms``):
   went out late by the server's doing, not the generator's.
 - ``audio_received_secs`` / ``audio_played_secs`` / ``audio_cleared_secs``: bot audio delivered,
   actually played by the phone, and discarded by ``clear``.
+- ``protocol_errors``: messages from the server that Twilio would have dropped, by kind
+  (``binary`` is Twilio error 31950, the rest 31951; see :mod:`sim.twilio_checks`). They are not
+  acted on; the timeline notes the first of each kind.
+- ``line``: the line the call was placed on (noise level and colour, echo, playout delay).
+
+"Heard" means played by the phone: audio arriving at an empty playback buffer plays
+``playout_delay_ms`` later (Twilio's own buffering), audio arriving while earlier audio still
+plays is queued behind it. ``gaps_ms`` counts how long the buffer had run dry when audio
+arrived (the re-buffering delay after an underrun is not added to it).
 """
 
 from __future__ import annotations
@@ -89,12 +98,19 @@ class CallResult:
     duration_secs: float = 0.0
     send_lateness_max_ms: float = 0.0
     frames_backpressured: int = 0
+    protocol_errors: dict[str, int] = field(default_factory=dict)
+    line: dict[str, Any] = field(default_factory=dict)
     events: list[CallEvent] = field(default_factory=list)
 
     @property
     def gaps(self) -> list[float]:
         """Alias of ``gaps_ms``."""
         return self.gaps_ms
+
+    @property
+    def protocol_error_count(self) -> int:
+        """Messages from the server that Twilio would have dropped, all kinds."""
+        return sum(self.protocol_errors.values())
 
     @property
     def gap_max_ms(self) -> float:

@@ -3,39 +3,45 @@
 No sockets and no clock here: the driver (asyncio in :mod:`sim.caller`, gevent in
 ``deploy/locustfile.py``) passes every received text message and a 20 ms tick in with an explicit
 ``now`` (seconds, any monotonic clock) and sends the JSON strings it gets back. The metrics it
-fills in are defined in :mod:`sim.call_result`; the phone's playback model is :mod:`sim.phone`.
+fills in are defined in :mod:`sim.call_result`; the phone's playback model is :mod:`sim.phone`;
+what the line adds to the caller's audio is :mod:`sim.line_noise`; every message received is
+checked as Twilio checks it (:mod:`sim.twilio_checks`), and one Twilio would drop is dropped and
+counted. The plan's steps are walked by :class:`sim.caller_steps.PlanSteps`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from sim.call_result import CallEvent, CallResult, percentile
 from sim.caller_plan import (
     FRAME_BYTES,
+    FRAME_SECS,
     SAMPLE_RATE_HZ,
-    SILENCE_PAYLOAD,
-    BargeIn,
     CallPlan,
-    Dtmf,
-    Hangup,
-    Pause,
-    Say,
     Utterance,
-    WaitForGreeting,
-    WaitForReply,
     ulaw_rms,
 )
+from sim.caller_steps import BargeInState, PlanSteps
+from sim.line_noise import (
+    SILENT_FRAME,
+    FrameSet,
+    bank_for,
+    describe_line,
+    echo_gain,
+    mix_echo,
+    speech_mix,
+)
 from sim.phone import PhoneBuffer
+from sim.twilio_checks import BadMessage, check_message
 from sim.twilio_webhook import Twiml, new_sid
 
 __all__ = ["CallEvent", "CallResult", "CallerCore", "PhoneBuffer", "percentile"]
 
-BARGEIN_QUIET_SECS = 0.3
 _MEDIA = (
     '{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":'
     '{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
@@ -45,19 +51,13 @@ _MEDIA = (
 @dataclass
 class _Speech:
     utterance: Utterance
+    frames: FrameSet  # the utterance as sent: with the line's noise under it
     kind: str  # "say" | "bargein"
     index: int = 0
     stale_window: bool = False
 
 
-@dataclass
-class _BargeIn:
-    start: float
-    timeout_secs: float
-    clear_at: float | None = None
-
-
-class CallerCore:
+class CallerCore(PlanSteps):
     """One simulated Twilio Media Stream, driven by ``open``/``on_message``/``on_tick``.
 
     Args:
@@ -89,11 +89,18 @@ class CallerCore:
         )
         self.res.twiml_say = twiml_say
         self._record = record
-        self.buffer = PhoneBuffer(t0, record)
+        line = plan.line_noise
+        self.res.line = {**line.to_dict(), "playout_delay_ms": plan.playout_delay_secs * 1000}
+        self._noise = bank_for(line)
+        self._noise_i = random.randrange(len(self._noise.payloads))  # calls do not line up
+        self._echo_gain = echo_gain(line.echo_db)
+        self._echo_lag = FRAME_SECS + line.echo_delay_ms / 1000
+        self.buffer = self._new_buffer(t0)
         self.done = False
         self.closed = False
         self._seq = 0
         self._chunk = 0
+        self._last_ts = 0
         self.t_start: float | None = None
         self._step = 0
         self._step_started: float | None = None
@@ -101,7 +108,7 @@ class CallerCore:
         self._speech: _Speech | None = None
         self._pending_response: float | None = None
         self._reply_audible_start: float | None = None
-        self._barge: _BargeIn | None = None
+        self._barge: BargeInState | None = None
         self._last_media_at: float | None = None
         self._reply_boundary = True
         self._interarrival: list[float] = []
@@ -131,6 +138,11 @@ class CallerCore:
             twiml_say=twiml.say_after,
         )
 
+    def _new_buffer(self, t_start: float) -> PhoneBuffer:
+        return PhoneBuffer(
+            t_start, self._record, self.plan.playout_delay_secs, self._echo_gain is not None
+        )
+
     def event(self, now: float, kind: str, detail: str = "") -> None:
         """Append a timeline event."""
         self.res.events.append(CallEvent(round(now - self.t0, 4), kind, detail))
@@ -153,9 +165,10 @@ class CallerCore:
     def open(self, now: float) -> list[str]:
         """The ``connected`` and ``start`` messages, sent as soon as the stream is open."""
         self.t_start = now
-        self.buffer = PhoneBuffer(now, self._record)
+        self.buffer = self._new_buffer(now)
         self.res.setup_ms = (now - self.t0) * 1000
         self.event(now, "stream", f"connected, start sent (streamSid {self.res.stream_sid})")
+        self.event(now, "line", describe_line(self.res.line))
         connected = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
         start = self._msg(
             "start",
@@ -173,25 +186,38 @@ class CallerCore:
         return [connected, start]
 
     def on_message(self, text: str, now: float) -> list[str]:
-        """Handle one message from the server; returns messages to send back (mark echoes)."""
+        """Handle one message from the server; returns messages to send back (mark echoes).
+
+        A message Twilio would drop (see :mod:`sim.twilio_checks`) is dropped and counted.
+        """
         try:
-            msg = json.loads(text)
-            kind = msg["event"]
-        except (ValueError, KeyError, TypeError):
-            self.event(now, "protocol", f"ignored a message that is not Twilio JSON: {text[:60]!r}")
+            kind, body = check_message(text, self.res.stream_sid)
+        except BadMessage as e:
+            self._protocol_error(now, e)
             return []
         if kind == "media":
-            self._on_media(base64.b64decode(msg["media"]["payload"]), now)
+            self._on_media(body, now)
             return []
         if kind == "clear":
             return self._on_clear(now)
-        if kind == "mark":
-            name = str(msg.get("mark", {}).get("name", ""))
-            if self.buffer.mark(name, now):
-                return [self._echo(name)]
-            return []
-        self.event(now, "protocol", f"unknown event {kind!r} from the server")
+        if self.buffer.mark(body, now):
+            return [self._echo(body)]
         return []
+
+    def on_binary(self, size: int, now: float) -> None:
+        """The server sent a binary frame: Twilio drops it (error 31950); counted."""
+        self._protocol_error(now, BadMessage("binary", f"a binary frame of {size} bytes"))
+
+    def _protocol_error(self, now: float, e: BadMessage) -> None:
+        errors = self.res.protocol_errors
+        errors[e.kind] = errors.get(e.kind, 0) + 1
+        if errors[e.kind] == 1:  # the timeline notes each kind once
+            self.event(
+                now,
+                "protocol",
+                f"dropped {e.kind} (Twilio error {e.twilio_error}): {e.detail}; "
+                "further ones are only counted",
+            )
 
     def _echo(self, name: str) -> str:
         self.res.marks_echoed += 1
@@ -217,14 +243,15 @@ class CallerCore:
         self._reply_boundary = False
         if not audible:
             return
+        # latencies run to when the caller hears the audio, not to when it arrived
         if res.greeting_ms is None and self.t_start is not None:
-            res.greeting_ms = (now - self.t_start) * 1000
-            res.setup_to_audio_ms = (now - self.t0) * 1000
-            self.event(now, "greeting", "first audible bot audio")
+            res.greeting_ms = (start - self.t_start) * 1000
+            res.setup_to_audio_ms = (start - self.t0) * 1000
+            self.event(now, "greeting", f"first audible bot audio, heard {start - now:.3f} s later")
         if self._reply_audible_start is None:
             self._reply_audible_start = start
         if self._pending_response is not None:
-            lat = (now - self._pending_response) * 1000
+            lat = (start - self._pending_response) * 1000
             res.response_latencies_ms.append(lat)
             self._pending_response = None
             self.event(now, "reply", f"first audible reply audio, response latency {lat:.0f} ms")
@@ -295,24 +322,37 @@ class CallerCore:
 
     # -- sending -------------------------------------------------------------------------
     def _frame(self, now: float) -> str:
+        """The media message for the 20 ms the caller's microphone picked up until ``now``."""
         self._chunk += 1
         sp = self._speech
-        payload = SILENCE_PAYLOAD
-        if sp is not None:
-            payload = sp.utterance.payloads[sp.index]
+        if sp is None:  # line noise (or digital silence) between utterances
+            frames, i = self._noise, self._noise_i
+            self._noise_i = i + 1 if i + 1 < len(frames.payloads) else 0
+        else:
+            frames, i = sp.frames, sp.index
             sp.index += 1
             self.res.audio_sent_secs += FRAME_BYTES / SAMPLE_RATE_HZ
-            if sp.index >= len(sp.utterance.payloads):
+            if sp.index >= len(frames.payloads):
                 self._end_speech(now)
+        payload = frames.payloads[i]
+        if self._echo_gain is not None:  # the bot as heard, leaking back from the handset
+            echo = self.buffer.played_frame(now - self._echo_lag)
+            if echo != SILENT_FRAME:
+                payload = mix_echo(frames.raw[i], echo, self._echo_gain)
+        # Twilio's timestamp follows the clock (ms since the stream started), first one above 0
+        since = now - self.t_start if self.t_start is not None else 0.0
+        ts = max(round(since * 1000), self._last_ts + 1)
+        self._last_ts = ts
         self._seq += 1
-        return _MEDIA % (self._seq, self.res.stream_sid, self._chunk, self._chunk * 20, payload)
+        return _MEDIA % (self._seq, self.res.stream_sid, self._chunk, ts, payload)
 
     def _start_speech(self, now: float, utt: Utterance, kind: str) -> None:
         if self._pending_response is not None:
             self.res.replies_missed += 1
             self.event(now, "no-reply", "previous utterance got no audible reply")
             self._pending_response = None
-        self._speech = _Speech(utt, kind)
+        line = self.plan.line_noise
+        self._speech = _Speech(utt, speech_mix(utt, line.dbfs, line.color), kind)
         self.event(now, "say" if kind == "say" else "barge-in", f"{utt.name} starts")
 
     def _end_speech(self, now: float) -> None:
@@ -336,100 +376,6 @@ class CallerCore:
         stop = {"accountSid": self.account_sid, "callSid": self.res.call_sid}
         return [self._msg("stop", "stop", stop)]
 
-    # -- plan ----------------------------------------------------------------------------
-    def _next_step(self, now: float) -> None:
-        self._step += 1
-        self._step_started = now
-        self._step_state = 0
-
-    def _run_step(self, now: float, out: list[str]) -> bool:
-        """Advance the current step; True when it finished and the next one should run now."""
-        steps = self.plan.steps
-        if self._step >= len(steps):
-            out.extend(self._hangup(now, "caller hung up"))
-            return False
-        step = steps[self._step]
-        started = self._step_started if self._step_started is not None else now
-        elapsed = now - started
-        buf = self.buffer
-        if isinstance(step, Hangup):
-            out.extend(self._hangup(now, "caller hung up"))
-            return False
-        if isinstance(step, Say):
-            if self._step_state == 0:
-                self._step_state = 1
-                self._start_speech(now, step.audio, "say")
-                return False
-            self._next_step(now)
-            return True
-        if isinstance(step, WaitForGreeting | WaitForReply):
-            heard = (
-                self.res.greeting_ms is not None
-                if isinstance(step, WaitForGreeting)
-                else self._pending_response is None
-            )
-            if heard and buf.audible_until <= now - step.quiet_secs:
-                self._next_step(now)
-                return True
-            if elapsed >= step.timeout_secs:
-                what = "greeting" if isinstance(step, WaitForGreeting) else "reply"
-                self.event(now, "timeout", f"waited {step.timeout_secs:g} s for the {what} to end")
-                self._next_step(now)
-                return True
-            return False
-        if isinstance(step, BargeIn):
-            if self._step_state == 1:
-                self._next_step(now)
-                return True
-            rs = self._reply_audible_start
-            if rs is not None and now >= rs + step.after_bot_audio_secs:
-                self._step_state = 1
-                if buf.audible_until > now:
-                    self.res.bargeins += 1
-                    self._barge = _BargeIn(now, step.timeout_secs)
-                else:
-                    self.event(now, "barge-in", "bot already quiet: spoken over silence")
-                self._start_speech(now, step.audio, "bargein")
-                return False
-            if elapsed >= step.timeout_secs:
-                self.event(now, "timeout", "barge-in skipped: no bot audio to talk over")
-                self._next_step(now)
-                return True
-            return False
-        if isinstance(step, Dtmf):
-            if self._step_state >= len(step.digits):
-                self._next_step(now)
-                return True
-            if elapsed >= self._step_state * step.gap_secs:
-                digit = step.digits[self._step_state]
-                self._step_state += 1
-                out.append(self._msg("dtmf", "dtmf", {"track": "inbound_track", "digit": digit}))
-                self.event(now, "dtmf", f"digit {digit}")
-            return False
-        if isinstance(step, Pause):
-            if elapsed >= step.secs:
-                self._next_step(now)
-                return True
-            return False
-        raise TypeError(f"unknown plan step {step!r}")
-
-    def _check_bargein(self, now: float) -> None:
-        b = self._barge
-        if b is None:
-            return
-        audible_until = self.buffer.audible_until
-        if audible_until <= now - BARGEIN_QUIET_SECS:
-            t = max(audible_until, b.start)
-            self.res.bargein_to_silence_ms.append((t - b.start) * 1000)
-            self.event(
-                now, "barge-in", f"bot went quiet without clear after {(t - b.start) * 1000:.0f} ms"
-            )
-            self._barge = None
-        elif now - b.start > b.timeout_secs:
-            self.res.bargeins_unanswered += 1
-            self.event(now, "barge-in", f"bot kept talking {b.timeout_secs:g} s after barge-in")
-            self._barge = None
-
     def result(self, now: float) -> CallResult:
         """Finish the metrics and return the :class:`CallResult`."""
         res = self.res
@@ -441,7 +387,7 @@ class CallerCore:
             self._barge = None
         if not res.duration_secs and self.t_start is not None:
             res.duration_secs = now - self.t_start
-        res.audio_played_secs = self.buffer.played_secs - max(0.0, self.buffer.busy_until - now)
+        res.audio_played_secs = self.buffer.played_secs - self.buffer.unplayed_secs(now)
         res.audio_cleared_secs = self.buffer.cleared_secs
         if self._interarrival:
             res.interarrival_p99_ms = (percentile(self._interarrival, 99) or 0.0) * 1000

@@ -1,8 +1,9 @@
 """What a simulated caller does: call plans, their steps, and the caller's audio.
 
 A :class:`CallPlan` is an ordered list of steps (wait for the greeting, say an utterance, wait for
-the reply, barge in, press keys, pause, hang up). Utterances are cut once into 20 ms µ-law frames
-whose base64 payloads are precomputed, so sending a frame costs one string format.
+the reply, barge in, press keys, pause, hang up) and the line it is placed on (noise, echo,
+playout delay). Utterances are cut once into 20 ms µ-law frames whose base64 payloads are
+precomputed, so sending a frame costs one string format.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SAMPLE_RATE_HZ = 8000
-FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
+from sim.line_noise import FRAME_BYTES, SAMPLE_RATE_HZ, ULAW_SILENCE, LineNoise
+
 FRAME_SECS = FRAME_BYTES / SAMPLE_RATE_HZ
-ULAW_SILENCE = 0xFF
+DEFAULT_PLAYOUT_DELAY_SECS = 0.06
+"""Twilio's own buffering before received audio plays (its jitter buffer and the downlink to the
+handset): a realistic few tens of ms, so latencies are measured to when the caller hears."""
 SILENCE_PAYLOAD = base64.b64encode(bytes([ULAW_SILENCE]) * FRAME_BYTES).decode()
 ASSETS_DIR = Path(__file__).parent / "assets"
 DEFAULT_SILENCE_RMS = 200.0
@@ -211,6 +214,10 @@ class CallPlan:
         silence_rms: RMS threshold separating silent from non-silent bot audio.
         gap_min_secs: playback underruns shorter than this are not counted as gaps.
         reply_break_secs: bot audio resuming after a quiet spell this long is a new reply.
+        line_noise: what the line adds to the caller's audio (noise, echo); by default the
+            realistic line of :data:`sim.line_noise.DEFAULT_LINE_NOISE_DBFS`.
+        playout_delay_secs: Twilio's buffering before received audio plays; latencies are
+            measured to when the caller hears the audio.
     """
 
     steps: list[Step] = field(default_factory=list)
@@ -218,6 +225,8 @@ class CallPlan:
     silence_rms: float = DEFAULT_SILENCE_RMS
     gap_min_secs: float = 0.02
     reply_break_secs: float = 2.0
+    line_noise: LineNoise = field(default_factory=LineNoise)
+    playout_delay_secs: float = DEFAULT_PLAYOUT_DELAY_SECS
 
     def wait_for_greeting(self, timeout_secs: float = 10.0, quiet_secs: float = 0.5) -> CallPlan:
         """Append a :class:`WaitForGreeting` step."""

@@ -38,6 +38,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="inject failures (see below)")  # fmt: skip
     parser.add_argument("--tool-call", action="append", default=[], metavar="N:NAME[:JSON]",
                         help="scripted tool call")  # fmt: skip
+    parser.add_argument("--seed", type=int, help="seed of the misbehaviour faults' draws")
+    limits = parser.add_argument_group("limits like the service's (on by default)")
+    limits.add_argument("--connection-secs", type=float, default=600.0,
+                        help="connection lifetime (0: none; default 600)")  # fmt: skip
+    limits.add_argument("--goaway-lead-secs", type=float, default=60.0,
+                        help="goAway this long before a limit (default 60)")  # fmt: skip
+    limits.add_argument("--session-secs", type=float, default=900.0,
+                        help="audio session limit without context window compression "
+                        "(0: none; default 900)")  # fmt: skip
+    limits.add_argument("--session-limit-code", type=int, default=1011,
+                        help="close code at the session limit (unconfirmed; 1011)")  # fmt: skip
+    limits.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiply every limit and its goAway lead (0.01: a 10-min "
+                        "connection lasts 6 s)")  # fmt: skip
     parser.add_argument("--log-level", default="INFO", help="loguru level for stderr")
 
 
@@ -57,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         faults = parse_faults(args.fault)
         scripts = tuple(parse_tool_script(spec) for spec in args.tool_call)
+        if args.time_scale <= 0:
+            raise ValueError(f"--time-scale {args.time_scale}: expected a number above 0")
     except ValueError as exc:
         print(f"voicebot emulator: {exc}", file=sys.stderr)
         return 1
+    if args.seed is not None:
+        faults.seed = args.seed
     config = EmulatorConfig(
         think_ms=args.think_ms,
         voice=args.voice,
@@ -69,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         tool_scripts=scripts,
         record_in_memory=False,
+        connection_secs=args.connection_secs or None,
+        goaway_lead_secs=args.goaway_lead_secs,
+        audio_session_secs=args.session_secs or None,
+        session_limit_code=args.session_limit_code,
+        time_scale=args.time_scale,
     )
     if args.greeting_wav:
         config.greeting_wav = args.greeting_wav

@@ -120,7 +120,7 @@ async def run_calls(
     active = 0
     sem = asyncio.Semaphore(concurrency)
     rng = random.Random(cfg.seed)
-    cfg.scenario.utterances()  # load and frame the audio before the clock matters
+    cfg.scenario.prepare()  # audio, line noise and speech mixes before the clock matters
 
     async def one(i: int) -> None:
         nonlocal active

@@ -16,14 +16,15 @@ SERVER_BUSY_WARN_PCT = 95.0
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``loadtest`` command's arguments."""
+    from sim.call_cmd import add_line_arguments
     from sim.report import RATIO_SLOS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "SLO names: p50_|p95_|p99_|max_ + setup_ms, setup_audio_ms, greeting_ms, response_ms,\n"
         "  bargein_clear_ms, bargein_silence_ms, gap_ms, interarrival_ms, send_lateness_ms;\n"
-        f"  {', '.join(RATIO_SLOS)} (percent); max_stale_frames (total).\n"
-        "  e.g. --slo p95_response_ms=1200 --slo max_failed_pct=1 --slo max_stale_frames=0\n"
+        f"  {', '.join(RATIO_SLOS)} (percent); max_stale_frames, max_protocol_errors (totals).\n"
+        "  e.g. --slo p95_response_ms=1200 --slo max_failed_pct=1 --slo max_protocol_errors=0\n"
         "Exit status: 0 all SLOs met, 1 an SLO missed, 2 bad arguments, 3 the run failed."
     )
     parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
@@ -70,6 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="leave the garbage collector at Python's defaults (for comparison runs)",
     )
+    add_line_arguments(parser)
 
 
 class Progress:
@@ -147,7 +149,13 @@ def _print_summary(summary: dict[str, Any], lines: list[list[str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{summary['calls']} calls: {summary['ok']} ok, {summary['failed']} failed")
+    from sim.line_noise import describe_line
+
+    line = describe_line(summary["meta"].get("line") or {})
+    t = Table(
+        title=f"{summary['calls']} calls: {summary['ok']} ok, {summary['failed']} failed "
+        f"(line: {line})"
+    )
     for col in ("metric (ms)", "n", "p50", "p95", "p99", "max"):
         t.add_column(col, justify="left" if col.startswith("metric") else "right")
     for row in lines:
@@ -164,6 +172,16 @@ def _print_summary(summary: dict[str, Any], lines: list[list[str]]) -> None:
         f"{summary['meta'].get('generator_cpu_pct')}% of one core; other load on its cores "
         f"{summary['meta'].get('foreign_load_pct', '-')}%; longest GC pause "
         f"{(summary['meta'].get('generator_gc') or {}).get('pause_max_ms', '-')} ms"
+    )
+    errors = summary.get("protocol_errors_by_kind") or {}
+    con.print(
+        f"protocol errors (messages Twilio would drop) {summary.get('protocol_errors', 0)}"
+        + (
+            f" in {summary['calls_with_protocol_errors']} calls: "
+            + ", ".join(f"{k} x{n}" for k, n in errors.items())
+            if errors
+            else ""
+        )
     )
     server = summary["meta"].get("server_cpu_pct")
     if server:
@@ -207,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         slos = dict(parse_slo(s) for s in args.slo)
-        scenario = load_scenario(args.scenario)
+        scenario = load_scenario(args.scenario).with_line(
+            args.line_noise_dbfs, args.line_noise_color, args.echo_db, args.playout_delay_ms
+        )
         if args.calls < 1 or args.concurrency < 1 or args.workers < 1:
             raise ValueError("--calls, --concurrency and --workers must be at least 1")
     except (ValueError, ScenarioError) as e:
@@ -232,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
         "wall_secs": round(outcome.wall_secs, 2),
         "generator_cpu_pct": round(100 * outcome.cpu_secs / outcome.wall_secs, 1)
         if outcome.wall_secs else None,
-        "generator_gc": outcome.gc, "generator_nice": args.nice, **outcome.host,
+        "generator_gc": outcome.gc, "generator_nice": args.nice,
+        "line": scenario.line_description(), **outcome.host,
     }  # fmt: skip
     summary = summarize(outcome.records, outcome.lateness, outcome.concurrency, meta)
     missed = check_slos(summary, slos)

@@ -8,6 +8,10 @@ SLO names (``--slo NAME=VALUE``):
   at most VALUE; a metric with no samples misses its SLO.
 - ``max_failed_pct``, ``max_missed_reply_pct``, ``max_unanswered_bargein_pct``: percentages.
 - ``max_stale_frames``: total stale frames after ``clear`` over all calls.
+- ``max_protocol_errors``: total messages from the server that Twilio would have dropped
+  (:mod:`sim.twilio_checks`), all kinds, over all calls.
+
+``meta.line`` states the line the calls were on (noise level and colour, echo, playout delay).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from sim.call_result import percentile
 from sim.frame_ticker import LatenessHistogram
+from sim.line_noise import describe_line
 
 METRICS = {  # summary name -> (record field, flattened list?)
     "setup_ms": ("setup_ms", False),
@@ -44,6 +49,7 @@ LABELS = {
     "send_lateness_ms": "generator send lateness",
 }
 RATIO_SLOS = ("max_failed_pct", "max_missed_reply_pct", "max_unanswered_bargein_pct")
+TOTAL_SLOS = {"max_stale_frames": "stale_frames", "max_protocol_errors": "protocol_errors"}
 
 
 def values(records: list[dict[str, Any]], name: str) -> list[float]:
@@ -89,6 +95,9 @@ def summarize(
     }  # fmt: skip
     turns = sum(len(r["response_latencies_ms"]) + r["replies_missed"] for r in records)
     bargeins = sum(r["bargeins"] for r in records)
+    errors: Counter[str] = Counter()
+    for r in records:
+        errors.update(r.get("protocol_errors") or {})
     return {
         "meta": meta or {},
         "calls": n,
@@ -115,6 +124,9 @@ def summarize(
         "stale_frames": sum(r["stale_frames"] for r in records),
         "frames_backpressured": sum(r.get("frames_backpressured", 0) for r in records),
         "calls_with_stale_frames": sum(1 for r in records if r["stale_frames"]),
+        "protocol_errors": sum(errors.values()),
+        "protocol_errors_by_kind": dict(errors.most_common()),
+        "calls_with_protocol_errors": sum(1 for r in records if r.get("protocol_errors")),
         "audio_received_secs": round(sum(r["audio_received_secs"] for r in records), 2),
     }
 
@@ -144,7 +156,7 @@ def slo_names() -> list[str]:
     names = [
         f"{q}_{m}" for m in [*METRICS, "send_lateness_ms"] for q in ("p50", "p95", "p99", "max")
     ]
-    return names + [*RATIO_SLOS, "max_stale_frames"]
+    return names + [*RATIO_SLOS, *TOTAL_SLOS]
 
 
 def check_slos(summary: dict[str, Any], slos: dict[str, float]) -> list[str]:
@@ -153,8 +165,8 @@ def check_slos(summary: dict[str, Any], slos: dict[str, float]) -> list[str]:
     for name, limit in slos.items():
         if name in RATIO_SLOS:
             got = summary[name.removeprefix("max_")]
-        elif name == "max_stale_frames":
-            got = summary["stale_frames"]
+        elif name in TOTAL_SLOS:
+            got = summary.get(TOTAL_SLOS[name], 0)
         else:
             q, _, metric = name.partition("_")
             got = summary["metrics"][metric][q]
@@ -296,16 +308,22 @@ def render_html(
         charts.append(svg_histogram(vs, f"{LABELS[name]} (histogram)"))
         charts.append(svg_cdf(vs, f"{LABELS[name]} (CDF)"))
     meta = html.escape(json.dumps(summary["meta"]))
+    line = html.escape(describe_line(summary["meta"].get("line") or {}))
+    errors = summary.get("protocol_errors_by_kind") or {}
+    kinds = html.escape(", ".join(f"{k} x{n}" for k, n in errors.items()) or "none")
     missed = summary.get("slo_missed") or []
     slo = "".join(f'<p class="bad">SLO missed: {html.escape(m)}</p>' for m in missed)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>voicebot load test</title>"
-        f"<style>{CSS}</style></head><body><h1>voicebot load test</h1><p>{meta}</p>{slo}"
+        f"<style>{CSS}</style></head><body><h1>voicebot load test</h1>"
+        f"<p><b>line:</b> {line}</p><p>{meta}</p>{slo}"
         f"<p>calls {summary['calls']}, ok {summary['ok']}, failed {summary['failed']} "
         f"({summary['failed_pct']}%), concurrency reached {summary['concurrency_max']}, "
         f"clears {summary['clears']}, stale frames {summary['stale_frames']} "
         f"(in {summary['calls_with_stale_frames']} calls), replies missed "
-        f"{summary['replies_missed']}, barge-ins unanswered {summary['bargeins_unanswered']}</p>"
+        f"{summary['replies_missed']}, barge-ins unanswered {summary['bargeins_unanswered']}, "
+        f"protocol errors (messages Twilio would drop) {summary.get('protocol_errors', 0)}: "
+        f"{kinds}</p>"
         f"<table><tr><th>ms</th><th>n</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>"
         f"{rows}</table>"
         + svg_series([(t, n) for t, n in concurrency], "concurrent calls over time")

@@ -4,6 +4,8 @@ Example (``sim/scenarios/bargein.yaml``)::
 
     name: bargein
     hangup_after_secs: 60
+    line_noise: {dbfs: -45, color: pink}  # or: off; echo_db: 30 adds the bot's echo
+    playout_delay_ms: 60                  # Twilio's buffering before audio is heard
     steps:
       - wait_for_greeting: {timeout_secs: 10}
       - say: caller_question.wav          # shorthand for {audio: caller_question.wav}
@@ -14,7 +16,9 @@ Example (``sim/scenarios/bargein.yaml``)::
       - hangup: {}
 
 Every step takes ``probability`` (0-1, default 1): the chance that a given call performs it.
-Audio paths resolve relative to the scenario file, then ``sim/assets``.
+Audio paths resolve relative to the scenario file, then ``sim/assets``. Without ``line_noise``
+the caller is on the default line (:data:`sim.line_noise.DEFAULT_LINE_NOISE_DBFS`);
+``voicebot loadtest --line-noise-dbfs`` overrides the scenario's.
 """
 
 from __future__ import annotations
@@ -22,12 +26,21 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sim.caller_plan import CallPlan, Utterance, resolve_audio_path
+from sim.caller_plan import DEFAULT_PLAYOUT_DELAY_SECS, CallPlan, Utterance, resolve_audio_path
+from sim.line_noise import (
+    DEFAULT_ECHO_DELAY_MS,
+    DEFAULT_LINE_NOISE_COLOR,
+    DEFAULT_LINE_NOISE_DBFS,
+    LineNoise,
+    bank_for,
+    parse_dbfs,
+    speech_mix,
+)
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 
@@ -140,17 +153,91 @@ class ScenarioStep(BaseModel):
         return next(k for k in type(self).model_fields if getattr(self, k) is not None)
 
 
+class LineNoiseSpec(BaseModel):
+    """``line_noise``: the caller's line (see :class:`sim.line_noise.LineNoise`).
+
+    ``line_noise: off`` is digital silence; ``line_noise: -50`` sets only the level.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    dbfs: float | None = DEFAULT_LINE_NOISE_DBFS
+    color: Literal["white", "pink"] = DEFAULT_LINE_NOISE_COLOR
+    echo_db: float | None = None
+    echo_delay_ms: float = DEFAULT_ECHO_DELAY_MS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if v is False or v is None or isinstance(v, str | int | float):
+            return {"dbfs": _dbfs(v)}
+        if isinstance(v, dict) and "dbfs" in v:
+            return {**v, "dbfs": _dbfs(v["dbfs"])}
+        return v
+
+    @model_validator(mode="after")
+    def _in_range(self) -> LineNoiseSpec:
+        self.line()  # LineNoise checks the ranges and says what it expected
+        return self
+
+    def line(self) -> LineNoise:
+        """The :class:`LineNoise` this spec describes."""
+        return LineNoise(self.dbfs, self.color, self.echo_db, self.echo_delay_ms)
+
+
+def _dbfs(v: Any) -> Any:
+    """YAML 1.1 reads ``off`` as False; accept it, ``"off"`` and null as digital silence."""
+    if v is False or v is None:
+        return None
+    if isinstance(v, str):
+        return parse_dbfs(v)
+    return v
+
+
 class Scenario(BaseModel):
-    """A load-test scenario: the steps every simulated caller follows."""
+    """A load-test scenario: the steps every simulated caller follows, and the caller's line."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = "scenario"
     description: str = ""
     hangup_after_secs: float = Field(120.0, gt=0)
     silence_rms: float = Field(200.0, gt=0)
+    line_noise: LineNoiseSpec = Field(default_factory=LineNoiseSpec)
+    playout_delay_ms: float = Field(DEFAULT_PLAYOUT_DELAY_SECS * 1000, ge=0, le=1000)
     steps: list[ScenarioStep] = Field(min_length=1)
     base_dir: Path | None = Field(None, exclude=True)
     source: str = Field("<scenario>", exclude=True)
+
+    def with_line(
+        self,
+        dbfs: float | str | None = None,
+        color: str | None = None,
+        echo_db: float | str | None = None,
+        playout_delay_ms: float | None = None,
+    ) -> Scenario:
+        """A copy on another line (command-line overrides); see :func:`override_line`.
+
+        Raises:
+            ScenarioError: a value out of range (the message says which and what is expected).
+        """
+        spec, delay = override_line(
+            self.line_noise, self.playout_delay_ms, dbfs, color, echo_db, playout_delay_ms
+        )
+        return self.model_copy(update={"line_noise": spec, "playout_delay_ms": delay})
+
+    def line_description(self) -> dict[str, Any]:
+        """The line every call of this scenario is on (for reports)."""
+        return {**self.line_noise.line().to_dict(), "playout_delay_ms": self.playout_delay_ms}
+
+    def prepare(self) -> None:
+        """Load the audio and render the line's noise and speech mixes now, once per process.
+
+        A load generator calls this before its clock matters: rendering in the first call
+        would stall every call already sending.
+        """
+        line = self.line_noise.line()
+        bank_for(line)
+        for utt in self.utterances().values():
+            speech_mix(utt, line.dbfs, line.color)
 
     def utterances(self) -> dict[str, Utterance]:
         """Every audio file the scenario uses, loaded and framed once.
@@ -173,7 +260,12 @@ class Scenario(BaseModel):
         """One call's plan: steps drawn with their probabilities and random ranges."""
         rng = rng or random.Random()
         utts = self.utterances()
-        plan = CallPlan(hangup_after_secs=self.hangup_after_secs, silence_rms=self.silence_rms)
+        plan = CallPlan(
+            hangup_after_secs=self.hangup_after_secs,
+            silence_rms=self.silence_rms,
+            line_noise=self.line_noise.line(),
+            playout_delay_secs=self.playout_delay_ms / 1000,
+        )
         for st in self.steps:
             spec = getattr(st, st.kind)
             if spec.probability < 1.0 and rng.random() >= spec.probability:
@@ -201,6 +293,37 @@ class Scenario(BaseModel):
                 plan.hangup()
                 break
         return plan
+
+
+def override_line(
+    spec: LineNoiseSpec,
+    delay_ms: float,
+    dbfs: float | str | None = None,
+    color: str | None = None,
+    echo_db: float | str | None = None,
+    playout_delay_ms: float | None = None,
+) -> tuple[LineNoiseSpec, float]:
+    """``spec`` and ``delay_ms`` with the given values replaced (None keeps; ``"off"``: none).
+
+    Raises:
+        ScenarioError: a value out of range (the message says which and what is expected).
+    """
+    d = spec.model_dump()
+    if dbfs is not None:
+        d["dbfs"] = dbfs
+    if color is not None:
+        d["color"] = color
+    if echo_db is not None:
+        d["echo_db"] = None if echo_db == "off" else echo_db
+    try:
+        new = LineNoiseSpec.model_validate(d)
+    except ValidationError as e:
+        msg = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        raise ScenarioError(msg) from None
+    delay = delay_ms if playout_delay_ms is None else playout_delay_ms
+    if not 0 <= delay <= 1000:
+        raise ScenarioError(f"playout delay: got {delay:g} ms, expected 0 to 1000 ms (e.g. 60)")
+    return new, float(delay)
 
 
 def _format_errors(source: str, e: ValidationError) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from sim.caller_core import CallerCore, CallResult, PhoneBuffer, percentile
 from sim.caller_plan import FRAME_BYTES, CallPlan, Utterance, read_wav_as_ulaw, ulaw_rms
+from sim.line_noise import LineNoise
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +32,17 @@ def utt(frames: int) -> Utterance:
     return Utterance.from_ulaw(LOUD * frames, "u")
 
 
-def make(plan: CallPlan, t0: float = 100.0, record: bool = False) -> CallerCore:
+def mark(name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}})
+
+
+def make(
+    plan: CallPlan, t0: float = 100.0, record: bool = False, ideal_line: bool = True
+) -> CallerCore:
+    """A core on ``plan``; ``ideal_line``: digital silence and no playout delay (exact times)."""
+    if ideal_line:
+        plan.line_noise = LineNoise(dbfs=None)
+        plan.playout_delay_secs = 0.0
     core = CallerCore(
         plan,
         t0=t0,
@@ -101,11 +112,11 @@ def test_mark_echo_waits_for_playback_or_is_immediate_when_empty() -> None:
     core.open(0.0)
     for _ in range(5):
         core.on_message(media(LOUD), 0.0)  # 100 ms buffered
-    assert core.on_message(json.dumps({"event": "mark", "mark": {"name": "a"}}), 0.0) == []
+    assert core.on_message(mark("a"), 0.0) == []
     assert not any('"mark"' in m for m in core.on_tick(0.08))
     echoed = [json.loads(m) for m in core.on_tick(0.1) if '"mark"' in m]
     assert echoed and echoed[0]["mark"] == {"name": "a"}
-    now_echo = core.on_message(json.dumps({"event": "mark", "mark": {"name": "b"}}), 0.5)
+    now_echo = core.on_message(mark("b"), 0.5)
     assert json.loads(now_echo[0])["mark"]["name"] == "b"
 
 

@@ -12,7 +12,9 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from sim.call_cmd import format_timeline
 from sim.caller import CallPlan, parse_twiml, place_call, voice_url
+from sim.line_noise import LineNoise
 
 pytestmark = pytest.mark.e2e
 
@@ -110,6 +112,72 @@ async def test_call_completes_records_audio_and_sends_twilio_messages(
     assert seen["mark_back"] == "end"
     with wave.open(str(out)) as w:
         assert w.getframerate() == 8000 and w.getnframes() >= 3200
+
+
+async def test_call_on_a_noisy_line_completes_against_the_real_server(make_server) -> None:
+    server = await make_server()  # the real server, SDK and Pipecat against the emulator
+    line = LineNoise(dbfs=-45.0, color="pink", echo_db=30.0)
+    plan = (
+        CallPlan(line_noise=line)
+        .wait_for_greeting()
+        .say("caller_question.wav")
+        .wait_for_reply()
+        .hangup()
+    )
+    res = await place_call(server.url, plan)
+    assert res.ok, res.failure
+    assert res.line == {
+        "dbfs": -45.0,
+        "color": "pink",
+        "echo_db": 30.0,
+        "echo_delay_ms": 40.0,
+        "playout_delay_ms": 60.0,
+    }
+    assert res.greeting_ms is not None and res.greeting_ms < 3000
+    assert len(res.response_latencies_ms) == 1 and res.replies_missed == 0
+    assert res.talkovers == 0 and res.stale_frames == 0
+    assert res.protocol_errors == {}  # the server sent nothing Twilio would drop
+    assert res.audio_played_secs > 3.0
+    text = format_timeline(res.to_dict())
+    assert "line: pink noise -45 dBFS, echo -30 dB after 40 ms, playout delay 60 ms" in text
+    assert "protocol errors (Twilio drops)  none" in text
+
+
+async def test_messages_twilio_would_drop_are_counted_not_obeyed(aiohttp_server) -> None:
+    async def voice(request: web.Request) -> web.Response:
+        return web.Response(
+            content_type="text/xml",
+            text=f'<Response><Connect><Stream url="ws://{request.host}/m"/></Connect></Response>',
+        )
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # connected
+        sid = json.loads((await ws.receive()).data)["streamSid"]
+        await ws.send_str(
+            json.dumps({"event": "media", "streamSid": "MZwrong", "media": {"payload": TONE}})
+        )
+        await ws.send_bytes(b"\x00" * 10)
+        await ws.send_str(json.dumps({"event": "clear", "streamSid": sid, "sequenceNumber": "1"}))
+        await ws.send_str(
+            json.dumps({"event": "media", "streamSid": sid, "media": {"payload": TONE}})
+        )
+        async for msg in ws:
+            if json.loads(msg.data)["event"] == "stop":
+                break
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/twilio/voice", voice)
+    app.router.add_get("/m", media)
+    server = await aiohttp_server(app)
+    plan = CallPlan().wait_for_greeting(timeout_secs=2, quiet_secs=0.1).hangup()
+    res = await place_call(str(server.make_url("/")), plan)
+    assert res.ok, res.failure  # Twilio drops bad messages; the call goes on
+    assert res.protocol_errors == {"wrong_stream_sid": 1, "binary": 1, "extra_fields": 1}
+    assert res.clears == 0  # the malformed clear was not obeyed
+    assert res.audio_received_secs == pytest.approx(0.04)  # only the valid media counted
 
 
 async def test_forged_signature_fails_with_webhook_403(aiohttp_server) -> None:

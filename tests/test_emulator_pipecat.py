@@ -34,7 +34,11 @@ async def test_pipecat_greeting_arrives_as_24k_tts_audio() -> None:
         recorded = emu.recordings["s1"]
     audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
     assert audio and {f.sample_rate for f in audio} == {24_000}
-    assert sum(len(f.audio) for f in audio) == pytest.approx(3.869 * 48_000, abs=2 * 3840)
+    # Pipecat 1.14 reads only parts[0] of a modelTurn, and 3.x bundles three 80 ms parts a
+    # message: plain Pipecat plays about a third of the greeting. CallGeminiLive splits the
+    # messages and plays it whole (tests/test_wire_rules_e2e.py).
+    heard = sum(len(f.audio) for f in audio) / 48_000
+    assert 0.3 * 3.869 < heard < 0.4 * 3.869
     # Pipecat's 3.x nudge (realtime text " ") after the greeting trigger is not a second reply.
     assert {"realtime_input": {"text": " "}} in [r["msg"] for r in recorded]
     assert sum(isinstance(f, LLMFullResponseEndFrame) for f in down) == 1

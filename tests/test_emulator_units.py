@@ -9,6 +9,7 @@ import pytest
 
 from sim.emulator import protocol
 from sim.emulator.config import parse_faults, parse_tool_script
+from sim.emulator.misbehaviour import Misbehaviour, Trigger, parse_trigger
 from sim.emulator.schema import Rejection, VadParams, validate_setup
 from sim.emulator.vad import TurnDetector
 
@@ -89,7 +90,7 @@ def test_vad_finds_one_turn_and_respects_silence_duration() -> None:
 
 
 def test_vad_low_start_sensitivity_ignores_quiet_speech() -> None:
-    quiet = _tone(1.0, 16_000, 0.02)  # about -37 dBFS
+    quiet = _tone(1.0, 16_000, 0.05)  # about -29 dBFS: over HIGH (-33), under LOW (-27)
     high = TurnDetector(VadParams(), 16_000)
     low = TurnDetector(VadParams(start_sensitivity="START_SENSITIVITY_LOW"), 16_000)
     assert high.feed(quiet).started and not low.feed(quiet).started
@@ -104,3 +105,62 @@ def test_fault_and_tool_call_parsing() -> None:
         parse_faults(["goaway=1"])
     script = parse_tool_script('2:lookup:{"id": "42"}')
     assert (script.after_turn, script.name, script.args) == (2, "lookup", {"id": "42"})
+
+
+def test_misbehaviour_triggers_parse_and_draws_are_seeded() -> None:
+    plan = parse_faults(["missed_bargein=0.25,empty_turn=turn:3,seed=9"])
+    assert (plan.missed_bargein, plan.empty_turn, plan.seed) == ("0.25", "turn:3", 9)
+    with pytest.raises(ValueError, match="expected a probability from 0 to 1"):
+        parse_faults(["phantom_interrupt=2"])
+    assert parse_trigger("empty_turn", "turn:3") == Trigger(turn=3)
+
+    def draws(seed: int, session_id: str) -> list[bool]:
+        m = Misbehaviour({"missed_bargein": "0.5"}, seed, session_id)
+        return [m.happens("missed_bargein", turn) for turn in range(40)]
+
+    assert draws(1, "s1") == draws(1, "s1")  # reproducible
+    assert draws(1, "s1") != draws(2, "s1") and draws(1, "s1") != draws(1, "s2")
+    assert 5 < sum(draws(1, "s1")) < 35
+    by_turn = Misbehaviour({"empty_turn": "turn:3"}, 0, "s1")
+    assert [by_turn.happens("empty_turn", t) for t in (1, 2, 3, 4)] == [False, False, True, False]
+
+
+@pytest.mark.parametrize("color", ["pink", "white"])
+@pytest.mark.parametrize("dbfs", [-45.0, -40.0])
+def test_vad_is_not_fooled_by_the_callers_line_noise(color: str, dbfs: float) -> None:
+    # The simulated caller's own noise (sim.line_noise), as the server forwards it: mu-law
+    # 8 kHz upsampled to 16 kHz. It follows a stretch of digital silence (greeting grace).
+    import audioop
+
+    import soxr
+
+    from sim.emulator.caller_audio import read_caller_wav
+    from sim.emulator.config import ASSETS_DIR
+    from sim.line_noise import noise_bank
+
+    noise8 = np.frombuffer(audioop.ulaw2lin(b"".join(noise_bank(dbfs, color).raw), 2), "<i2")
+
+    def to16k(x: np.ndarray) -> bytes:
+        y = soxr.resample(x.astype(np.float32) / 32768, 8000, 16000)
+        return (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+
+    def noise(secs: float) -> np.ndarray:
+        return np.resize(noise8, int(secs * 8000)).astype(np.int32)
+
+    speech = read_caller_wav(ASSETS_DIR / "caller_question.wav", 8000).astype(np.int32)
+    line = np.concatenate([np.zeros(8000, np.int32), noise(20.0)])
+    talk = np.concatenate([noise(1.0), speech + noise(speech.size / 8000), noise(1.0)])
+    for sensitivity in ("HIGH", "LOW"):
+        params = VadParams(
+            start_sensitivity=f"START_SENSITIVITY_{sensitivity}",
+            end_sensitivity=f"END_SENSITIVITY_{sensitivity}",
+        )
+        vad = TurnDetector(params, 16_000)
+        quiet = to16k(np.clip(line, -32768, 32767))
+        assert not any(vad.feed(quiet[i : i + 1280]).started for i in range(0, len(quiet), 1280))
+        assert vad.floor_dbfs is not None and abs(vad.floor_dbfs - dbfs) < 4
+        spoken = to16k(np.clip(talk, -32768, 32767))
+        events = [vad.feed(spoken[i : i + 1280]) for i in range(0, len(spoken), 1280)]
+        assert (sum(e.started for e in events), sum(e.ended for e in events)) == (1, 1)
+        assert vad.finished is not None
+        assert vad.finished.size / 16_000 == pytest.approx(2.9, abs=0.4)  # the utterance only

@@ -55,10 +55,17 @@ def test_cli_exit_code_on_missed_slo(tmp_path: Path) -> None:
             "max_failed_pct=0",
             "--report",
             str(tmp_path),
+            "--line-noise-dbfs",
+            "-50",
+            "--line-noise-color",
+            "white",
         ]
     )
     assert run(args) == EXIT_SLO
     doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["summary"]["meta"]["line"]["dbfs"] == -50.0  # the report states the line
+    assert doc["summary"]["meta"]["line"]["color"] == "white"
+    assert "white noise -50 dBFS" in (tmp_path / "report.html").read_text()
     assert doc["summary"]["failed"] == 2 and all(
         c["failure"].startswith("webhook:") for c in doc["calls"]
     )

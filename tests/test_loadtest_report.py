@@ -10,6 +10,7 @@ import pytest
 
 from sim.caller_plan import BargeIn, Dtmf, Say
 from sim.frame_ticker import LatenessHistogram
+from sim.line_noise import LineNoise
 from sim.loadtest_cmd import EXIT_SLO, EXIT_USAGE, configure, run
 from sim.report import check_slos, parse_slo, summarize, write_report
 from sim.scenario import ScenarioError, load_scenario, parse_scenario
@@ -116,6 +117,44 @@ def test_summary_and_report_agree_with_records(tmp_path: Path) -> None:
         and "<script" not in page
         and "http" not in page.replace("http://www.w3.org/2000/svg", "")
     )
+
+
+def test_protocol_errors_are_summed_by_kind_gated_by_slo_and_the_line_is_stated(
+    tmp_path: Path,
+) -> None:
+    recs = [record(0), record(1), record(2)]
+    recs[1]["protocol_errors"] = {"wrong_stream_sid": 2, "binary": 1}
+    recs[2]["protocol_errors"] = {"wrong_stream_sid": 1}
+    line = {"dbfs": -45.0, "color": "pink", "echo_db": None, "playout_delay_ms": 60.0}
+    summary = summarize(recs, LatenessHistogram(), [(0.0, 3)], {"line": line})
+    assert summary["protocol_errors"] == 4 and summary["calls_with_protocol_errors"] == 2
+    assert summary["protocol_errors_by_kind"] == {"wrong_stream_sid": 3, "binary": 1}
+    assert parse_slo("max_protocol_errors=0") == ("max_protocol_errors", 0.0)
+    assert check_slos(summary, {"max_protocol_errors": 0}) == ["max_protocol_errors: 4 > 0"]
+    assert check_slos(summary, {"max_protocol_errors": 4}) == []
+    _, hp = write_report(tmp_path, summary, recs, [(0.0, 3)])
+    page = hp.read_text()
+    assert "pink noise -45 dBFS, no echo, playout delay 60 ms" in page
+    assert "wrong_stream_sid x3, binary x1" in page
+
+
+def test_scenario_line_noise_and_command_line_overrides() -> None:
+    sc = parse_scenario("line_noise: {dbfs: -50, color: white}\nsteps:\n  - hangup\n", "l.yaml")
+    plan = sc.build_plan()
+    assert (plan.line_noise.dbfs, plan.line_noise.color) == (-50.0, "white")
+    assert plan.playout_delay_secs == pytest.approx(0.06)
+    assert parse_scenario("line_noise: off\nsteps: [hangup]\n").line_noise.dbfs is None
+    over = sc.with_line("off", None, 30.0, 20.0)
+    assert over.line_description() == {
+        "dbfs": None, "color": "white", "echo_db": 30.0, "echo_delay_ms": 40.0,
+        "playout_delay_ms": 20.0,
+    }  # fmt: skip
+    with pytest.raises(ScenarioError, match="expected -120 to -3 dBFS"):
+        sc.with_line(0.0)
+    with pytest.raises(ScenarioError, match=r"l.yaml: line_noise.color: Input should be"):
+        parse_scenario("line_noise: {color: brown}\nsteps: [hangup]\n", "l.yaml")
+    default = load_scenario("default").build_plan().line_noise
+    assert default == LineNoise()  # no line_noise: the realistic default line
 
 
 def test_lateness_histogram_merge_and_wire_roundtrip() -> None:

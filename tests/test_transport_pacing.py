@@ -82,6 +82,19 @@ async def test_fir_resampler_streams_without_holding_audio(in_rate: int, out_rat
     assert abs(len(whole) // 2 - len(x) * out_rate / in_rate) <= 1
 
 
+async def test_fir_resampler_flush_after_reset_returns_nothing() -> None:
+    # An interrupted reply resets the resampler; the TTSStoppedFrame that follows flushes it.
+    # That flush must not produce a chunk of digital silence for Twilio (a second `clear`).
+    r = FirStreamResampler()
+    x = np.random.default_rng(2).integers(-8000, 8000, 2400).astype(np.int16)
+    await r.resample(x.tobytes(), 24000, 8000)
+    assert len(await r.flush()) > 0  # audio was inside: its tail comes out
+    assert await r.flush() == b""  # flushed: nothing left
+    await r.resample(x.tobytes(), 24000, 8000)
+    await r.reset()
+    assert await r.flush() == b""  # reset: nothing left
+
+
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 8000), (8000, 16000)])
 async def test_fir_resampler_passes_speech_band_and_rejects_aliases(
     in_rate: int, out_rate: int

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from sim.emulator.misbehaviour import MISBEHAVIOURS, parse_trigger
+
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 Voice = Literal["echo", "wav", "tone"]
@@ -18,18 +20,40 @@ VOICES: tuple[str, ...] = ("echo", "wav", "tone")
 
 @dataclass(frozen=True)
 class ToolScript:
-    """Call a function after a given caller turn.
+    """Call a function after a given caller turn, as the real model does.
+
+    **Announcing.** The model speaks before a tool call when the persona's instructions make it
+    announce the call. The deterministic rule: a sentence of the setup's system instruction
+    names the function and contains the word "before" (e.g. "Before calling transfer_call,
+    tell the caller you are transferring them."). Then a short reply (``announce_secs`` of the
+    greeting voice, with ``generationComplete``) comes first and the ``toolCall`` right after
+    it, with no ``turnComplete`` in between; otherwise the ``toolCall`` comes alone.
+    ``announce`` forces either way.
+
+    **Blocking or not.** A function declared ``NON_BLOCKING`` does not hold the conversation:
+    after its ``toolCall`` the turn's ordinary answer plays, and the function response's
+    ``scheduling`` is honoured: ``SILENT`` gives no spoken reply, ``WHEN_IDLE`` (the default)
+    a reply once the current one has finished, ``INTERRUPT`` interrupts the current reply
+    (``interrupted``, ``turnComplete``) and answers at once. A ``BLOCKING`` call's response is
+    answered at once (``scheduling`` is ignored, as the service does).
+
+    **Cancelling.** Caller speech while a call is pending (no response yet) gives
+    ``toolCallCancellation`` with the pending ids; a late response to a cancelled id is
+    ignored.
 
     Attributes:
         after_turn: 1-based caller turn (speech or realtime text; the clientContent-triggered
             greeting does not count) whose reply is replaced by this tool call.
         name: Function name; it is called only if the setup declared it, as a model would.
         args: Arguments sent in ``toolCall.functionCalls[0].args``.
+        announce: ``True``/``False`` forces the spoken announcement; ``None`` follows the
+            system instruction (see above).
     """
 
     after_turn: int
     name: str
     args: dict[str, object] = field(default_factory=dict)
+    announce: bool | None = None
 
 
 @dataclass
@@ -54,6 +78,22 @@ class EmulatorConfig:
         api_key: If set, only this key is accepted; otherwise any non-empty key.
         tool_scripts: Scripted tool calls.
         record_in_memory: Keep every client message per session in ``LiveEmulator.recordings``.
+        announce_secs: Length of a spoken announcement before a tool call (see `ToolScript`).
+        connection_secs: Connection lifetime, as the service's (~10 min): ``goAway`` comes
+            ``goaway_lead_secs`` before it, then the close 1011 ``Deadline expired ...``.
+            ``None``: no limit. ``FaultPlan.lifetime`` overrides it (unscaled).
+        goaway_lead_secs: How long before a limit ``goAway`` is sent (the service: ~60 s; its
+            ``timeLeft`` says this, scaled).
+        audio_session_secs: Session limit for audio sessions whose setup has no
+            ``contextWindowCompression`` (the service: 15 min; no limit with compression). It
+            counts from the session's first connection, across resumptions; ``goAway`` comes
+            ``goaway_lead_secs`` before it. ``None``: no limit.
+        session_limit_code: Close code at the session limit. The service's code is not
+            confirmed anywhere public; 1011 with ``session_limit_reason`` (the connection
+            cap's close) is a plausible default.
+        session_limit_reason: Close reason at the session limit.
+        time_scale: Multiplies every limit above and its ``goAway`` lead (0.01 makes a
+            10-minute connection last 6 s), so tests run long behaviours in seconds.
     """
 
     think_ms: int = 300
@@ -69,6 +109,13 @@ class EmulatorConfig:
     api_key: str | None = None
     tool_scripts: tuple[ToolScript, ...] = ()
     record_in_memory: bool = True
+    announce_secs: float = 1.0
+    connection_secs: float | None = 600.0
+    goaway_lead_secs: float = 60.0
+    audio_session_secs: float | None = 900.0
+    session_limit_code: int = 1011
+    session_limit_reason: str = "Deadline expired before operation could complete."
+    time_scale: float = 1.0
 
 
 @dataclass
@@ -91,6 +138,12 @@ class FaultPlan:
         stall_secs: ... for this long.
         handle_ttl: Seconds a resumption handle stays valid (the service: 2 h).
         forget_handles: Treat every resumption handle as stale (1008 on resume).
+        missed_bargein: Caller speech during a reply does not interrupt it. A probability
+            (``"0.3"``) or a caller turn (``"turn:2"``); see `sim.emulator.misbehaviour`.
+        phantom_interrupt: ``interrupted`` + ``turnComplete`` mid-reply with no caller speech.
+        freeze_after_interrupt: After ``interrupted`` the connection answers nothing more.
+        empty_turn: A caller turn is answered with a bare ``turnComplete``.
+        seed: Seed of the misbehaviour draws (per session: seed and session id).
     """
 
     goaway_after: float | None = None
@@ -105,6 +158,11 @@ class FaultPlan:
     stall_secs: float = 3.0
     handle_ttl: float = 7200.0
     forget_handles: bool = False
+    missed_bargein: str = ""
+    phantom_interrupt: str = ""
+    freeze_after_interrupt: str = ""
+    empty_turn: str = ""
+    seed: int = 0
 
 
 FAULT_HELP = """\
@@ -116,7 +174,14 @@ FAULT_HELP = """\
   setup_delay=SECS                   delay before setupComplete
   stall_after=SECS,stall_secs=SECS   pause each reply after SECS of audio
   handle_ttl=SECS | forget_handles=true   resumption handles expire / are always stale (1008)
-Example: --fault goaway_after=5,time_left=2 --fault max_sessions=100"""
+Misbehaviour like the real model's; each takes a probability P (0..1) or turn:N (the reply to
+caller turn N); draws are seeded (seed=N, or --seed):
+  missed_bargein=P|turn:N            caller speech during a reply does not interrupt it
+  phantom_interrupt=P|turn:N         'interrupted' + turnComplete mid-reply, nobody spoke
+  freeze_after_interrupt=P|turn:N    after 'interrupted' the connection never answers again
+  empty_turn=P|turn:N                a caller turn answered with a bare turnComplete
+Limits are on by default (see --connection-secs, --session-secs, --time-scale).
+Example: --fault goaway_after=5,time_left=2 --fault max_sessions=100 --fault missed_bargein=0.3"""
 
 
 def parse_faults(specs: list[str]) -> FaultPlan:
@@ -137,6 +202,10 @@ def parse_faults(specs: list[str]) -> FaultPlan:
                     f"{', '.join(types)}"
                 )
             kind = str(types[key])
+            if key in MISBEHAVIOURS:
+                parse_trigger(key, raw)  # refuse a bad value now, with its own fix
+                setattr(plan, key, raw.strip())
+                continue
             try:
                 value: object
                 if "bool" in kind:

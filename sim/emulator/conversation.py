@@ -9,13 +9,18 @@ from typing import Any
 
 @dataclass
 class Conversation:
-    """What a session has heard and said: restored by a session-resumption handle."""
+    """What a session has heard and said: restored by a session-resumption handle.
+
+    ``started_at`` (``time.monotonic()``) is when the session's first connection was set up:
+    the session limit counts from it across resumptions.
+    """
 
     caller_turns: int = 0
     replies: int = 0
     context_audio_secs: float = 0.0
     context_text_tokens: int = 0
     history: list[str] = field(default_factory=list)
+    started_at: float | None = None
 
     def copy(self) -> Conversation:
         """A snapshot independent of further changes."""

@@ -1,4 +1,4 @@
-"""Timed faults of one session: goAway then a deadline close, scheduled closes, lifetime."""
+"""Timed events of one session: the service's limits, and goAway/close faults."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from sim.emulator import protocol as p
+from sim.emulator.limits import limit_steps
 
 if TYPE_CHECKING:
     from sim.emulator.session import LiveSession
 
 
 async def fault_timer(session: LiveSession) -> None:
-    """Run a session's timed faults: goAway, deadline and scheduled closes."""
-    faults = session.emu.faults
+    """Run a session's limits (`sim.emulator.limits`) and timed faults: goAway and closes."""
+    faults, cfg = session.emu.faults, session.cfg
     plan: list[tuple[float, str, float]] = []
     if faults.goaway_after is not None:
         plan.append((faults.goaway_after, "goaway", faults.time_left))
@@ -26,6 +27,7 @@ async def fault_timer(session: LiveSession) -> None:
         lead = min(60.0, faults.lifetime / 10)
         plan.append((faults.lifetime - lead, "goaway", lead))
         plan.append((faults.lifetime, "deadline", 0.0))
+    plan.extend(limit_steps(session))
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
@@ -35,9 +37,13 @@ async def fault_timer(session: LiveSession) -> None:
                 return
             if action == "goaway":
                 await session.send(p.go_away(time_left))
-            elif action == "deadline":
+                continue
+            if action == "deadline":
                 await session.close(1011, p.DEADLINE_EXPIRED)
+            elif action == "session_end":
+                await session.close(cfg.session_limit_code, cfg.session_limit_reason)
             else:
                 await session.close(faults.close_code, faults.close_reason)
+            return  # closed: the later steps would only keep the session's teardown waiting
     except (ConnectionError, RuntimeError) as exc:
         logger.debug("emulator {}: fault timer stopped: {!r}", session.id, exc)

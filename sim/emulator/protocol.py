@@ -79,8 +79,12 @@ GENERATION_COMPLETE = encode({"serverContent": {"generationComplete": True}})
 INTERRUPTED = encode({"serverContent": {"interrupted": True}})
 
 
+_CHUNK_HEAD = b'{"serverContent":{"modelTurn":{"parts":['
+_CHUNK_TAIL = b"]}}}"
+
+
 def audio_chunk(pcm: bytes) -> bytes:
-    """One ``modelTurn`` message carrying 24 kHz PCM16 (one part: Pipecat reads ``parts[0]``)."""
+    """One ``modelTurn`` message carrying 24 kHz PCM16 in one part (the 2.5 shape)."""
     data = base64.b64encode(pcm).decode("ascii")
     return encode(
         {
@@ -91,35 +95,76 @@ def audio_chunk(pcm: bytes) -> bytes:
     )
 
 
+def chunk_part(chunk: bytes) -> bytes:
+    """The encoded part (``{"inlineData":…}``) of a message made by `audio_chunk`."""
+    if not (chunk.startswith(_CHUNK_HEAD) and chunk.endswith(_CHUNK_TAIL)):
+        raise ValueError("expected a one-part modelTurn message made by audio_chunk")
+    return chunk[len(_CHUNK_HEAD) : -len(_CHUNK_TAIL)]
+
+
 def transcription(kind: str, text: str) -> bytes:
     """``inputTranscription`` or ``outputTranscription``."""
     return encode({"serverContent": {kind: {"text": text}}})
 
 
-def turn_complete(prompt_audio_secs: float, prompt_text_tokens: int, reply_secs: float) -> bytes:
-    """``turnComplete`` with ``usageMetadata`` in the same message (Pipecat reads it there)."""
+def usage(prompt_audio_secs: float, prompt_text_tokens: int, reply_secs: float) -> dict[str, Any]:
+    """A ``usageMetadata`` body: the prompt so far and the reply's audio tokens."""
     audio_in = int(prompt_audio_secs * AUDIO_TOKENS_PER_SEC)
     prompt = audio_in + prompt_text_tokens
     response = int(reply_secs * AUDIO_TOKENS_PER_SEC)
+    return {
+        "promptTokenCount": prompt,
+        "responseTokenCount": response,
+        "totalTokenCount": prompt + response,
+        "promptTokensDetails": [
+            {"modality": "AUDIO", "tokenCount": audio_in},
+            {"modality": "TEXT", "tokenCount": prompt_text_tokens},
+        ],
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": response}],
+    }
+
+
+TURN_COMPLETE_FIELDS: dict[str, Any] = {
+    "turnComplete": True,
+    "turnCompleteReason": "NEED_MORE_INPUT",
+    "waitingForInput": True,
+}
+
+
+def turn_complete(prompt_audio_secs: float, prompt_text_tokens: int, reply_secs: float) -> bytes:
+    """``turnComplete`` with ``usageMetadata`` in the same message (Pipecat reads it there)."""
     return encode(
         {
-            "serverContent": {
-                "turnComplete": True,
-                "turnCompleteReason": "NEED_MORE_INPUT",
-                "waitingForInput": True,
-            },
-            "usageMetadata": {
-                "promptTokenCount": prompt,
-                "responseTokenCount": response,
-                "totalTokenCount": prompt + response,
-                "promptTokensDetails": [
-                    {"modality": "AUDIO", "tokenCount": audio_in},
-                    {"modality": "TEXT", "tokenCount": prompt_text_tokens},
-                ],
-                "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": response}],
-            },
+            "serverContent": dict(TURN_COMPLETE_FIELDS),
+            "usageMetadata": usage(prompt_audio_secs, prompt_text_tokens, reply_secs),
         }
     )
+
+
+def usage_only(body: dict[str, Any]) -> bytes:
+    """A message with nothing but ``usageMetadata`` (3.x sends these)."""
+    return encode({"usageMetadata": body})
+
+
+def server_content(
+    parts: list[bytes],
+    fields: dict[str, Any],
+    usage_body: dict[str, Any] | None = None,
+) -> bytes:
+    """One ``serverContent`` message: encoded audio parts (`chunk_part`) plus other fields.
+
+    The parts are spliced in as encoded, so a bundled message costs no base64 work.
+    """
+    body = encode(fields)[1:-1] if fields else b""
+    items = []
+    if parts:
+        items.append(b'"modelTurn":{"parts":[' + b",".join(parts) + b"]}")
+    if body:
+        items.append(body)
+    out = b'{"serverContent":{' + b",".join(items) + b"}"
+    if usage_body is not None:
+        out += b',"usageMetadata":' + encode(usage_body)
+    return out + b"}"
 
 
 def resumption_update(handle: str | None) -> bytes:

@@ -176,6 +176,7 @@ class SetupInfo:
     resume_handle: str = ""
     tool_names: frozenset[str] = frozenset()
     system_tokens: int = 0
+    history_in_client_content: bool = False
 
 
 def _text_tokens(content: Any) -> int:
@@ -215,6 +216,7 @@ def validate_setup(raw: Any, api_version: str) -> SetupInfo:
     info.input_transcription = "input_audio_transcription" in setup
     info.output_transcription = "output_audio_transcription" in setup
     resumption = setup.get("session_resumption")
+    _check_resumption(resumption, spec)
     info.resumption = resumption is not None
     info.resume_handle = str((resumption or {}).get("handle") or "")
     info.tool_names = frozenset(
@@ -223,7 +225,18 @@ def validate_setup(raw: Any, api_version: str) -> SetupInfo:
         for fd in tool.get("function_declarations") or []
     )
     info.system_tokens = _text_tokens(setup.get("system_instruction"))
+    history = setup.get("history_config") or {}
+    info.history_in_client_content = bool(history.get("initial_history_in_client_content"))
     return info
+
+
+def _check_resumption(resumption: Any, spec: gm.ModelSpec) -> None:
+    """3.1 refuses ``sessionResumption: {handle: null}`` (``{}`` is fine)."""
+    explicit_null = isinstance(resumption, dict) and "handle" in resumption
+    if explicit_null and resumption["handle"] is None and not spec.null_resumption_handle:
+        raise Rejection(
+            1007, INVALID_ARGUMENT, f"{spec.name}: sessionResumption.handle is null (omit it)"
+        )
 
 
 def _check_modalities(gen: dict[str, Any], spec: gm.ModelSpec) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import ssl
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,8 @@ class LiveEmulator:
         self._tls: TlsMaterial | None = None
         self._runner: web.AppRunner | None = None
         self._sessions: set[LiveSession] = set()
-        self._handles: dict[str, tuple[Conversation, float]] = {}
+        # handle -> (snapshot, issued at, the issuing connection, weakly: ended ones go)
+        self._handles: dict[str, tuple[Conversation, float, weakref.ref[LiveSession]]] = {}
         self._ids = itertools.count(1)
 
     @property
@@ -165,23 +167,26 @@ class LiveEmulator:
         """Count a session that completed setup."""
         self.sessions_total += 1
 
-    def store_handle(self, handle: str, conv: Conversation) -> None:
-        """Remember a conversation snapshot under a resumption handle."""
+    def store_handle(self, handle: str, conv: Conversation, origin: LiveSession) -> None:
+        """Remember a conversation snapshot under a resumption handle, and its connection."""
         now = time.monotonic()
         if len(self._handles) > 10_000:
             ttl = self.faults.handle_ttl
             self._handles = {h: v for h, v in self._handles.items() if now - v[1] < ttl}
-        self._handles[handle] = (conv, now)
+        self._handles[handle] = (conv, now, weakref.ref(origin))
 
-    def restore_handle(self, handle: str) -> Conversation | None:
-        """The conversation saved under a handle, or ``None`` if unknown or stale."""
+    def restore_handle(self, handle: str) -> tuple[Conversation, LiveSession | None] | None:
+        """The conversation saved under a handle and the connection that issued it.
+
+        ``None`` if the handle is unknown or stale.
+        """
         found = self._handles.get(handle)
         if found is None or self.faults.forget_handles:
             return None
-        conv, at = found
+        conv, at, origin = found
         if time.monotonic() - at > self.faults.handle_ttl:
             return None
-        return conv.copy()
+        return conv.copy(), origin()
 
     # HTTP
 
@@ -190,6 +195,7 @@ class LiveEmulator:
         voices.wav_reply(cfg.greeting_wav, cfg.chunk_ms)
         voices.wav_reply(cfg.greeting_wav, cfg.chunk_ms, cfg.goodbye_secs)
         voices.tone_reply(cfg.tone_secs, cfg.chunk_ms)
+        voices.wav_reply(cfg.greeting_wav, cfg.chunk_ms, cfg.announce_secs)
         if cfg.voice == "wav":
             voices.wav_reply(cfg.answer_wav, cfg.chunk_ms)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,12 +14,15 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 from sim.emulator import protocol as p
-from sim.emulator import voices
+from sim.emulator import voices, wire
 from sim.emulator.config import ToolScript
 from sim.emulator.conversation import Conversation, cancel_and_wait
 from sim.emulator.faults import fault_timer
+from sim.emulator.misbehaviour import MISBEHAVIOURS, Misbehaviour, phantom_interrupt
 from sim.emulator.schema import INVALID_ARGUMENT, Rejection, SetupInfo, validate_setup
 from sim.emulator.vad import TurnDetector
+
+from sim.emulator import resumption, tools  # isort: skip
 
 if TYPE_CHECKING:
     from sim.emulator.server import LiveEmulator
@@ -66,6 +70,13 @@ class LiveSession:
         self._last_trigger = -1e9
         self._pending_tools: dict[str, str] = {}
         self._replies_started = 0
+        faults = emu.faults
+        self._misb = Misbehaviour({k: getattr(faults, k) for k in MISBEHAVIOURS}, faults.seed,
+                                  session_id)  # fmt: skip
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.client_messages = 0  # on this connection, setup included
+        self._realtime_seen = False
+        self._pending_input: str | None = None
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -87,6 +98,8 @@ class LiveSession:
         except (ConnectionError, RuntimeError) as exc:
             logger.debug("emulator {}: connection lost: {!r}", self.id, exc)
         finally:
+            for side in list(self._side_tasks):
+                await cancel_and_wait(side)
             await cancel_and_wait(self._reply_task)
             if self._fault_task is not None and self.close_code is not None:
                 with contextlib.suppress(TimeoutError):
@@ -127,7 +140,12 @@ class LiveSession:
             restored = self.emu.restore_handle(info.resume_handle)
             if restored is None:
                 raise Rejection(1008, p.SESSION_NOT_FOUND, "unknown or stale resumption handle")
-            self.conv = restored
+            if resumption.still_open(restored[1]):
+                raise Rejection(1011, resumption.RESUME_WHILE_OPEN_REASON,
+                                "resumed while the handle's connection is still open")  # fmt: skip
+            self.conv = restored[0]
+        if self.conv.started_at is None:
+            self.conv.started_at = time.monotonic()
         if faults.setup_delay > 0:
             await asyncio.sleep(faults.setup_delay)
         self.info = info
@@ -145,6 +163,7 @@ class LiveSession:
         except ValueError as exc:
             raise Rejection(1007, f"Invalid JSON payload received. {exc}", "bad JSON") from exc
         self.emu.recorder.record(self.id, obj)
+        self.client_messages += 1
         return obj
 
     async def _on_message(self, data: str | bytes) -> None:
@@ -153,6 +172,7 @@ class LiveSession:
             raise Rejection(1007, INVALID_ARGUMENT, "message is not an object")
         for key, body in obj.items():
             if key in ("realtime_input", "realtimeInput"):
+                self._realtime_seen = True
                 await self._on_realtime(body)
             elif key in ("client_content", "clientContent"):
                 await self._on_client_content(body)
@@ -202,7 +222,11 @@ class LiveSession:
             vad = self._vad = TurnDetector(self.info.vad, rate)
         events = vad.feed(pcm)
         if events.started:
-            await self._barge_in()
+            busy = self._pending_tools or (self._reply_task and not self._reply_task.done())
+            if busy and self._misb.happens("missed_bargein", self.conv.caller_turns):
+                logger.debug("emulator {}: fault: barge-in missed", self.id)
+            else:
+                await self._barge_in()
         if events.ended:
             await self._caller_turn(vad.finished, rate)
 
@@ -234,9 +258,10 @@ class LiveSession:
         self.conv.caller_turns += 1
         self.conv.context_text_tokens += len(text) // 4 + 1
         self.conv.history.append(f"caller: [text {len(text)} chars]")
-        self._reply_to_turn(self._audio("text"))
+        self._reply_to_turn(self._audio("greeting"))
 
     async def _on_client_content(self, body: dict[str, Any]) -> None:
+        wire.check_client_content(self)
         for turn in body.get("turns") or ():
             for part in turn.get("parts") or () if isinstance(turn, dict) else ():
                 self.conv.context_text_tokens += (len(str(part.get("text", ""))) + 3) // 4
@@ -245,15 +270,7 @@ class LiveSession:
             self._start_reply(self._audio("greeting"))
 
     async def _on_tool_response(self, body: dict[str, Any]) -> None:
-        responses = p.get(body, "function_responses", "functionResponses") or []
-        answered = [r.get("id") for r in responses if r.get("id") in self._pending_tools]
-        if not answered:
-            logger.debug("emulator {}: toolResponse for no pending call", self.id)
-            return
-        for call_id in answered:
-            self._pending_tools.pop(call_id, None)
-        self.conv.context_text_tokens += len(json.dumps(responses)) // 4
-        self._start_reply(self._audio("goodbye"), after_tool=True)
+        await tools.on_tool_response(self, body)
 
     async def _caller_turn(self, samples: np.ndarray | None, rate: int) -> None:
         assert self.info is not None
@@ -265,7 +282,10 @@ class LiveSession:
         self.conv.context_audio_secs += secs
         self.conv.history.append(f"caller: {label}")
         if self.info.input_transcription:
-            await self.send(p.transcription("inputTranscription", label))
+            now, self._pending_input = wire.input_transcript(self.info.model, self._pending_input,
+                                                             label)  # fmt: skip
+            for message in now:
+                await self.send(message)
         self._reply_to_turn(self._audio("answer", samples, rate))
 
     # Replies
@@ -285,11 +305,19 @@ class LiveSession:
     def _reply_to_turn(self, audio: voices.ReplyAudio) -> None:
         assert self.info is not None
         turn = self.conv.caller_turns
+        if self._misb.happens("empty_turn", turn):
+            self._start_reply(None)  # a bare turnComplete
+            return
         for script in self.cfg.tool_scripts:
             if script.after_turn == turn and script.name in self.info.tool_names:
-                self._start_reply(None, tool=script)
+                self._start_reply(audio, tool=script)
                 return
         self._start_reply(audio)
+        if self._misb.happens("phantom_interrupt", turn) and self._reply_task is not None:
+            side = asyncio.create_task(phantom_interrupt(self, self._reply_task),
+                                       name=f"emulator:{self.id}:phantom")  # fmt: skip
+            self._side_tasks.add(side)
+            side.add_done_callback(self._side_tasks.discard)
 
     def _start_reply(
         self,
@@ -298,6 +326,9 @@ class LiveSession:
         tool: ToolScript | None = None,
         after_tool: bool = False,
     ) -> None:
+        if self._misb.frozen:
+            logger.debug("emulator {}: fault: frozen since an interruption; no reply", self.id)
+            return
         previous = self._reply_task
         self._last_trigger = self._loop.time()
         self._replies_started += 1
@@ -306,9 +337,17 @@ class LiveSession:
             name=f"emulator:{self.id}:reply-{self._replies_started}",
         )
 
-    async def _barge_in(self, *, force: bool = False) -> None:
-        """Caller activity: stop a reply (``interrupted`` + ``turnComplete`` if audio began)."""
+    async def _barge_in(self, *, force: bool = False, cancel_tools: bool = True) -> None:
+        """Caller activity: stop a reply (``interrupted`` + ``turnComplete`` if audio began).
+
+        Tool calls still pending are cancelled (``toolCallCancellation``) unless
+        ``cancel_tools`` is false.
+        """
         assert self.info is not None
+        if cancel_tools and self._pending_tools and (self.info.barge_in or force):
+            ids = list(self._pending_tools)
+            self._pending_tools.clear()
+            await self.send(tools.cancellation(ids))
         task = self._reply_task
         if task is None or task.done() or not (self.info.barge_in or force):
             return
@@ -320,6 +359,9 @@ class LiveSession:
             self._finish_reply_bookkeeping(sent, interrupted=True)
             await self.send(p.INTERRUPTED)
             await self.send(self._turn_complete(sent))
+            if self._misb.happens("freeze_after_interrupt", self.conv.caller_turns):
+                logger.debug("emulator {}: fault: frozen after an interruption", self.id)
+                self._misb.frozen = True
             await self._send_resumption()
 
     async def _reply(
@@ -337,55 +379,36 @@ class LiveSession:
             if self.info.resumption:
                 await self.send(p.resumption_update(None))
             if tool is not None:
-                call_id = f"fc-{self.id}-{self._replies_started}"
-                self._pending_tools[call_id] = tool.name
-                await self.send(p.tool_call(call_id, tool.name, dict(tool.args)))
-                return
-            assert audio is not None
-            await self._stream(audio, after_tool)
+                await tools.run_tool_call(self, tool, audio)
+            elif audio is None:  # fault: an empty turn
+                self._finish_reply_bookkeeping(0.0, interrupted=False)
+                await self.send(self._turn_complete(0.0))
+                await self._send_resumption()
+            else:
+                await self._stream(audio, after_tool)
         except (ConnectionError, RuntimeError) as exc:
             logger.debug("emulator {}: reply stopped, connection lost: {!r}", self.id, exc)
 
     async def _stream(self, audio: voices.ReplyAudio, after_tool: bool) -> None:
-        assert self.info is not None
-        cfg, faults = self.cfg, self.emu.faults
-        self._streaming, self._sent_secs = True, 0.0
-        if self.info.output_transcription:
-            if after_tool:
-                await self.send(p.transcription("outputTranscription", ""))
-            await self.send(p.transcription("outputTranscription", audio.label))
-        burst = max(1, cfg.burst_ms // cfg.chunk_ms)
-        start = self._loop.time()
-        stalled = faults.stall_after is None
-        for i, message in enumerate(audio.messages, 1):
-            await self.send(message)
-            self._sent_secs = min(audio.secs, i * audio.chunk_secs)
-            if not stalled and self._sent_secs >= (faults.stall_after or 0.0):
-                stalled = True
-                await asyncio.sleep(faults.stall_secs)
-                start += faults.stall_secs
-            if i % burst == 0:
-                ahead = start + self._sent_secs / cfg.pace - self._loop.time() if cfg.pace else 0
-                await asyncio.sleep(max(0.0, ahead))
-        await self.send(p.GENERATION_COMPLETE)
-        if cfg.wait_playback:
-            await asyncio.sleep(max(0.0, start + audio.secs - self._loop.time()))
-        self._streaming = False
-        self._finish_reply_bookkeeping(audio.secs, interrupted=False)
-        await self.send(self._turn_complete(audio.secs))
-        await self._send_resumption()
+        await wire.stream_reply(self, audio, after_tool)
 
     def _finish_reply_bookkeeping(self, secs: float, *, interrupted: bool) -> None:
         self.conv.replies += 1
         note = " interrupted" if interrupted else ""
         self.conv.history.append(f"model: [audio {secs:.2f} s{note}]")
 
-    def _turn_complete(self, reply_secs: float) -> bytes:
+    def _usage(self, reply_secs: float, *, count: bool = True) -> dict[str, Any]:
+        """``usageMetadata`` for a reply of ``reply_secs``; ``count`` adds it to the context."""
         assert self.info is not None
         prompt_text = self.info.system_tokens + self.conv.context_text_tokens
-        message = p.turn_complete(self.conv.context_audio_secs, prompt_text, reply_secs)
-        self.conv.context_audio_secs += reply_secs
-        return message
+        body = p.usage(self.conv.context_audio_secs, prompt_text, reply_secs)
+        if count:
+            self.conv.context_audio_secs += reply_secs
+        return body
+
+    def _turn_complete(self, reply_secs: float) -> bytes:
+        return p.encode({"serverContent": dict(p.TURN_COMPLETE_FIELDS),
+                         "usageMetadata": self._usage(reply_secs)})  # fmt: skip
 
     async def _send_resumption(self) -> None:
         if self.info is None or not self.info.resumption or self.close_code is not None:
@@ -393,5 +416,5 @@ class LiveSession:
         if self._pending_tools:
             return
         handle = secrets.token_urlsafe(24)
-        self.emu.store_handle(handle, self.conv.copy())
-        await self.send(p.resumption_update(handle))
+        self.emu.store_handle(handle, self.conv.copy(), self)
+        await self.send(resumption.update_message(handle, self.client_messages - 1))

@@ -3,8 +3,15 @@
 Honours ``automatic_activity_detection``: start sensitivity sets the speech threshold,
 ``prefix_padding_ms`` how long speech must last before the start is committed, end
 sensitivity the threshold below which a frame counts as silence, ``silence_duration_ms`` how
-much silence ends the turn. Per chunk the work is a few numpy calls and a loop over its
-2-4 frames.
+much silence ends the turn.
+
+A phone line is never silent: line noise sits around -45 dBFS (up to -40). The thresholds are
+absolute levels above that (speech frames on the bundled caller recordings are -25 dBFS at the
+median) and, on a louder line, relative to an adaptive noise floor: between turns the floor
+follows the quietest frame of each chunk (down at once, up with a one-second time constant),
+speech must exceed it by ``START_MARGIN_DB`` for ``prefix_padding_ms``, and a turn ends when
+frames stay within ``END_MARGIN_DB`` of it for ``silence_duration_ms``. Per chunk the work is a
+few numpy calls and, only near a threshold, a loop over its 2-4 frames.
 """
 
 from __future__ import annotations
@@ -19,8 +26,15 @@ from sim.emulator.schema import VadParams
 FRAME_MS = 10
 PREROLL_MS = 200
 MAX_UTTERANCE_SECS = 60.0
-_START_DBFS = {"START_SENSITIVITY_HIGH": -45.0, "START_SENSITIVITY_LOW": -35.0}
-_END_DBFS = {"END_SENSITIVITY_HIGH": -40.0, "END_SENSITIVITY_LOW": -50.0}
+# Frame RMS levels, above line noise (-45..-40 dBFS) and below the body of speech (-25 dBFS).
+_START_DBFS = {"START_SENSITIVITY_HIGH": -33.0, "START_SENSITIVITY_LOW": -27.0}
+_END_DBFS = {"END_SENSITIVITY_HIGH": -33.0, "END_SENSITIVITY_LOW": -37.0}
+START_MARGIN_DB = 10.0
+END_MARGIN_DB = 6.0
+# Per 10 ms frame: the floor follows the chunks' mean energy, up with a ~1 s time constant,
+# down with ~0.2 s.
+FLOOR_RISE_PER_FRAME = 0.01
+FLOOR_FALL_PER_FRAME = 0.05
 _EMPTY = np.zeros(0, dtype=np.int16)
 
 
@@ -45,10 +59,15 @@ class TurnDetector:
         self._frame = max(1, rate_hz * FRAME_MS // 1000)
         # Thresholds as frame energy (sum of squares), so no logarithm per frame.
         full_scale = self._frame * 32768.0**2
-        start_db = _START_DBFS.get(params.start_sensitivity, -45.0)
-        end_db = _END_DBFS.get(params.end_sensitivity, -40.0)
-        self._start_energy = full_scale * 10 ** (start_db / 10)
-        self._end_energy = full_scale * 10 ** (end_db / 10)
+        start_db = _START_DBFS.get(params.start_sensitivity, _START_DBFS["START_SENSITIVITY_HIGH"])
+        end_db = _END_DBFS.get(params.end_sensitivity, _END_DBFS["END_SENSITIVITY_HIGH"])
+        self._abs_start = full_scale * 10 ** (start_db / 10)
+        self._abs_end = full_scale * 10 ** (end_db / 10)
+        self._start_margin = 10 ** (START_MARGIN_DB / 10)
+        self._end_margin = 10 ** (END_MARGIN_DB / 10)
+        self._start_energy = self._abs_start
+        self._end_energy = self._abs_end
+        self.floor_energy: float | None = None  # noise floor (frame energy); None: no audio yet
         self._start_frames = max(1, params.prefix_padding_ms // FRAME_MS)
         self._end_frames = max(1, params.silence_duration_ms // FRAME_MS)
         self._max_frames = int(MAX_UTTERANCE_SECS * 1000 / FRAME_MS)
@@ -78,12 +97,12 @@ class TurnDetector:
         as_float = frames.astype(np.float32)
         energy = np.einsum("ij,ij->i", as_float, as_float)
         if not self.in_speech:
-            loud = energy > self._start_energy
-            if not loud.any():  # the common case between turns: no per-frame work
+            self._track_floor(float(energy.mean()), count)
+            if float(energy.max()) <= self._start_energy:  # between turns: no per-frame work
                 self._preroll.extend(frames)
                 self._run = 0
                 return events
-            flags = loud.tolist()
+            flags = (energy > self._start_energy).tolist()
         else:
             flags = (energy > self._end_energy).tolist()
             if all(flags):
@@ -98,6 +117,9 @@ class TurnDetector:
                 self._run = self._run + 1 if flag else 0
                 if self._run >= self._start_frames:
                     self.in_speech = events.started = True
+                    # the floor is frozen while the caller speaks: silence is judged against it
+                    floor = self.floor_energy or 0.0
+                    self._end_energy = max(self._abs_end, floor * self._end_margin)
                     self._utterance = list(self._preroll)
                     self._last_voiced = len(self._utterance)
                     self._silence = 0
@@ -115,6 +137,23 @@ class TurnDetector:
                 self._finish()
                 events.ended = True
         return events
+
+    @property
+    def floor_dbfs(self) -> float | None:
+        """The noise floor as frame RMS in dBFS (``None`` before any audio)."""
+        if self.floor_energy is None:
+            return None
+        return float(10 * np.log10(max(self.floor_energy, 1e-3) / (self._frame * 32768.0**2)))
+
+    def _track_floor(self, level: float, frames: int) -> None:
+        floor = self.floor_energy
+        if floor is None:  # assume a quiet line until the floor has been measured
+            floor = min(level, self._abs_start / self._start_margin)
+        else:
+            rate = FLOOR_FALL_PER_FRAME if level < floor else FLOOR_RISE_PER_FRAME
+            floor += (level - floor) * (1.0 - (1.0 - rate) ** frames)
+        self.floor_energy = floor
+        self._start_energy = max(self._abs_start, floor * self._start_margin)
 
     def flush(self) -> bool:
         """End a turn in progress now (``audioStreamEnd``); whether one was in progress."""
