@@ -119,6 +119,9 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "gemini-3.8-live"
+# An audio session without contextWindowCompression ends after this long, across resumed
+# connections (ai.google.dev/gemini-api/docs/live-session); the emulator enforces it too.
+AUDIO_SESSION_LIMIT_SECS = 15 * 60
 
 # Shut down on the Developer API (2025-12-09): named so messages can say so.
 RETIRED_MODELS: frozenset[str] = frozenset(

@@ -66,6 +66,10 @@ PERMANENT_CLOSE_CODES = frozenset({1007, 1008})
 STREAM_END_PREROLL_SECS = 0.5
 # A GoAway handover waits for a quiet moment, but never past this much before the deadline.
 HANDOVER_MARGIN_SECS = 1.0
+# A resumed connection that ends this soon resumed a session the service will not keep (the
+# 15-minute audio-session limit, a session it lost): the next connection starts a fresh
+# session seeded with the call's context instead of resuming into the same end.
+FUTILE_RESUME_SECS = 3.0
 
 
 def parse_duration_secs(value: str | None, default: float = 10.0) -> float:
@@ -137,6 +141,7 @@ class CallGeminiLive(GeminiLiveLLMService):
         self._user_quiet = asyncio.Event()
         self._user_quiet.set()
         self._handover_task: asyncio.Task[None] | None = None
+        self._resumed_at: float | None = None
         self._message_rx_at = 0.0
         super().__init__(api_key="shared-client", **kwargs)
         # Turns come from local VAD in the user aggregator; the per-call advice is noise.
@@ -174,6 +179,8 @@ class CallGeminiLive(GeminiLiveLLMService):
         if self._handover_task is not None and not self._handover_task.done():
             # The socket dropped before the GoAway handover ran: reconnect now, once.
             self._handover_task.cancel()
+        if self._resume_was_futile():
+            self._session_resumption_handle = None
         if isinstance(error, APIError) and error.code in PERMANENT_CLOSE_CODES:
             await self._fail_session(error.code, error.details or str(error))
             return False
@@ -336,6 +343,7 @@ class CallGeminiLive(GeminiLiveLLMService):
         # A new connection starts with no generation in flight.
         self._generating = False
         self._dropping_interrupted_turn = False
+        self._resumed_at = time.monotonic() if self._session_resumption_handle else None
         live_receive.install(session)
         if self._on_session_ready is not None:
             self._on_session_ready()
@@ -352,9 +360,17 @@ class CallGeminiLive(GeminiLiveLLMService):
         if self._handover_task is not None and not self._handover_task.done():
             return
         deadline = time.monotonic() + parse_duration_secs(time_left) - HANDOVER_MARGIN_SECS
-        self._handover_task = self.create_task(self._handover(deadline), "goaway-handover")
+        fresh = self._resume_was_futile()
+        self._handover_task = self.create_task(self._handover(deadline, fresh), "goaway-handover")
 
-    async def _handover(self, deadline: float) -> None:
+    def _resume_was_futile(self) -> bool:
+        at = self._resumed_at
+        if at is None or time.monotonic() - at >= FUTILE_RESUME_SECS:
+            return False
+        logger.debug("a resumed Live API connection ended at once: starting a fresh session")
+        return True
+
+    async def _handover(self, deadline: float, fresh: bool = False) -> None:
         """Reconnect with the latest resumption handle before the server drops the socket.
 
         Waits for a moment when neither side speaks (audio sent while reconnecting is lost),
@@ -372,6 +388,8 @@ class CallGeminiLive(GeminiLiveLLMService):
         if self._end_frame_pending_bot_turn_finished is not None or self._session is None:
             return
         logger.debug("GoAway: handing over to a new Live API connection")
+        if fresh:
+            self._session_resumption_handle = None  # the context is re-seeded from ours
         await self._reconnect()
 
     async def push_frame(

@@ -220,6 +220,19 @@ def _check_runtime_rules(p: Persona) -> Iterator[Issue]:
             "warning",
         )
     limits = p.limits
+    longest = limits.max_call_secs
+    if p.session.context_window_compression is None and (
+        longest is None or longest > gemini_models.AUDIO_SESSION_LIMIT_SECS
+    ):
+        how_long = "no limits.max_call_secs" if longest is None else f"max_call_secs {longest:g}"
+        yield Issue(
+            ("session", "context_window_compression"),
+            f"got none with {how_long}, expected "
+            "{trigger_tokens: N}: without compression the Live API ends an audio session "
+            "at 15 minutes, and the call then goes on in a fresh session that keeps only the "
+            "transcript of what was said",
+            "info",
+        )
     if limits.idle_timeout_secs is not None and limits.idle_max_reprompts > 0:
         if not limits.idle_reprompt_text.strip():
             yield Issue(

@@ -108,6 +108,22 @@ def test_language_on_native_audio_model_warns(tmp_path: Path) -> None:
     )
 
 
+def test_long_calls_without_compression_get_a_note(tmp_path: Path) -> None:
+    write(tmp_path, "bot.yaml", BASE + "limits:\n  max_call_secs: 1200\n")
+    note = (
+        f"{tmp_path}/bot.yaml:1: session.context_window_compression: got none with "
+        "max_call_secs 1200, expected {trigger_tokens: N}: without compression the Live API "
+        "ends an audio session at 15 minutes"
+    )
+    assert any(n.startswith(note) for n in load_personas(tmp_path).notes)
+    # Within the limit, or with compression: no note.
+    write(tmp_path, "bot.yaml", BASE + "limits:\n  max_call_secs: 900\n")
+    assert not [n for n in load_personas(tmp_path).notes if "compression" in n]
+    text = BASE + "session:\n  context_window_compression: {trigger_tokens: 20000}\n"
+    write(tmp_path, "bot.yaml", text + "limits:\n  max_call_secs: 1200\n")
+    assert not [n for n in load_personas(tmp_path).notes if "compression" in n]
+
+
 def test_affective_dialog_on_model_without_it(tmp_path: Path) -> None:
     errors = errors_for(tmp_path, BASE + "session:\n  affective_dialog: true\n")
     assert errors == [

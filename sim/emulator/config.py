@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from pipelines.gemini_models import AUDIO_SESSION_LIMIT_SECS
 from sim.emulator.misbehaviour import MISBEHAVIOURS, parse_trigger
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -112,7 +113,7 @@ class EmulatorConfig:
     announce_secs: float = 1.0
     connection_secs: float | None = 600.0
     goaway_lead_secs: float = 60.0
-    audio_session_secs: float | None = 900.0
+    audio_session_secs: float | None = float(AUDIO_SESSION_LIMIT_SECS)
     session_limit_code: int = 1011
     session_limit_reason: str = "Deadline expired before operation could complete."
     time_scale: float = 1.0
