@@ -2,8 +2,9 @@
 
 Starts the emulator in a subprocess (so client work is not counted), drives N raw
 ``websockets`` sessions that stream ``caller_hello.wav`` at 16 kHz in real time with pauses (the
-13.8 s replies get interrupted by the next utterance), and prints the emulator's own event-loop
-lag, read from its ``GET /stats`` endpoint::
+13.8 s replies get interrupted by the next utterance), over the simulated caller's line noise
+(``--line-noise-dbfs``, default as the caller's; ``off`` for digital silence), and prints the
+emulator's own event-loop lag, read from its ``GET /stats`` endpoint::
 
     python -m sim.emulator_bench --sessions 200 --secs 20
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import audioop
 import base64
 import json
 import os
@@ -23,10 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import websockets
 
 from sim.emulator.caller_audio import read_caller_wav
 from sim.emulator.config import ASSETS_DIR
+from sim.line_noise import (
+    DEFAULT_LINE_NOISE_COLOR,
+    DEFAULT_LINE_NOISE_DBFS,
+    noise_bank,
+    parse_dbfs,
+)
 
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 SETUP = {
@@ -52,9 +61,24 @@ class Counters:
     errors: int = 0
 
 
-def audio_messages(chunk_ms: int) -> tuple[list[str], str]:
-    """The caller's speech as realtimeInput messages, and one silent chunk."""
-    pcm = read_caller_wav(ASSETS_DIR / "caller_hello.wav", 16_000).tobytes()
+def line_noise_16k(dbfs: float | None, secs: float) -> np.ndarray:
+    """``secs`` of the caller's line noise as it reaches the model (µ-law 8 kHz -> 16 kHz)."""
+    n = int(secs * 16_000)
+    if dbfs is None:
+        return np.zeros(n, dtype=np.int16)
+    ulaw = b"".join(noise_bank(dbfs, DEFAULT_LINE_NOISE_COLOR).raw)
+    pcm8 = np.frombuffer(audioop.ulaw2lin(ulaw, 2), dtype=np.int16)
+    pcm16 = np.repeat(pcm8, 2)  # a crude 2x upsampler is enough for a level/VAD load test
+    return np.resize(pcm16, n)
+
+
+def audio_messages(chunk_ms: int, noise_dbfs: float | None) -> tuple[list[str], list[str]]:
+    """The caller's speech (noise under it) and 5 s of line noise, as realtimeInput messages."""
+    speech_pcm = read_caller_wav(ASSETS_DIR / "caller_hello.wav", 16_000)
+    noise = line_noise_16k(noise_dbfs, 5.0 + speech_pcm.size / 16_000)
+    mixed = speech_pcm.astype(np.int32) + noise[: speech_pcm.size]
+    pcm = np.clip(mixed, -32768, 32767).astype(np.int16).tobytes()
+    quiet = noise[speech_pcm.size :].tobytes()
     step = 32 * chunk_ms
 
     def message(data: bytes) -> str:
@@ -64,7 +88,7 @@ def audio_messages(chunk_ms: int) -> tuple[list[str], str]:
         )
 
     speech = [message(pcm[i : i + step]) for i in range(0, len(pcm), step)]
-    return speech, message(bytes(step))
+    return speech, [message(quiet[i : i + step]) for i in range(0, len(quiet) - step + 1, step)]
 
 
 async def start_emulator(think_ms: int) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
@@ -125,16 +149,18 @@ async def session(
         counters.errors += 1
 
 
-async def bench(sessions: int, secs: float, chunk_ms: int, think_ms: int) -> dict[str, object]:
+async def bench(
+    sessions: int, secs: float, chunk_ms: int, think_ms: int, noise_dbfs: float | None
+) -> dict[str, object]:
     """Run the benchmark; the emulator's and the clients' figures."""
     proc, info = await start_emulator(think_ms)
     ctx = ssl.create_default_context(cafile=info["ca_file"])
-    speech, silence = audio_messages(chunk_ms)
+    speech, quiet = audio_messages(chunk_ms, noise_dbfs)
     rng = random.Random(7)
     counters, stop = Counters(), asyncio.Queue[int]()
     tasks = []
     for n in range(sessions):
-        plan = speech + [silence] * int(rng.uniform(2.0, 5.0) * 1000 / chunk_ms)
+        plan = speech + quiet[: int(rng.uniform(2.0, 5.0) * 1000 / chunk_ms)]
         tasks.append(asyncio.create_task(
             session(info["url"], ctx, plan, rng.randrange(len(plan)), counters, stop,
                     chunk_ms / 1000), name=f"bench:session-{n}"))  # fmt: skip
@@ -161,13 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secs", type=float, default=20.0, help="measured load phase")
     parser.add_argument("--chunk-ms", type=int, default=20, help="caller audio per message")
     parser.add_argument("--think-ms", type=int, default=300)
+    parser.add_argument(
+        "--line-noise-dbfs",
+        type=parse_dbfs,
+        default=DEFAULT_LINE_NOISE_DBFS,
+        metavar="DBFS|off",
+        help=f"caller line noise ({DEFAULT_LINE_NOISE_COLOR}; default {DEFAULT_LINE_NOISE_DBFS})",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = asyncio.run(bench(args.sessions, args.secs, args.chunk_ms, args.think_ms))
+    noise = args.line_noise_dbfs
+    result = asyncio.run(bench(args.sessions, args.secs, args.chunk_ms, args.think_ms, noise))
+    result["line_noise_dbfs"] = noise
     lag = result["emulator"]["loop_lag"]  # type: ignore[index]
     print(json.dumps(result, indent=2))
     print(
-        f"{args.sessions} sessions, {args.chunk_ms} ms chunks, {args.secs:g} s: emulator loop "
+        f"{args.sessions} sessions, {args.chunk_ms} ms chunks, {args.secs:g} s, line noise "
+        f"{'off' if noise is None else f'{noise:g} dBFS'}: emulator loop "
         f"lag p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
     )
     if args.json:

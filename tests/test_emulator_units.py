@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from sim.emulator.config import parse_faults, parse_tool_script
 from sim.emulator.misbehaviour import Misbehaviour, Trigger, parse_trigger
 from sim.emulator.schema import Rejection, VadParams, validate_setup
 from sim.emulator.vad import TurnDetector
+from sim.emulator_bench import audio_messages
+from sim.line_noise import dbfs_of_pcm
 
 pytestmark = pytest.mark.unit
 
@@ -164,3 +167,15 @@ def test_vad_is_not_fooled_by_the_callers_line_noise(color: str, dbfs: float) ->
         assert (sum(e.started for e in events), sum(e.ended for e in events)) == (1, 1)
         assert vad.finished is not None
         assert vad.finished.size / 16_000 == pytest.approx(2.9, abs=0.4)  # the utterance only
+
+
+def test_emulator_bench_streams_the_callers_line_noise() -> None:
+    def pcm_of(messages: list[str]) -> bytes:
+        blobs = [json.loads(m)["realtime_input"]["audio"]["data"] for m in messages]
+        return b"".join(base64.urlsafe_b64decode(b) for b in blobs)
+
+    speech, quiet = audio_messages(20, -45.0)
+    assert abs(dbfs_of_pcm(pcm_of(quiet)) - -45.0) < 1.5
+    assert dbfs_of_pcm(pcm_of(speech)) > -35.0  # the words stand well above the line
+    _, silent = audio_messages(20, None)
+    assert set(pcm_of(silent)) == {0}

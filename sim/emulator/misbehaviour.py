@@ -113,7 +113,9 @@ class Misbehaviour:
 async def phantom_interrupt(session: LiveSession, reply: asyncio.Task[None]) -> None:
     """Interrupt ``reply`` once ``PHANTOM_AFTER_SECS`` of it were sent, with no caller speech."""
     while not reply.done() and session.close_code is None:
-        if session._reply_task is reply and session._sent_secs >= PHANTOM_AFTER_SECS:
+        # ``_sent_secs`` still holds the previous reply's figure until this one streams.
+        streaming = session._reply_task is reply and session._streaming
+        if streaming and session._sent_secs >= PHANTOM_AFTER_SECS:
             logger.debug("emulator {}: fault: phantom interruption", session.id)
             await session._barge_in(force=True, cancel_tools=False)
             return
