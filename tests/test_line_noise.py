@@ -5,7 +5,6 @@ from __future__ import annotations
 import audioop
 import base64
 import json
-import time
 
 import numpy as np
 import pytest
@@ -138,20 +137,16 @@ def test_echo_of_the_bot_leaks_back_attenuated_and_delayed() -> None:
     assert levels[12] == -np.inf  # t=0.26: [0.20, 0.22): the bot had stopped
 
 
-def test_noise_costs_the_generator_nothing_per_frame() -> None:
-    """200 calls' worth of frames: ``on_tick`` with noise on must cost about what silence does."""
+def test_noise_costs_the_generator_no_per_frame_encoding() -> None:
+    """Between words a call sends payloads precomputed in the shared noise bank, by reference.
 
-    def cost(line: LineNoise) -> float:
-        cores = [core_on(CallPlan(line_noise=line).pause(60)) for _ in range(200)]
-        t0 = time.perf_counter()
-        for i in range(1, 51):  # one second of the whole generator's frames
-            for c in cores:
-                c.on_tick(0.02 * i)
-        return (time.perf_counter() - t0) / (200 * 50) * 1e6  # µs per frame
-
-    noise_bank(-45.0, "pink")  # built once per process, before the clock matters
-    off = min(cost(LineNoise(dbfs=None)) for _ in range(3))
-    on = min(cost(LineNoise(-45.0, "pink")) for _ in range(3))
-    print(f"on_tick per frame: noise off {off:.2f} us, noise on {on:.2f} us")
-    assert on < off * 1.5 + 1.0
-    assert on < 50.0  # 200 calls x 50 frames/s at 50 us would be half a core
+    (The per-frame cost itself is a figure, not a test: 1.42 us per frame with noise off and
+    1.47 us with it on, for 200 calls' worth of ``on_tick``; see the closing note of issue 10.)
+    """
+    bank = noise_bank(-45.0, "pink")
+    assert noise_bank(-45.0, "pink") is bank  # built once per process, shared by every call
+    core = core_on(CallPlan(line_noise=LineNoise(-45.0, "pink")).pause(60))
+    sent = [core.on_tick(0.02 * i)[-1] for i in range(1, 51)]
+    payloads = [json.loads(m)["media"]["payload"] for m in sent]
+    assert set(payloads) <= set(bank.payloads)  # every frame is a frame of the bank
+    assert len(set(payloads)) > 1  # and the call walks through it
