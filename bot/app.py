@@ -12,7 +12,7 @@ from aiohttp import web
 from loguru import logger
 
 from bot import stall_probe
-from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS
+from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS, SETUP_GATE, VAD_MODEL
 from bot.calls import CallRegistry
 from bot.gc_policy import GC_POLICY
 from bot.media_stream import media
@@ -22,9 +22,10 @@ from bot.stats import STATS, add_stats_routes, lag_guard, monitor_loop_lag
 from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
-from pipelines import vad
-from pipelines.call_pipeline import ProcessResources
-from pipelines.gemini_service import GeminiClients
+from pipelines.audio.vad import SileroModel
+from pipelines.call.pipeline import ProcessResources
+from pipelines.call.setup_gate import SetupGate
+from pipelines.gemini.clients import GeminiClients
 
 DEFAULT_DRAIN_SECS = 2.0
 # Net new tracked objects between young GC collections (CPython default 700).
@@ -55,13 +56,15 @@ def create_app(
     if lag_limit_ms > 0:
         app[CALLS].guard = lambda: lag_guard(STATS, lag_limit_ms)
     app[PERSONAS] = personas
+    app[SETUP_GATE] = SetupGate()
+    app[VAD_MODEL] = SileroModel()
     add_routes(app)
     app.router.add_get("/twilio/media", media)
     add_stats_routes(app, lambda: len(app[CALLS]))
 
     async def shared_resources(app: web.Application) -> AsyncIterator[None]:
         # The VAD model loads once, off the event loop, before the first call.
-        await asyncio.to_thread(vad.preload)
+        await asyncio.to_thread(app[VAD_MODEL].load)
         for api_version in {p.api_version() for p in personas.current.personas.values()}:
             gemini.get(api_version)
         session = aiohttp.ClientSession()
@@ -78,10 +81,10 @@ def create_app(
             )
         app[RESOURCES] = ProcessResources(
             gemini=gemini,
+            setup_gate=app[SETUP_GATE],
+            vad_model=app[VAD_MODEL],
+            metrics=STATS,
             rest=rest,
-            twilio_account_sid=settings.twilio_account_sid if rest else None,
-            twilio_auth_token=token if rest else None,
-            twilio_api_base=twilio_api_base,
             call_ready=GC_POLICY.call_ready,
         )
         await personas.start()

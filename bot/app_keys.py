@@ -11,10 +11,15 @@ if TYPE_CHECKING:
     from bot.persona_store import PersonaStore
     from bot.settings import Settings
     from bot.twilio_security import Authenticator
-    from pipelines.call_pipeline import ProcessResources
+    from pipelines.audio.vad import SileroModel
+    from pipelines.call.pipeline import ProcessResources
+    from pipelines.call.setup_gate import SetupGate
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 CALLS: web.AppKey[CallRegistry] = web.AppKey("calls")
 PERSONAS: web.AppKey[PersonaStore] = web.AppKey("personas")
 RESOURCES: web.AppKey[ProcessResources] = web.AppKey("resources")
+# Owned by the app, shared by its calls: setups take turns; one Silero session for local VAD.
+SETUP_GATE: web.AppKey[SetupGate] = web.AppKey("setup_gate")
+VAD_MODEL: web.AppKey[SileroModel] = web.AppKey("vad_model")

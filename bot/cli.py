@@ -17,9 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bot.serve_cmd",
         "serve Twilio calls (embedded emulator when GEMINI_API_KEY is unset)",
     ),
-    "emulator": ("sim.emulator_cmd", "run the Gemini Live API emulator on its own"),
-    "call": ("sim.call_cmd", "place one simulated Twilio call and print its timeline"),
-    "loadtest": ("sim.loadtest_cmd", "place many simulated calls and report what callers felt"),
+    "emulator": ("sim.emulator.cmd", "run the Gemini Live API emulator on its own"),
+    "call": ("sim.caller.cmd", "place one simulated Twilio call and print its timeline"),
+    "loadtest": ("sim.loadtest.cmd", "place many simulated calls and report what callers felt"),
     "personas": ("bot.personas_cmd", "check personas, or show the Live API setup one produces"),
 }
 

@@ -13,7 +13,7 @@ itself (Pipecat's serializer ignores ``start``). Answers to bad input in this ph
 | no ``start`` within 10 s         | closed 1008 "protocol error: no 'start' within 10 s"     |
 | ``stop`` or socket closed        | nothing opened; ends quietly                             |
 
-After ``start``, the pipeline's serializer answers bad input (see ``pipelines/twilio_serializer``).
+After ``start``, the pipeline's serializer answers bad input (see ``pipelines/twilio/serializer``).
 No Gemini session is opened for a connection that does not pass this phase.
 """
 
@@ -32,7 +32,7 @@ from loguru import logger
 from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES
 from bot.calls import CallRecord
 from bot.gc_policy import GC_POLICY
-from pipelines.call_pipeline import CallInfo, CallPipeline
+from pipelines.call.pipeline import CallInfo, CallPipeline
 from pipelines.personas import call_variables, explain_rejection
 
 MAX_MESSAGE_BYTES = 64 * 1024

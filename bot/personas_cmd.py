@@ -77,7 +77,7 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 
 def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipelines.persona_loader import check_directory
+    from pipelines.personas.loader import check_directory
 
     results, cross = check_directory(args.directory)
     errors = [e for r in results for e in r.errors] + cross
@@ -126,7 +126,7 @@ def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 1
         persona = personas.get(args.persona_id)
         if persona is None:
-            from pipelines.persona_checks import did_you_mean
+            from pipelines.personas.checks import did_you_mean
 
             ids = sorted(personas.personas)
             err.write(

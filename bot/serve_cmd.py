@@ -1,10 +1,24 @@
-"""``voicebot serve``: the phone-bot server (with the embedded Live API emulator when no key)."""
+"""``voicebot serve``: the phone-bot server (with the embedded Live API emulator when no key).
+
+The embedded emulator is wired here, in the command, with a lazy import of ``sim``: the server
+module (``bot.server``) and the app never import the lab.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.server import GeminiSource
+    from bot.settings import Settings
+    from pipelines.gemini.clients import GeminiClients
+
+EMULATOR_API_KEY = "emulator-key"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +42,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop when installed")
 
 
+def embedded_emulator(why: str) -> GeminiSource:
+    """Gemini clients on the embedded Live API emulator, started and stopped with the server."""
+
+    @contextlib.asynccontextmanager
+    async def source() -> AsyncIterator[GeminiClients]:
+        from loguru import logger
+
+        from pipelines.gemini.clients import GeminiClients
+        from sim.emulator import EmulatorConfig, LiveEmulator
+
+        # No in-memory recording: a long-running server must not keep every message.
+        emulator = LiveEmulator(EmulatorConfig(record_in_memory=False))
+        url = await emulator.start()
+        try:
+            logger.warning(
+                f"{why}: using the embedded Live API emulator at {url} "
+                "(replies are recorded or synthetic audio, not Gemini)"
+            )
+            yield GeminiClients(EMULATOR_API_KEY, url, emulator.ca_file)
+        finally:
+            await emulator.stop()
+
+    return source
+
+
+def gemini_source(settings: Settings, force_emulator: bool) -> GeminiSource | None:
+    """The embedded emulator when asked for or when there is no key; else None (the key)."""
+    if force_emulator:
+        return embedded_emulator("--emulator given")
+    if settings.use_emulator:
+        return embedded_emulator("GEMINI_API_KEY is not set")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; exit status 1 on a startup failure."""
     import asyncio
@@ -46,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     options = ServeOptions(
         host=args.host,
         port=args.port,
-        force_emulator=args.emulator,
         drain_secs=args.drain_secs,
     )
     if args.uvloop or os.environ.get("VOICEBOT_UVLOOP") == "1":
@@ -56,4 +103,4 @@ def run(args: argparse.Namespace) -> int:
             uvloop.install()
         except ImportError:
             print("voicebot serve: uvloop is not installed; using asyncio", file=sys.stderr)
-    return asyncio.run(serve(settings, options))
+    return asyncio.run(serve(settings, options, gemini_source(settings, args.emulator)))

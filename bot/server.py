@@ -1,10 +1,18 @@
-"""Server lifecycle: load personas, start the emulator if needed, serve, stop on a signal."""
+"""Server lifecycle: load personas, open the Gemini clients, serve, stop on a signal.
+
+Where the Gemini clients come from is the caller's choice (``GeminiSource``): by default the
+key and endpoint in the settings; ``voicebot serve`` passes the embedded Live API emulator when
+there is no key (``bot.serve_cmd``), so this module does not depend on ``sim``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -14,10 +22,11 @@ from bot.app import create_app
 from bot.app_keys import CALLS
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
-from pipelines.gemini_service import GeminiClients
+from pipelines.gemini.clients import GeminiClients
 from pipelines.personas import PersonaConfigError
 
-EMULATOR_API_KEY = "emulator-key"
+# Opens the process's Gemini clients for the server's lifetime (and closes what it started).
+GeminiSource = Callable[[], AbstractAsyncContextManager[GeminiClients]]
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,26 @@ class ServeOptions:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    force_emulator: bool = False
     drain_secs: float = 2.0
+
+
+def settings_gemini(settings: Settings) -> GeminiSource:
+    """The Gemini clients of ``GEMINI_API_KEY`` (and ``GEMINI_BASE_URL``/``GEMINI_CA_FILE``)."""
+
+    @contextlib.asynccontextmanager
+    async def source() -> AsyncIterator[GeminiClients]:
+        if settings.gemini_api_key is None:
+            raise ValueError(
+                "voicebot serve: GEMINI_API_KEY is not set and no other Gemini source was "
+                "given; set the key, or start through `voicebot serve` (embedded emulator)"
+            )
+        yield GeminiClients(
+            settings.gemini_api_key.get_secret_value(),
+            settings.gemini_base_url,
+            settings.gemini_ca_file,
+        )
+
+    return source
 
 
 def _startup_warnings(settings: Settings) -> None:
@@ -48,35 +75,28 @@ def _startup_warnings(settings: Settings) -> None:
         )
 
 
-async def serve(settings: Settings, options: ServeOptions) -> int:
-    """Run the server until SIGINT or SIGTERM; return the exit status."""
+async def serve(
+    settings: Settings, options: ServeOptions, gemini_source: GeminiSource | None = None
+) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit status.
+
+    Args:
+        settings: Process settings.
+        options: Command-line options.
+        gemini_source: Where the Gemini clients come from (default: ``settings_gemini``).
+    """
     try:
         store = PersonaStore(settings.personas_dir)
     except PersonaConfigError as e:
         print(f"voicebot serve: invalid personas:\n{e}", file=sys.stderr)
         return 1
+    async with (gemini_source or settings_gemini(settings))() as gemini:
+        return await _serve(settings, options, store, gemini)
 
-    emulator = None
-    if options.force_emulator or settings.use_emulator:
-        from sim.emulator import EmulatorConfig, LiveEmulator
 
-        # No in-memory recording: a long-running server must not keep every message.
-        emulator = LiveEmulator(EmulatorConfig(record_in_memory=False))
-        url = await emulator.start()
-        gemini = GeminiClients(EMULATOR_API_KEY, url, emulator.ca_file)
-        why = "--emulator given" if options.force_emulator else "GEMINI_API_KEY is not set"
-        logger.warning(
-            f"{why}: using the embedded Live API emulator at {url} "
-            "(replies are recorded or synthetic audio, not Gemini)"
-        )
-    else:
-        assert settings.gemini_api_key is not None
-        gemini = GeminiClients(
-            settings.gemini_api_key.get_secret_value(),
-            settings.gemini_base_url,
-            settings.gemini_ca_file,
-        )
-
+async def _serve(
+    settings: Settings, options: ServeOptions, store: PersonaStore, gemini: GeminiClients
+) -> int:
     _startup_warnings(settings)
     app = create_app(settings, store, gemini, drain_secs=options.drain_secs)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -88,8 +108,6 @@ async def serve(settings: Settings, options: ServeOptions) -> int:
         where = f"{options.host}:{options.port}"
         print(f"voicebot serve: cannot listen on {where}: {e}", file=sys.stderr)
         await runner.cleanup()
-        if emulator is not None:
-            await emulator.stop()
         return 1
 
     names = ", ".join(sorted(store.current.personas))
@@ -112,7 +130,5 @@ async def serve(settings: Settings, options: ServeOptions) -> int:
         # served can still be answered (and ended politely); then stop listening.
         await app[CALLS].drain(options.drain_secs)
         await runner.cleanup()
-        if emulator is not None:
-            await emulator.stop()
         logger.info("stopped")
     return 0

@@ -93,7 +93,10 @@ class Histogram:
 
 
 class ProcessStats:
-    """The process's counters (one instance, ``STATS``)."""
+    """The process's counters (one instance, ``STATS``).
+
+    Implements ``pipelines.ports.BridgeMetrics``: the server hands it to every call.
+    """
 
     def __init__(self) -> None:
         """Create empty counters."""
@@ -118,6 +121,14 @@ class ProcessStats:
         self.model_audio_secs = 0.0
         self.twilio_audio_secs = 0.0
         self._lag_marks.clear()
+
+    def add_model_audio_secs(self, secs: float) -> None:
+        """Seconds of audio received from the model (``BridgeMetrics``)."""
+        self.model_audio_secs += secs
+
+    def add_twilio_audio_secs(self, secs: float) -> None:
+        """Seconds of audio written to Twilio (``BridgeMetrics``)."""
+        self.twilio_audio_secs += secs
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """``gc.callbacks`` hook: time every collection (any generation stops the loop)."""

@@ -5,13 +5,13 @@ Run distributed, one worker per core (the GIL):
 
 Each user places calls in a loop: POST /twilio/voice (form params like Twilio, signed when
 TWILIO_AUTH_TOKEN is set), opens the TwiML <Stream> with websocket-client (gevent-patched socket),
-runs ``sim.caller_core.CallerCore``: a sender greenlet ticks every 20 ms on absolute deadlines, a
+runs ``sim.caller.core.CallerCore``: a sender greenlet ticks every 20 ms on absolute deadlines, a
 receiver greenlet feeds messages in. One ``events.request`` per turn (not per frame):
 "response_latency", "greeting", "bargein_to_clear", "send_lateness_max", "call" (with failure).
 Locust bins response times (10 ms above 100 ms), so read exact percentiles from ``voicebot
 loadtest`` or from the CSV of per-call records this file writes when LOCUST_CALLS_CSV is set.
 Every call is on the scenario's line (``line_noise``; by default the realistic noisy line of
-``sim.line_noise.DEFAULT_LINE_NOISE_DBFS``); override it with ``--line-noise-dbfs DBFS|off``,
+``sim.caller.line_noise.DEFAULT_LINE_NOISE_DBFS``); override it with ``--line-noise-dbfs DBFS|off``,
 ``--line-noise-color``, ``--echo-db`` and ``--playout-delay-ms`` (or LOCUST_LINE_NOISE_DBFS, …).
 The line is printed at the start and written in every CSV row. Messages the server sends that
 Twilio would drop are counted as "protocol_error" failures, one per call with any.
@@ -32,17 +32,17 @@ from locust import HttpUser, constant, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.caller_core import CallerCore  # noqa: E402
-from sim.caller_plan import FRAME_SECS  # noqa: E402
-from sim.line_noise import NOISE_COLORS, describe_line, parse_dbfs  # noqa: E402
-from sim.scenario import load_scenario  # noqa: E402
-from sim.twilio_webhook import (  # noqa: E402
+from sim.caller.core import CallerCore  # noqa: E402
+from sim.caller.line_noise import NOISE_COLORS, describe_line, parse_dbfs  # noqa: E402
+from sim.caller.plan import FRAME_SECS  # noqa: E402
+from sim.caller.twilio_webhook import (  # noqa: E402
     new_sid,
     parse_twiml,
     twilio_signature,
     voice_url,
     webhook_params,
 )
+from sim.loadtest.scenario import load_scenario  # noqa: E402
 
 SCENARIO = load_scenario(os.environ.get("VOICEBOT_SCENARIO", "default"))
 AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN") or None

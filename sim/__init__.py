@@ -1,1 +1,10 @@
-"""Stand-ins for the outside world: the Live API emulator, the simulated caller, the load tester."""
+"""Stand-ins for the outside world, and the lab built on them.
+
+``caller/`` is the simulated Twilio caller, ``emulator/`` the Gemini Live API emulator,
+``loadtest/`` many callers and their report, ``bench/`` the benchmarks run by hand, and
+``testing`` what test suites need (the running server and emulator, a call helper, polling).
+The stand-ins import neither ``bot`` nor each other (the emulator reads the model table in
+``pipelines``); ``loadtest`` builds on ``caller``; ``bench`` on ``caller`` and ``emulator``; only
+``testing`` imports ``bot``, to run the real server in-process. ``tests/test_sim_layout.py``
+checks these rules.
+"""

@@ -1,11 +1,11 @@
-"""Round-trip speech quality of the call path's resampling (sim.audio_quality)."""
+"""Round-trip speech quality of the call path's resampling (sim.bench.audio_quality)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipelines.resampling import FirStreamResampler
-from sim import audio_quality as q
+from pipelines.audio.resampling import FirStreamResampler
+from sim.bench import audio_quality as q
 
 pytestmark = pytest.mark.unit
 

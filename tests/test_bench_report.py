@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sim import bench
+from sim.bench import capacity as bench
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import pytest
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan, ToolScript
-from tests.conftest import wait_until
+from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

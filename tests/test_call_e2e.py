@@ -9,7 +9,7 @@ from loguru import logger
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan, ToolScript
-from tests.conftest import wait_until
+from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

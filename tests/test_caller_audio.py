@@ -9,7 +9,7 @@ import pytest
 from google.genai import _common, types
 from google.genai import _live_converters as converters
 
-from pipelines.caller_audio import realtime_audio_message
+from pipelines.gemini.realtime_input import realtime_audio_message
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from sim.caller_core import CallerCore
-from sim.caller_plan import FRAME_BYTES, CallPlan
-from sim.line_noise import LineNoise
-from sim.twilio_checks import BadMessage, check_message
+from sim.caller.core import CallerCore
+from sim.caller.line_noise import LineNoise
+from sim.caller.plan import FRAME_BYTES, CallPlan
+from sim.caller.twilio_checks import BadMessage, check_message
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from sim.caller_core import CallerCore, CallResult, PhoneBuffer, percentile
-from sim.caller_plan import FRAME_BYTES, CallPlan, Utterance, read_wav_as_ulaw, ulaw_rms
-from sim.line_noise import LineNoise
+from sim.caller.core import CallerCore, CallResult, PhoneBuffer, percentile
+from sim.caller.line_noise import LineNoise
+from sim.caller.plan import FRAME_BYTES, CallPlan, Utterance, read_wav_as_ulaw, ulaw_rms
 
 pytestmark = pytest.mark.unit
 

@@ -2,94 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import wave
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from twilio.request_validator import RequestValidator
 
-from sim.call_cmd import format_timeline
 from sim.caller import CallPlan, parse_twiml, place_call, voice_url
-from sim.line_noise import LineNoise
+from sim.caller.cmd import format_timeline
+from sim.caller.line_noise import LineNoise
+from sim.testing import SEEN, TONE, scripted_bot_app
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "test-auth-token"
-SEEN = web.AppKey("seen", dict)
-TONE = base64.b64encode(bytes([0x00, 0x80]) * 160).decode()  # 40 ms, loud
-
-
-def make_app(check_signatures: bool, reply_after_secs: float = 0.3) -> web.Application:
-    validator = RequestValidator(TOKEN)
-    seen: dict[str, object] = {}
-
-    async def voice(request: web.Request) -> web.Response:
-        form = dict(await request.post())
-        seen["form"] = form
-        if check_signatures and not validator.validate(
-            str(request.url), form, request.headers.get("X-Twilio-Signature", "")
-        ):
-            raise web.HTTPForbidden(text="bad signature")
-        host = request.host
-        return web.Response(
-            content_type="text/xml",
-            text=f'<Response><Connect><Stream url="ws://{host}/twilio/media">'
-            f'<Parameter name="persona" value="{request.query.get("persona", "none")}"/>'
-            "</Stream></Connect><Say>Sorry, goodbye.</Say></Response>",
-        )
-
-    async def media(request: web.Request) -> web.WebSocketResponse:
-        sig = request.headers.get("X-Twilio-Signature", "")
-        url = f"ws://{request.host}/twilio/media"
-        if check_signatures and not validator.validate(url, {}, sig):
-            raise web.HTTPForbidden(text="bad upgrade signature")
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        sid = ""
-
-        async def speak(n: int) -> None:
-            for _ in range(n):
-                await ws.send_str(
-                    json.dumps({"event": "media", "streamSid": sid, "media": {"payload": TONE}})
-                )
-                await asyncio.sleep(0.04)
-            await ws.send_str(
-                json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "end"}})
-            )
-
-        talking: asyncio.Task[None] | None = None
-        async for msg in ws:
-            ev = json.loads(msg.data)
-            events = seen.setdefault("events", [])
-            assert isinstance(events, list)
-            events.append(ev["event"])
-            if ev["event"] == "start":
-                sid = ev["streamSid"]
-                seen["start"] = ev["start"]
-                talking = asyncio.create_task(speak(10), name="test:greeting")
-            elif ev["event"] == "mark":
-                seen["mark_back"] = ev["mark"]["name"]
-            elif ev["event"] == "stop":
-                break
-        if talking:
-            talking.cancel()
-        return ws
-
-    app = web.Application()
-    app.router.add_post("/twilio/voice", voice)
-    app.router.add_get("/twilio/media", media)
-    app[SEEN] = seen
-    return app
 
 
 async def test_call_completes_records_audio_and_sends_twilio_messages(
     aiohttp_server, tmp_path: Path
 ) -> None:
-    app = make_app(check_signatures=True)
+    app = scripted_bot_app(auth_token=TOKEN)
     server = await aiohttp_server(app)
     out = tmp_path / "heard.wav"
     plan = CallPlan().wait_for_greeting(timeout_secs=3, quiet_secs=0.2).dtmf("5").hangup()
@@ -181,7 +114,7 @@ async def test_messages_twilio_would_drop_are_counted_not_obeyed(aiohttp_server)
 
 
 async def test_forged_signature_fails_with_webhook_403(aiohttp_server) -> None:
-    server = await aiohttp_server(make_app(check_signatures=True))
+    server = await aiohttp_server(scripted_bot_app(auth_token=TOKEN))
     res = await place_call(str(server.make_url("/")), CallPlan().hangup(), auth_token="wrong-token")
     assert not res.ok and res.failure == "webhook: HTTP 403"
 

@@ -22,7 +22,9 @@ from google import genai
 from google.genai import errors, types
 
 from sim.emulator import EmulatorConfig, FaultPlan, LiveEmulator, ToolScript
-from tests.test_emulator_sdk import CONFIG, caller_hello_16k, client
+from sim.testing import caller_hello_16k
+from sim.testing import genai_client as client
+from tests.test_emulator_sdk import CONFIG
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import audioop
 import base64
 import json
 import os
-import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,29 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
-from google import genai
 from google.genai import errors, types
 
 from pipelines.gemini_models import model_not_found_reason
 from sim.emulator import EmulatorConfig, FaultPlan, LiveEmulator, ToolScript
+from sim.testing import audio_of, caller_hello_16k, collect_turn, send_speech
+from sim.testing import genai_client as client
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 ASSETS = Path(__file__).resolve().parent.parent / "sim" / "assets"
 FAST = dict(think_ms=20, pace=0.0, wait_playback=False)
-
-
-def caller_hello_16k() -> np.ndarray:
-    """caller_hello.wav is mu-law 8 kHz (format tag 7): decode its data chunk, resample."""
-    data = (ASSETS / "caller_hello.wav").read_bytes()
-    pos = 12
-    while data[pos : pos + 4] != b"data":
-        pos += 8 + struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-    size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-    pcm8k = np.frombuffer(audioop.ulaw2lin(data[pos + 8 : pos + 8 + size], 2), np.int16)
-    out = soxr.resample(pcm8k.astype(np.float32) / 32768, 8000, 16000)
-    return (np.clip(out, -1, 1) * 32767).astype(np.int16)
 
 
 @pytest.fixture
@@ -53,40 +40,11 @@ def emu_with(**kwargs: object) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("emu", [kwargs], indirect=True, ids=["emu"])
 
 
-def client(emu: LiveEmulator, api_version: str | None = None) -> genai.Client:
-    opts = types.HttpOptions(
-        base_url=emu.url,
-        api_version=api_version,
-        async_client_args={"ssl": emu.client_ssl_context()},
-    )
-    return genai.Client(api_key="test-key", http_options=opts)
-
-
 CONFIG = types.LiveConnectConfig(
     response_modalities=[types.Modality.AUDIO],
     input_audio_transcription=types.AudioTranscriptionConfig(),
     output_audio_transcription=types.AudioTranscriptionConfig(),
 )
-
-
-async def collect_turn(session: genai.live.AsyncSession) -> list[types.LiveServerMessage]:
-    out = []
-    async for message in session.receive():
-        out.append(message)
-    return out
-
-
-def audio_of(messages: list[types.LiveServerMessage]) -> bytes:
-    return b"".join(m.data or b"" for m in messages)
-
-
-async def send_speech(
-    session: genai.live.AsyncSession, pcm: np.ndarray, chunk_ms: int = 20
-) -> None:
-    step = 16 * chunk_ms
-    for i in range(0, pcm.size, step):
-        blob = types.Blob(data=pcm[i : i + step].tobytes(), mime_type="audio/pcm;rate=16000")
-        await session.send_realtime_input(audio=blob)
 
 
 async def test_text_turn_gets_greeting_audio_then_usage(emu: LiveEmulator) -> None:

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
+from sim.bench.emulator_bench import audio_messages
+from sim.caller.line_noise import dbfs_of_pcm
 from sim.emulator import protocol
 from sim.emulator.config import parse_faults, parse_tool_script
 from sim.emulator.misbehaviour import Misbehaviour, Trigger, parse_trigger
 from sim.emulator.schema import Rejection, VadParams, validate_setup
 from sim.emulator.vad import TurnDetector
-from sim.emulator_bench import audio_messages
-from sim.line_noise import dbfs_of_pcm
 
 pytestmark = pytest.mark.unit
 
@@ -131,15 +131,15 @@ def test_misbehaviour_triggers_parse_and_draws_are_seeded() -> None:
 @pytest.mark.parametrize("color", ["pink", "white"])
 @pytest.mark.parametrize("dbfs", [-45.0, -40.0])
 def test_vad_is_not_fooled_by_the_callers_line_noise(color: str, dbfs: float) -> None:
-    # The simulated caller's own noise (sim.line_noise), as the server forwards it: mu-law
+    # The simulated caller's own noise (sim.caller.line_noise), as the server forwards it: mu-law
     # 8 kHz upsampled to 16 kHz. It follows a stretch of digital silence (greeting grace).
     import audioop
 
     import soxr
 
+    from sim.caller.line_noise import noise_bank
     from sim.emulator.caller_audio import read_caller_wav
     from sim.emulator.config import ASSETS_DIR
-    from sim.line_noise import noise_bank
 
     noise8 = np.frombuffer(audioop.ulaw2lin(b"".join(noise_bank(dbfs, color).raw), 2), "<i2")
 

@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from sim.caller_core import CallerCore
-from sim.caller_plan import FRAME_BYTES, CallPlan, Utterance
-from sim.line_noise import (
+from sim.caller.core import CallerCore
+from sim.caller.line_noise import (
     DEFAULT_LINE_NOISE_DBFS,
     LineNoise,
     dbfs_of_pcm,
@@ -19,6 +18,7 @@ from sim.line_noise import (
     parse_dbfs,
     speech_mix,
 )
+from sim.caller.plan import FRAME_BYTES, CallPlan, Utterance
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pytest
 from google.genai import _live_converters as converters
 from google.genai import types
 
-from pipelines.live_receive import audio_message, unbundle
+from pipelines.gemini.live_receive import audio_message, unbundle
 
 pytestmark = pytest.mark.unit
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sim.loadtest import LoadConfig, run_calls
-from sim.loadtest_cmd import configure
-from sim.report import summarize
-from sim.scenario import parse_scenario
-from tests.test_caller_e2e import make_app
+from sim.loadtest.cmd import configure
+from sim.loadtest.report import summarize
+from sim.loadtest.runner import LoadConfig, run_calls
+from sim.loadtest.scenario import parse_scenario
+from sim.testing import scripted_bot_app
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ steps:
 
 
 async def test_loadtest_runs_calls_and_report_matches(aiohttp_server) -> None:
-    server = await aiohttp_server(make_app(check_signatures=False))
+    server = await aiohttp_server(scripted_bot_app())
     sc = parse_scenario(SCENARIO, "t.yaml")
     cfg = LoadConfig(url=str(server.make_url("/")), scenario=sc, calls=6, concurrency=3)
     out = await run_calls(cfg, list(range(6)))
@@ -39,7 +39,7 @@ async def test_loadtest_runs_calls_and_report_matches(aiohttp_server) -> None:
 
 def test_cli_exit_code_on_missed_slo(tmp_path: Path) -> None:
     # a server that refuses everything: every call fails, so max_failed_pct=0 is missed
-    from sim.loadtest_cmd import EXIT_SLO, run
+    from sim.loadtest.cmd import EXIT_SLO, run
 
     p = argparse.ArgumentParser()
     configure(p)

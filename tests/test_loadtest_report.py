@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sim.caller_plan import BargeIn, Dtmf, Say
-from sim.frame_ticker import LatenessHistogram
-from sim.line_noise import LineNoise
-from sim.loadtest_cmd import EXIT_SLO, EXIT_USAGE, configure, run
-from sim.report import check_slos, parse_slo, summarize, write_report
-from sim.scenario import ScenarioError, load_scenario, parse_scenario
+from sim.caller.frame_ticker import LatenessHistogram
+from sim.caller.line_noise import LineNoise
+from sim.caller.plan import BargeIn, Dtmf, Say
+from sim.loadtest.cmd import EXIT_SLO, EXIT_USAGE, configure, run
+from sim.loadtest.report import check_slos, parse_slo, summarize, write_report
+from sim.loadtest.scenario import ScenarioError, load_scenario, parse_scenario
 
 pytestmark = pytest.mark.unit
 
@@ -177,7 +177,7 @@ def test_cli_rejects_bad_slo_and_scenario(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_health_warnings_name_shared_cores_and_a_saturated_server() -> None:
-    from sim.loadtest_cmd import health_warnings
+    from sim.loadtest.cmd import health_warnings
 
     quiet = {"foreign_load_pct": 2.0, "server_cpu_pct": {"mean": 60.0, "p90": 70.0}}
     assert health_warnings(quiet) == []
@@ -197,7 +197,7 @@ def test_health_warnings_name_shared_cores_and_a_saturated_server() -> None:
 def test_quiet_gc_freezes_records_pauses_and_restores() -> None:
     import gc
 
-    from sim.host_load import GC_THRESHOLDS, quiet_gc
+    from sim.loadtest.host_load import GC_THRESHOLDS, quiet_gc
 
     before = gc.get_threshold()
     with quiet_gc() as stats:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from sim.caller_core import CallerCore
-from sim.caller_plan import CallPlan
-from sim.frame_ticker import FrameTicker
+from sim.caller.core import CallerCore
+from sim.caller.frame_ticker import FrameTicker
+from sim.caller.plan import CallPlan
 
 pytestmark = pytest.mark.unit
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from sim.loadtest import LoadConfig, run_load
-from sim.report import summarize
-from sim.scenario import parse_scenario
-from tests.test_caller_e2e import make_app
+from sim.loadtest.report import summarize
+from sim.loadtest.runner import LoadConfig, run_load
+from sim.loadtest.scenario import parse_scenario
+from sim.testing import scripted_bot_app
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ steps:
 
 
 async def test_two_workers_split_the_calls_and_the_report_merges_them(aiohttp_server) -> None:
-    server = await aiohttp_server(make_app(check_signatures=False))
+    server = await aiohttp_server(scripted_bot_app())
     cfg = LoadConfig(
         url=str(server.make_url("/")),
         scenario=parse_scenario(SCENARIO, "t.yaml"),

@@ -12,7 +12,7 @@ import pytest
 from loguru import logger
 
 from sim.caller import CallPlan, parse_twiml, place_call, twilio_signature, webhook_params
-from tests.conftest import wait_until
+from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

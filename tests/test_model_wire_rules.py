@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pipelines import gemini_models as gm
-from pipelines.persona_loader import check_directory
 from pipelines.personas import setup_message
+from pipelines.personas.loader import check_directory
 from sim.emulator import protocol as p
 from sim.emulator import voices, wire
 from sim.emulator.config import ASSETS_DIR

@@ -10,8 +10,8 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.frame_queue import FrameQueue
 
-from pipelines import output_queue
-from pipelines.resampling import FirStreamResampler
+from pipelines.audio.resampling import FirStreamResampler
+from pipelines.twilio import output_queue
 
 pytestmark = pytest.mark.unit
 

@@ -179,8 +179,8 @@ async def test_rejection_is_explained() -> None:
     from google.genai import errors
     from google.genai.types import HttpOptions
 
-    from pipelines.persona_setup import build_connect_config
     from pipelines.personas import explain_rejection
+    from pipelines.personas.setup import build_connect_config
     from sim.emulator import LiveEmulator
 
     good = load_personas(EXAMPLES).get("soporte_es")

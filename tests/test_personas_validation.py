@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.persona_schema import persona_fields
-from pipelines.persona_yaml import load_yaml
 from pipelines.personas import PersonaConfigError, load_personas
+from pipelines.personas.schema import persona_fields
+from pipelines.personas.yaml_source import load_yaml
 
 pytestmark = pytest.mark.unit
 

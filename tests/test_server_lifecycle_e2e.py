@@ -15,7 +15,8 @@ import pytest
 
 from bot.app_keys import PERSONAS
 from sim.caller import CallPlan, place_call
-from tests.conftest import TEST_PERSONAS, wait_until
+from sim.testing import wait_until
+from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipelines.setup_gate import SetupGate
+from pipelines.call.setup_gate import SetupGate
 
 pytestmark = pytest.mark.unit
 

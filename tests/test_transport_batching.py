@@ -7,15 +7,14 @@ import pytest
 from pipecat.frames.frames import InputAudioRawFrame
 
 from bot.stats import Histogram
-from pipelines.resampling import FirStreamResampler
-from pipelines.transport_client import (
-    RX_EACH_KEY,
-    RX_KEY,
+from pipelines.audio.resampling import FirStreamResampler
+from pipelines.frame_metadata import RX_EACH_KEY, RX_KEY
+from pipelines.twilio.transport_client import (
     AiohttpWebsocketParams,
     MarkBook,
     OutboundLatency,
 )
-from pipelines.transport_input import AiohttpWebsocketInputTransport
+from pipelines.twilio.transport_input import AiohttpWebsocketInputTransport
 
 pytestmark = pytest.mark.unit
 

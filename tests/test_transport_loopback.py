@@ -29,8 +29,8 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from pipelines.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
-from pipelines.twilio_serializer import TwilioSerializer
+from pipelines.twilio.serializer import TwilioSerializer
+from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
 
 pytestmark = pytest.mark.e2e
 

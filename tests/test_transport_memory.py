@@ -10,10 +10,10 @@ import pytest
 from pipecat.audio.vad.vad_analyzer import VADParams
 
 from bot.stats import Histogram
-from pipelines.resampling import FirStreamResampler
-from pipelines.transport_client import OutboundLatency
-from pipelines.twilio_serializer import TwilioSerializer
-from pipelines.vad import SharedSileroVADAnalyzer
+from pipelines.audio.resampling import FirStreamResampler
+from pipelines.audio.vad import SharedSileroVADAnalyzer
+from pipelines.twilio.serializer import TwilioSerializer
+from pipelines.twilio.transport_client import OutboundLatency
 
 pytestmark = pytest.mark.unit
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipelines.pacing import Pacer
-from pipelines.resampling import FirStreamResampler
+from pipelines.audio.resampling import FirStreamResampler
+from pipelines.twilio.pacing import Pacer
 
 pytestmark = pytest.mark.unit
 

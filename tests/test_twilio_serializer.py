@@ -18,7 +18,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameProcessorSetup
 
-from pipelines.twilio_serializer import (
+from pipelines.twilio.serializer import (
     TwilioMarkEchoFrame,
     TwilioMarkFrame,
     TwilioSerializer,

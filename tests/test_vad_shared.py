@@ -10,7 +10,7 @@ import pytest
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
-from pipelines.vad import SharedSileroVADAnalyzer
+from pipelines.audio.vad import SharedSileroVADAnalyzer
 
 pytestmark = pytest.mark.unit
 

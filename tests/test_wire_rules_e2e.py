@@ -18,8 +18,8 @@ from google.genai import errors, types
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, LiveEmulator
-from tests.conftest import wait_until
-from tests.test_emulator_sdk import audio_of, caller_hello_16k, client, collect_turn, send_speech
+from sim.testing import audio_of, caller_hello_16k, collect_turn, send_speech, wait_until
+from sim.testing import genai_client as client
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

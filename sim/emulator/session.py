@@ -14,15 +14,13 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 from sim.emulator import protocol as p
-from sim.emulator import voices, wire
+from sim.emulator import resumption, tools, voices, wire
 from sim.emulator.config import ToolScript
 from sim.emulator.conversation import Conversation, cancel_and_wait
 from sim.emulator.faults import fault_timer
 from sim.emulator.misbehaviour import MISBEHAVIOURS, Misbehaviour, phantom_interrupt
 from sim.emulator.schema import INVALID_ARGUMENT, Rejection, SetupInfo, validate_setup
 from sim.emulator.vad import TurnDetector
-
-from sim.emulator import resumption, tools  # isort: skip
 
 if TYPE_CHECKING:
     from sim.emulator.server import LiveEmulator

@@ -1,0 +1,330 @@
+"""One phone call's Pipecat pipeline: Twilio media socket <-> Gemini Live, and its lifecycle.
+
+    transport.input() -> CallTap -> user aggregator (local VAD barge-in)
+      -> CallGeminiLive -> transport.output() (8 kHz, paced, `clear` on interruption)
+      -> CallTap -> assistant aggregator
+
+Caller audio does not travel this chain: the transport input hands it to ``CallerAudioPath``
+(greeting grace, the user aggregator's VAD, the model), which costs no queue hop per frame.
+
+The output runs at 8 kHz so the transport's media sender does the single 24 k -> 8 k
+conversion with a stream resampler it flushes, and the Twilio serializer passes audio through
+(pitfall #5769: the serializer's own output resampler clips word endings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from loguru import logger
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import EndFrame, LLMRunFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from pipelines.audio.vad import SharedSileroVADAnalyzer, SileroModel
+from pipelines.call.caller_audio import CallerAudioPath
+from pipelines.call.control import CallControl, CallTap
+from pipelines.call.setup_gate import SetupGate, SetupSlot
+from pipelines.gemini.service import CallGeminiLive, GeminiClients
+from pipelines.personas import enabled_tools
+from pipelines.ports import NO_METRICS, BridgeMetrics, CallReadyHook, CallRest
+from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
+from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
+
+MODEL_IN_RATE_HZ = 16000
+PHONE_RATE_HZ = 8000
+END_SILENCE_SECS = 0  # the end mark proves the goodbye was played; no padding needed
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What Twilio told us about the call in the stream's ``start`` message."""
+
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    caller: str = ""
+    called: str = ""
+    custom: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProcessResources:
+    """What the server hands every call: objects it owns, and its side of the ports.
+
+    Attributes:
+        gemini: The shared Gemini clients.
+        setup_gate: Call setups take turns through it (one per server).
+        vad_model: The Silero session every call's local VAD shares (the server loads it).
+        metrics: Where bridge latency and audio seconds go.
+        rest: Twilio REST, when credentials are set: the hang-up at a normal call end (after
+            the goodbye was played) and transfers. None: the stream is closed instead.
+        call_ready: Called once per call when its Live API session is ready (or the setup
+            failed): the server's garbage-collector policy freezes the new call there.
+    """
+
+    gemini: GeminiClients
+    setup_gate: SetupGate = field(default_factory=SetupGate)
+    vad_model: SileroModel = field(default_factory=SileroModel)
+    metrics: BridgeMetrics = NO_METRICS
+    rest: CallRest | None = None
+    call_ready: CallReadyHook | None = None
+
+
+# How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out
+# a loop stall of up to this long with no audible gap (a garbage-collector sweep takes ~300 ms
+# at 150 live calls, bot.gc_policy; a burst of call setups). It costs nothing on barge-in:
+# `clear` empties that buffer at once.
+PLAYOUT_LEAD_SECS = 0.4
+
+
+def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
+    """Ends local user turns on VAD silence.
+
+    Gemini hears the audio itself, so no transcript is awaited, and the strategy's per-call
+    advice about ``stop_secs`` (an STT latency table) does not apply.
+    """
+    strategy = SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)
+    strategy._stop_secs_warned = True
+    return strategy
+
+
+class CallPipeline:
+    """Builds and runs one call's pipeline; ``run()`` returns when the call is over.
+
+    Args:
+        persona: The persona the call runs with (fixed for the whole call).
+        info: The call's identifiers and parameters.
+        ws: The prepared media WebSocket (``connected`` and ``start`` already read).
+        resources: The process's shared resources.
+        variables: Template variables for the system instruction and greeting.
+    """
+
+    def __init__(
+        self,
+        persona: Any,
+        info: CallInfo,
+        ws: web.WebSocketResponse,
+        resources: ProcessResources,
+        variables: Mapping[str, str],
+    ) -> None:
+        self.persona = persona
+        self.info = info
+        self._ws = ws
+        self._resources = resources
+        self.end_reason: str | None = None
+        self._marks = 0
+        self.rejection: tuple[int | None, str] | None = None
+        self._setup_slot: SetupSlot | None = None
+
+        # The serializer hangs up through the server's REST client after the output has
+        # drained and the end mark came back (the goodbye was played); every other ending
+        # disables it first.
+        rest = resources.rest
+        self.serializer = TwilioSerializer(
+            info.stream_sid,
+            call_sid=info.call_sid,
+            hang_up=functools.partial(rest.hang_up, info.call_sid) if rest else None,
+            # Caller audio stays at 8 kHz until the transport has batched it (one 8 k -> 16 k
+            # resampler call per 40 ms instead of per 20 ms message).
+            input_rate=PHONE_RATE_HZ,
+        )
+        self.transport = AiohttpWebsocketTransport(
+            ws,
+            AiohttpWebsocketParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                audio_out_end_silence_secs=END_SILENCE_SECS,
+                serializer=self.serializer,
+                max_lead_secs=PLAYOUT_LEAD_SECS,
+            ),
+            metrics=resources.metrics,
+        )
+        instruction = persona.render_system_instruction(variables)
+        self._greeting = persona.greeting_instruction(variables)
+        self.llm = CallGeminiLive(
+            client=resources.gemini.get(persona.api_version()),
+            on_session_failed=self._on_session_failed,
+            on_session_ready=self._on_session_ready,
+            metrics=resources.metrics,
+            adjust_config=persona.adjust_connect_config,
+            audio_stream_end_secs=persona.audio_stream_end_silence_secs,
+            settings=persona.live_settings(instruction),
+            tools=persona.tools_schema(),
+            inference_on_context_initialization=self._greeting is not None,
+        )
+        self.context = LLMContext()
+        user_agg, assistant_agg = LLMContextAggregatorPair(
+            self.context,
+            realtime_service_mode=True,
+            user_params=LLMUserAggregatorParams(
+                vad_analyzer=self._vad(persona, resources.vad_model),
+                user_turn_strategies=UserTurnStrategies(
+                    start=[VADUserTurnStartStrategy()], stop=[_turn_stop_strategy()]
+                ),
+            ),
+        )
+        self.control = CallControl(
+            persona,
+            instruct=self._instruct,
+            hang_up=self._hang_up,
+            redirect=self._redirect if resources.rest else None,
+            wait_played=self._wait_played,
+        )
+        handlers = {
+            "end_call": self.control.end_call_tool,
+            "transfer_call": self.control.transfer_call_tool,
+        }
+        for name in enabled_tools(persona):
+            self.llm.register_function(
+                name, handlers[name], cancel_on_interruption=not persona.tools_async
+            )
+
+        pipeline = Pipeline(
+            [
+                self.transport.input(),
+                CallTap(self.control),
+                user_agg,
+                self.llm,
+                self.transport.output(),
+                CallTap(self.control),
+                assistant_agg,
+            ]
+        )
+        self.worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=MODEL_IN_RATE_HZ, audio_out_sample_rate=PHONE_RATE_HZ
+            ),
+            enable_rtvi=False,
+            # No per-frame observers: turn tracking and the idle-timeout observer each cost a
+            # queue hop per frame pushed anywhere in the pipeline (CallControl enforces the
+            # persona's idle and duration limits instead).
+            enable_turn_tracking=False,
+            idle_timeout_secs=None,
+        )
+        # Caller audio skips the pipeline (pipelines.call.caller_audio); control frames travel it.
+        self.transport.input().audio_sink = CallerAudioPath(self.control, user_agg, self.llm)
+        self.transport.event_handler("on_client_connected")(self._on_connected)
+        self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
+
+    @staticmethod
+    def _vad(persona: Any, model: SileroModel) -> SharedSileroVADAnalyzer | None:
+        b = persona.barge_in
+        if not b.local_vad:
+            return None
+        start_secs = max(b.start_secs, b.min_speech_ms / 1000)
+        return SharedSileroVADAnalyzer(
+            model=model,
+            params=VADParams(
+                confidence=b.confidence,
+                start_secs=start_secs,
+                stop_secs=b.stop_secs,
+                min_volume=b.min_volume,
+            ),
+        )
+
+    async def run(self) -> None:
+        """Run the call until it ends; every task of the call has ended when this returns."""
+        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
+        self.control.start()
+        try:
+            # Setups take turns (pipelines.call.setup_gate); the slot is freed once the Live API
+            # session is ready (_on_session_ready).
+            self._setup_slot = await self._resources.setup_gate.enter()
+            await runner.add_workers(self.worker)
+            await runner.run()
+        finally:
+            self._on_session_ready()
+            await self.control.stop()
+            if self.end_reason is None:
+                self.end_reason = self.control.ending or "pipeline ended"
+
+    # events ----------------------------------------------------------------------------
+
+    async def _on_connected(self, _transport: Any, _client: Any) -> None:
+        if self._greeting:
+            self.context.add_message({"role": "developer", "content": self._greeting})
+        await self.worker.queue_frames([LLMRunFrame()])
+
+    async def _on_disconnected(self, _transport: Any, _client: Any) -> None:
+        self.serializer.disable_hang_up()
+        if self.end_reason is None:
+            code = self._ws.close_code
+            self.end_reason = "caller hung up" if code in (None, 1000) else f"stream closed {code}"
+        await self.worker.cancel()
+
+    def _on_session_ready(self) -> None:
+        if self._setup_slot is not None:
+            self._setup_slot.release()
+            self._setup_slot = None
+            if self._resources.call_ready is not None:
+                self._resources.call_ready()
+
+    async def _on_session_failed(self, code: int | None, reason: str) -> None:
+        self.rejection = (code, reason)
+        await self.abort(f"Live API closed {code}" if code else "Live API unreachable")
+
+    async def abort(self, reason: str, *, close_code: int = 1011) -> None:
+        """End the call at once, abnormally.
+
+        The stream closes without a REST hang-up, so Twilio plays the TwiML apology instead
+        of leaving the caller in dead air.
+        """
+        if self.end_reason is None:
+            self.end_reason = reason
+        self.serializer.disable_hang_up()
+        await self._close_ws(close_code, reason)
+        await self.worker.cancel()
+
+    # call control hooks ----------------------------------------------------------------
+
+    async def _instruct(self, text: str) -> bool:
+        return await self.llm.instruct(text)
+
+    async def _wait_played(self, timeout_secs: float) -> None:
+        """Wait until the audio sent so far has been played (a Twilio mark comes back)."""
+        self._marks += 1
+        name = f"played-{self._marks}"
+        await self.worker.queue_frames([TwilioMarkFrame(mark_name=name)])
+        await self.transport.wait_for_mark(name, timeout_secs)
+
+    async def _hang_up(self, reason: str) -> None:
+        """End the call normally.
+
+        The output drains, waits for its end mark to come back (the goodbye was played),
+        hangs up through the REST API (with credentials) and closes the stream.
+        """
+        self.end_reason = reason
+        await self.worker.queue_frames([EndFrame()])
+
+    async def _redirect(self, twiml: str) -> bool:
+        rest = self._resources.rest
+        if rest is None:
+            return False
+        ok = await rest.redirect(self.info.call_sid, twiml)
+        if ok:
+            self.end_reason = "transferred"
+        return ok
+
+    async def _close_ws(self, code: int, message: str) -> None:
+        if not self._ws.closed:
+            try:
+                await asyncio.wait_for(self._ws.close(code=code, message=message.encode()), 1.0)
+            except (TimeoutError, ConnectionError) as e:
+                logger.debug(f"closing the media socket: {e}")

@@ -1,0 +1,367 @@
+"""The persona schema: one YAML file in ``config/personas/`` is one ``Persona``.
+
+Field validators raise ``ValueError("got …, expected …")`` so the loader can prefix file, line
+and field. Checks that need the model capability table live in ``checks``; the mapping onto
+Pipecat and the Live API lives in ``setup`` (the methods below delegate to it).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines import gemini_models
+from pipelines.personas import setup as persona_setup
+
+if TYPE_CHECKING:
+    from google.genai.types import LiveConnectConfig
+    from pipecat.adapters.schemas.tools_schema import ToolsSchema
+    from pipecat.services.google.gemini_live.llm import GeminiLiveLLMSettings
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+BUILTIN_VARIABLES: tuple[str, ...] = (
+    "caller", "called", "local_time", "local_date", "weekday", "timezone", "persona",
+)  # fmt: skip
+DEFAULT_GREETING = "Greet the caller briefly and ask how you can help."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _e164(value: str) -> str:
+    if not E164.fullmatch(value):
+        raise ValueError(
+            f"got {value!r}, expected an E.164 number like '+15551230000' (a '+', the country "
+            "code and the number, digits only; quote it in YAML)"
+        )
+    return value
+
+
+class VarTemplate(string.Template):
+    """``${caller}``, ``${custom.account}``; ``$$`` is a literal dollar sign."""
+
+    idpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[_a-z0-9]+)?)"
+
+
+def template_variables(text: str) -> list[str]:
+    """The variable names a template uses, in order (invalid placeholders raise ValueError)."""
+    template = VarTemplate(text)
+    if not template.is_valid():
+        bad = re.search(r"\$(?!\$|\{?[_a-zA-Z])", text) or re.search(r"\$\{[^}]*$", text)
+        where = repr(text[bad.start() : bad.start() + 12]) if bad else "a '$'"
+        raise ValueError(
+            f"got {where}, expected ${{name}} or $name placeholders (write $$ for a dollar sign)"
+        )
+    return template.get_identifiers()
+
+
+class Greeting(_Strict):
+    """How the call opens.
+
+    Attributes:
+        mode: ``say`` (these exact words), ``instruct`` (an instruction for the model's first
+            turn) or ``wait`` (the caller speaks first).
+        text: The words or the instruction; ``None`` for ``wait``.
+    """
+
+    mode: Literal["say", "instruct", "wait"] = "instruct"
+    text: str | None = DEFAULT_GREETING
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_default_text_when_waiting(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "wait" and "text" not in data:
+            return {**data, "text": None}
+        return data
+
+    @model_validator(mode="after")
+    def _text_matches_mode(self) -> Greeting:
+        if self.mode == "wait" and self.text:
+            raise ValueError("got a text with mode 'wait', expected no text (the caller speaks)")
+        if self.mode != "wait" and not (self.text and self.text.strip()):
+            raise ValueError(f"got no text for mode {self.mode!r}, expected the greeting text")
+        return self
+
+
+class Thinking(_Strict):
+    """Thinking: ``budget`` (tokens, 2.5 models) or ``level`` (3.x thinking models)."""
+
+    budget: int | None = Field(default=None, ge=-1)
+    level: str | None = None
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        upper = value.upper()
+        if upper not in gemini_models.THINKING_LEVELS:
+            levels = ", ".join(v.lower() for v in gemini_models.THINKING_LEVELS)
+            raise ValueError(f"got {value!r}, expected one of {levels}")
+        return upper
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Thinking:
+        if self.budget is not None and self.level is not None:
+            raise ValueError("got both budget and level, expected one of them")
+        if self.budget is None and self.level is None:
+            raise ValueError("got neither budget nor level, expected one of them")
+        return self
+
+
+class ContextCompression(_Strict):
+    """Sliding-window context compression, triggered at ``trigger_tokens`` (None: ~80%)."""
+
+    trigger_tokens: int | None = Field(default=None, ge=1000)
+
+
+class ActivityDetection(_Strict):
+    """Gemini's automatic activity detection (server-side VAD)."""
+
+    disabled: bool = False
+    start_sensitivity: Literal["low", "high"] | None = None
+    end_sensitivity: Literal["low", "high"] | None = None
+    prefix_padding_ms: int | None = Field(default=None, ge=0, le=5000)
+    silence_duration_ms: int | None = Field(default=None, ge=0, le=10000)
+
+
+class Session(_Strict):
+    """Live API session features."""
+
+    input_transcription: bool = True
+    output_transcription: bool = True
+    affective_dialog: bool = False
+    proactive_audio: bool | None = None
+    thinking: Thinking | None = None
+    context_window_compression: ContextCompression | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    activity_detection: ActivityDetection = ActivityDetection()
+
+
+class BargeIn(_Strict):
+    """Local barge-in: Silero VAD and when caller speech may cut the bot off."""
+
+    local_vad: bool = True
+    confidence: float = Field(default=0.7, ge=0.0, le=1.0)
+    start_secs: float = Field(default=0.2, ge=0.0, le=2.0)
+    stop_secs: float = Field(default=0.8, ge=0.0, le=5.0)
+    min_volume: float = Field(default=0.6, ge=0.0, le=1.0)
+    min_speech_ms: int = Field(default=300, ge=0, le=5000)
+    greeting_grace_ms: int = Field(default=1500, ge=0, le=30000)
+
+
+class EndCallTool(_Strict):
+    """Built-in ``end_call``: say goodbye, then hang up once it has played."""
+
+    goodbye: str | None = "Say a short, friendly goodbye before ending the call."
+
+
+class TransferTool(_Strict):
+    """Built-in ``transfer_call``: TwiML ``<Dial>`` to ``to`` through the REST API."""
+
+    to: str
+    announcement: str | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return _e164(value)
+
+
+class Tools(_Strict):
+    """Built-in tools; absent or null means off."""
+
+    end_call: EndCallTool | None = None
+    transfer_call: TransferTool | None = None
+
+
+class Limits(_Strict):
+    """Call duration and caller-idle limits."""
+
+    max_call_secs: float | None = Field(default=None, gt=0)
+    max_call_warning_secs: float = Field(default=30.0, ge=0)
+    max_call_warning_text: str = "We're almost out of time for this call, so let's wrap up."
+    idle_timeout_secs: float | None = Field(default=None, gt=0)
+    idle_reprompt_text: str = "Are you still there?"
+    idle_max_reprompts: int = Field(default=1, ge=0, le=10)
+    idle_goodbye_text: str = "I haven't heard anything, so I'll end the call now. Goodbye!"
+
+    @model_validator(mode="after")
+    def _warning_before_end(self) -> Limits:
+        if self.max_call_secs is not None and self.max_call_warning_secs >= self.max_call_secs:
+            raise ValueError(
+                f"got max_call_warning_secs {self.max_call_warning_secs:g} >= max_call_secs "
+                f"{self.max_call_secs:g}, expected the warning to come before the end"
+            )
+        return self
+
+
+class Persona(_Strict):
+    """One bot persona, validated; immutable so a call keeps the one it started with.
+
+    ``id`` and ``source`` come from the file name and path, not from the YAML.
+    """
+
+    id: str
+    source: Path | None = None
+    model: str = gemini_models.DEFAULT_MODEL
+    voice: str = "Charon"
+    language: str | None = None
+    response_modality: str = "audio"
+    timezone: str = "UTC"
+    default: bool = False
+    numbers: tuple[str, ...] = ()
+    system_instruction: str | None = None
+    system_instruction_file: str | None = None
+    custom_parameters: dict[str, str] = Field(default_factory=dict)
+    greeting: Greeting = Greeting()
+    session: Session = Session()
+    audio_stream_end_silence_secs: float | None = Field(default=None, gt=0)
+    barge_in: BargeIn = BargeIn()
+    tools: Tools = Tools()
+    limits: Limits = Limits()
+
+    @field_validator("response_modality")
+    @classmethod
+    def _modality(cls, value: str) -> str:
+        if value.lower() == "text":
+            raise ValueError(
+                "got 'text', expected 'audio': TEXT replies cannot be heard on a phone call"
+            )
+        if value.lower() != "audio":
+            raise ValueError(f"got {value!r}, expected 'audio'")
+        return "audio"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"got {value!r}, expected an IANA time zone like 'Europe/Madrid' or 'UTC'"
+            ) from None
+        return value
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for number in value:
+            _e164(number)
+        if len(set(value)) != len(value):
+            raise ValueError(f"got {list(value)!r}, expected each number once")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2,3}(-[A-Z]{2}|-[0-9]{3})?", value):
+            raise ValueError(f"got {value!r}, expected a BCP-47 code like 'en-US' or 'es-ES'")
+        return value
+
+    @field_validator("custom_parameters")
+    @classmethod
+    def _custom(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[_a-z0-9]+", name, re.ASCII):
+                raise ValueError(f"got {name!r}, expected lower_case names (a-z, 0-9, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _instruction(self) -> Persona:
+        if not (self.system_instruction and self.system_instruction.strip()):
+            raise ValueError(
+                "got no system_instruction, expected system_instruction (text) or "
+                "system_instruction_file (a path relative to the persona file)"
+            )
+        return self
+
+    # --- derived values ------------------------------------------------------------------
+
+    @property
+    def spec(self) -> gemini_models.ModelSpec | None:
+        """The capability-table entry of this persona's model (``None`` if unknown)."""
+        return gemini_models.lookup(self.model)
+
+    def api_version(self) -> str:
+        """``v1alpha`` when a switched-on feature is documented to need it, else ``v1beta``."""
+        return "v1alpha" if self.v1alpha_features() else "v1beta"
+
+    def v1alpha_features(self) -> list[str]:
+        """Field paths of features that force ``v1alpha`` on this model."""
+        spec = self.spec
+        if spec is None:
+            return []
+        needs = []
+        if self.session.affective_dialog and spec.affective_dialog == "v1alpha":
+            needs.append("session.affective_dialog")
+        if self.session.proactive_audio is not None and spec.proactive_audio == "v1alpha":
+            needs.append("session.proactive_audio")
+        return needs
+
+    @property
+    def tools_async(self) -> bool:
+        """Register tool handlers with ``cancel_on_interruption=False`` (NON_BLOCKING)."""
+        spec = self.spec
+        return spec is not None and not spec.sync_tools
+
+    def template_names(self) -> set[str]:
+        """Every variable name a template may use."""
+        return {*BUILTIN_VARIABLES, *(f"custom.{k}" for k in self.custom_parameters)}
+
+    def _render(self, text: str, variables: Mapping[str, str]) -> str:
+        values = {f"custom.{k}": v for k, v in self.custom_parameters.items()}
+        values.update(variables)
+        return VarTemplate(text).substitute(values)
+
+    def render_system_instruction(self, variables: Mapping[str, str]) -> str:
+        """The system instruction with ``${…}`` variables filled (see ``call_variables``)."""
+        return self._render(self.system_instruction or "", variables)
+
+    def greeting_instruction(self, variables: Mapping[str, str]) -> str | None:
+        """The developer message that makes the model greet; ``None`` when it waits."""
+        text = self.greeting.text
+        if self.greeting.mode == "wait" or text is None:
+            return None
+        rendered = self._render(text, variables)
+        if self.greeting.mode == "say":
+            return (
+                "The call has just connected. Greet the caller by saying exactly these words, "
+                f"word for word, and nothing else:\n{rendered}"
+            )
+        return f"The call has just connected. {rendered}"
+
+    def live_settings(self, system_instruction: str) -> GeminiLiveLLMSettings:
+        """``GeminiLiveLLMService.Settings`` with every session field of this persona."""
+        return persona_setup.live_settings(self, system_instruction)
+
+    def tools_schema(self) -> ToolsSchema | None:
+        """Pipecat ``ToolsSchema`` of the enabled built-in tools, or ``None``."""
+        return persona_setup.tools_schema(self)
+
+    def adjust_connect_config(self, config: LiveConnectConfig) -> LiveConnectConfig:
+        """Apply what Pipecat's Settings cannot express (transcription off) to its config."""
+        return persona_setup.adjust_connect_config(self, config)
+
+
+def persona_fields() -> dict[tuple[str, ...], Any]:
+    """Every YAML key path the schema accepts (for did-you-mean on nested keys)."""
+    out: dict[tuple[str, ...], Any] = {}
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        for name, info in model.model_fields.items():
+            out[(*prefix, name)] = info
+            ann = info.annotation
+            for cand in getattr(ann, "__args__", (ann,)):
+                if isinstance(cand, type) and issubclass(cand, BaseModel):
+                    walk(cand, (*prefix, name))
+
+    walk(Persona, ())
+    return out

@@ -1,0 +1,8 @@
+"""The Twilio side of a call: the Media Streams serializer and the aiohttp WebSocket transport.
+
+``serializer`` (``TwilioSerializer``), ``transport`` (ties the pieces together) with
+``transport_input``, ``transport_output`` and ``transport_client`` (the shared socket, marks,
+latency), ``output_queue`` and ``pacing`` (real-time bot audio). May import Pipecat, aiohttp,
+``pipelines.audio``, ``pipelines._compat`` and the top-level leaf modules; not ``gemini``,
+``call`` or ``personas``.
+"""
