@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -346,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     procs: list[Proc] = []
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the `finally` below stops the
+    # emulator, servers and load generators this run started instead of leaving them running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     result["line"] = {**spec.model_dump(), "playout_delay_ms": delay, "text": line}
     print(f"callers' line: {line}", flush=True)

@@ -188,7 +188,7 @@ class Dtmf:
 
 @dataclass(frozen=True)
 class Pause:
-    """Stay silent (µ-law silence frames keep flowing) for ``secs``."""
+    """Say nothing for ``secs`` (the line keeps sending its noise, or µ-law silence if off)."""
 
     secs: float
 
