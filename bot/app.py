@@ -11,17 +11,18 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from bot import stall_probe
 from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS, SETUP_GATE, VAD_MODEL
 from bot.calls import CallRegistry
 from bot.gc_policy import GC_POLICY
 from bot.media_stream import media
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
+from bot.stall_probe import StallProbe
 from bot.stats import STATS, add_stats_routes, lag_guard, monitor_loop_lag
 from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
+from pipelines import _compat
 from pipelines.audio.vad import SileroModel
 from pipelines.call.pipeline import ProcessResources
 from pipelines.call.setup_gate import SetupGate
@@ -48,6 +49,10 @@ def create_app(
         drain_secs: On shutdown, how long live calls may go on before they are ended.
         twilio_api_base: Twilio REST base URL (tests point it at a fake).
     """
+    # The installed Pipecat/google-genai must be the ones our private accesses were written for
+    # (a clear CompatError otherwise); then the opt-in hot-path patches, once per process.
+    _compat.check()
+    _compat.install()
     app = web.Application()
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
@@ -86,10 +91,12 @@ def create_app(
             metrics=STATS,
             rest=rest,
             call_ready=GC_POLICY.call_ready,
+            time_scale=settings.time_scale,
         )
         await personas.start()
         lag_task = asyncio.create_task(monitor_loop_lag(STATS), name="stats:loop-lag")
-        if settings.stall_probe and not stall_probe.install():
+        probe = StallProbe(STATS.slow_callbacks.add_secs) if settings.stall_probe else None
+        if probe is not None and not probe.install():
             logger.warning("VOICEBOT_STALL_PROBE: the event loop is not asyncio's own; no probe")
         if STATS.gc_callback not in gc.callbacks:
             gc.callbacks.append(STATS.gc_callback)
@@ -97,7 +104,8 @@ def create_app(
         try:
             yield
         finally:
-            stall_probe.uninstall()
+            if probe is not None:
+                probe.uninstall()
             GC_POLICY.stop()
             if STATS.gc_callback in gc.callbacks:
                 gc.callbacks.remove(STATS.gc_callback)

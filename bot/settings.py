@@ -34,6 +34,10 @@ class Settings(BaseModel):
         log_level: loguru level for the console.
         stall_probe: Time every event-loop callback and report the long ones in ``/stats``
             (``bot.stall_probe``; for benchmarks, it costs ~1 % of a core at 150 calls).
+        time_scale: Multiplies the server's own timers (call limits, idle re-prompts, the
+            audioStreamEnd silence, GoAway handover margins: ``ProcessResources.time_scale``),
+            so tests and demos run long behaviours in seconds; audio stays real time. For
+            tests and demos only: production runs at 1.0.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +53,7 @@ class Settings(BaseModel):
     lag_guard_ms: float = Field(default=25.0, ge=0)
     log_level: str = "INFO"
     stall_probe: bool = False
+    time_scale: float = Field(default=1.0, gt=0)
 
     @field_validator("public_url", "gemini_base_url")
     @classmethod
@@ -80,6 +85,7 @@ class Settings(BaseModel):
             "lag_guard_ms": "VOICEBOT_LAG_GUARD_MS",
             "log_level": "VOICEBOT_LOG_LEVEL",
             "stall_probe": "VOICEBOT_STALL_PROBE",
+            "time_scale": "VOICEBOT_TIME_SCALE",
         }
         values: dict[str, object] = {}
         for field, var in names.items():

@@ -8,11 +8,15 @@ import pytest
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan, ToolScript
+from sim.emulator.config import ASSETS_DIR
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
 THINK_MS = 300
+# The time scale of tests whose timers, not their audio, set the pace (Settings.time_scale and
+# EmulatorConfig.time_scale): limits and silences last a tenth, audio plays in real time.
+SCALE = 0.1
 
 
 def _client_messages(emulator) -> list[str]:
@@ -40,8 +44,9 @@ async def test_goaway_hands_over_to_a_new_connection_without_dropping_the_call(
     assert not [c for c in emu.closes if c[1] == 1011]
 
 
-async def test_idle_caller_is_reprompted_then_told_goodbye(make_server):
-    server = await make_server()
+async def test_idle_caller_is_reprompted_then_told_goodbye(make_emulator, make_server):
+    emu = await make_emulator(EmulatorConfig(think_ms=THINK_MS, time_scale=SCALE))
+    server = await make_server(emulator=emu, time_scale=SCALE)
     result = await place_call(server.url, CallPlan().pause(25), to="+15005550007")
 
     assert result.ok, result.failure
@@ -97,12 +102,19 @@ async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, f
     assert redirects[0]["path"].endswith(f"/Calls/{result.call_sid}.json")
 
 
-async def test_audio_stream_end_after_caller_silence_then_resumes(make_server):
-    server = await make_server()
+async def test_audio_stream_end_after_caller_silence_then_resumes(make_emulator, make_server):
+    # A one-second silence (quiet.yaml), scaled; the reply's length plays no part here, so the
+    # emulator answers with its 3.9 s greeting recording rather than the 13.8 s answer.
+    emu = await make_emulator(
+        EmulatorConfig(
+            think_ms=THINK_MS, answer_wav=ASSETS_DIR / "bot_greeting.wav", time_scale=SCALE
+        )
+    )
+    server = await make_server(emulator=emu, time_scale=SCALE)
     plan = (
         CallPlan()
         .wait_for_greeting()
-        .pause(2.0)
+        .pause(2.0 * SCALE)
         .say("caller_question.wav")
         .wait_for_reply()
         .hangup()

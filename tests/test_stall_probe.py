@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.events
 import time
 
 import pytest
 
-from bot import stall_probe
+from bot.stall_probe import StallProbe
 from bot.stats import STATS
 
 pytestmark = pytest.mark.unit
@@ -26,13 +27,17 @@ async def _run_soon(block_secs: float) -> None:
 
 async def test_probe_records_each_long_callback_and_only_while_installed() -> None:
     STATS.slow_callbacks.reset()
-    assert stall_probe.install()
+    original = asyncio.events.Handle._run
+    probe = StallProbe(STATS.slow_callbacks.add_secs)
+    assert probe.install()
+    assert probe.installed
     try:
         await _run_soon(0.006)
         await _run_soon(0.0)
         await asyncio.sleep(0.001)
     finally:
-        stall_probe.uninstall()
+        probe.uninstall()
+    assert asyncio.events.Handle._run is original
     summary = STATS.slow_callbacks.summary()
     assert summary["count"] >= 1
     assert summary["max"] >= 6.0

@@ -155,8 +155,9 @@ def _client_messages(emulator: LiveEmulator) -> list[dict]:
 
 
 async def test_31_persona_greets_reprompts_and_says_goodbye(make_emulator, make_server) -> None:
-    emu = await make_emulator(EmulatorConfig(think_ms=300))
-    server = await make_server(emulator=emu)
+    # The idle timer (legacy31.yaml: 2 s) and think time at a tenth; the audio in real time.
+    emu = await make_emulator(EmulatorConfig(think_ms=300, time_scale=0.1))
+    server = await make_server(emulator=emu, time_scale=0.1)
     result = await place_call(server.url, CallPlan().pause(30), to="+15005550031")
 
     assert result.ok, result.failure

@@ -1,4 +1,4 @@
-"""Small, contained patches to Pipecat 1.14's per-frame hot path (installed once per process).
+"""Small, contained patches to Pipecat 1.14's per-frame hot path (opt-in: ``install()``).
 
 * ``FrameProcessor.__internal_push_frame`` runs ``logger.trace(f"Pushing {frame} ... {self}")``
   for every frame pushed, and the f-string is built even when TRACE is off: for audio frames
@@ -28,7 +28,9 @@ from pipecat.transports import base_output
 from pipecat.transports.base_output import BaseOutputTransport
 
 _PATCHED = False
+_FRAMES = (InputAudioRawFrame, OutputAudioRawFrame, TTSAudioRawFrame)
 _pipecat_next_frame = BaseOutputTransport.MediaSender._next_frame
+_pipecat_str = {cls: cls.__dict__.get("__str__") for cls in _FRAMES}
 
 
 def _name_only(self: object) -> str:
@@ -66,7 +68,20 @@ def install() -> None:
     global _PATCHED
     if _PATCHED:
         return
-    for cls in (InputAudioRawFrame, OutputAudioRawFrame, TTSAudioRawFrame):
+    for cls in _FRAMES:
         cls.__str__ = _name_only  # type: ignore[method-assign,assignment]
     BaseOutputTransport.MediaSender._next_frame = _next_frame  # type: ignore[method-assign]
     _PATCHED = True
+
+
+def uninstall() -> None:
+    """Restore Pipecat's own methods (idempotent)."""
+    global _PATCHED
+    for cls, original in _pipecat_str.items():
+        if original is None:
+            if "__str__" in cls.__dict__:
+                del cls.__str__
+        else:
+            cls.__str__ = original  # type: ignore[method-assign]
+    BaseOutputTransport.MediaSender._next_frame = _pipecat_next_frame  # type: ignore[method-assign]
+    _PATCHED = False

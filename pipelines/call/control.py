@@ -39,10 +39,14 @@ HangUp = Callable[[str], Awaitable[None]]
 Redirect = Callable[[str], Awaitable[bool]]
 WaitPlayed = Callable[[float], Awaitable[None]]
 
+# Bounds on audio being played (a goodbye, a reply finishing): these stay real time at any
+# time scale, since audio does.
 GOODBYE_TIMEOUT_SECS = 10.0
 # Before the bot is told to speak (warning, re-prompt, goodbye), how long a reply in progress
 # may finish first: an instruction sent mid-reply would interrupt it.
 QUIET_WAIT_SECS = 3.0
+# How often the limits are checked (scaled with the limits themselves).
+TICK_SECS = 0.25
 MAX_DURATION_GOODBYE = (
     "We have reached the time limit for this call. Thank you for calling, goodbye."
 )
@@ -64,6 +68,9 @@ class CallControl:
             credentials.
         wait_played: Waits (bounded) until the audio sent so far has been played.
         clock: Monotonic clock, injectable for tests.
+        time_scale: Multiplies the persona's limits (duration, warning, idle timeout) and
+            the check interval, for tests and demos; the bounds on audio being played
+            (``QUIET_WAIT_SECS``, ``GOODBYE_TIMEOUT_SECS``, the greeting grace) stay real time.
     """
 
     def __init__(
@@ -75,8 +82,12 @@ class CallControl:
         redirect: Redirect | None,
         wait_played: WaitPlayed,
         clock: Callable[[], float] = time.monotonic,
+        time_scale: float = 1.0,
     ) -> None:
+        if time_scale <= 0:
+            raise ValueError(f"CallControl: time_scale got {time_scale!r}, expected a number > 0")
         self._persona = persona
+        self._scale = time_scale
         self._instruct = instruct
         self._hang_up = hang_up
         self._redirect = redirect
@@ -198,7 +209,7 @@ class CallControl:
 
     async def _run_timer(self) -> None:
         while self._ending is None:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(TICK_SECS * self._scale)
             try:
                 await self._check_limits()
             except Exception:
@@ -216,21 +227,21 @@ class CallControl:
     async def _check_limits(self) -> None:
         if self._ending is not None:
             return
-        limits = self._persona.limits
+        limits, scale = self._persona.limits, self._scale
         now = self._clock()
         elapsed = now - self._started
         if limits.max_call_secs:
-            warn_at = limits.max_call_secs - limits.max_call_warning_secs
+            warn_at = (limits.max_call_secs - limits.max_call_warning_secs) * scale
             if not self._warned and limits.max_call_warning_secs and elapsed >= warn_at:
                 self._warned = await self._say(limits.max_call_warning_text)
-            if elapsed >= limits.max_call_secs:
+            if elapsed >= limits.max_call_secs * scale:
                 await self.say_goodbye(MAX_DURATION_GOODBYE, "max call duration reached")
                 return
         idle = (
             limits.idle_timeout_secs
             and not self._bot_speaking
             and not self._user_speaking
-            and now - self._last_activity >= limits.idle_timeout_secs
+            and now - self._last_activity >= limits.idle_timeout_secs * scale
         )
         if not idle:
             return

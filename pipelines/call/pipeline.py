@@ -76,6 +76,9 @@ class ProcessResources:
             the goodbye was played) and transfers. None: the stream is closed instead.
         call_ready: Called once per call when its Live API session is ready (or the setup
             failed): the server's garbage-collector policy freezes the new call there.
+        time_scale: Multiplies every call's own timers (the persona's limits and idle
+            timeout, its audioStreamEnd silence, GoAway handover margins), for tests and
+            demos; audio and the bounds on audio being played stay real time.
     """
 
     gemini: GeminiClients
@@ -84,6 +87,7 @@ class ProcessResources:
     metrics: BridgeMetrics = NO_METRICS
     rest: CallRest | None = None
     call_ready: CallReadyHook | None = None
+    time_scale: float = 1.0
 
 
 # How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out
@@ -91,6 +95,10 @@ class ProcessResources:
 # at 150 live calls, bot.gc_policy; a burst of call setups). It costs nothing on barge-in:
 # `clear` empties that buffer at once.
 PLAYOUT_LEAD_SECS = 0.4
+
+
+def _scaled(secs: float | None, scale: float) -> float | None:
+    return None if secs is None else secs * scale
 
 
 def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
@@ -155,6 +163,7 @@ class CallPipeline:
             ),
             metrics=resources.metrics,
         )
+        scale = resources.time_scale
         instruction = persona.render_system_instruction(variables)
         self._greeting = persona.greeting_instruction(variables)
         self.llm = CallGeminiLive(
@@ -163,7 +172,8 @@ class CallPipeline:
             on_session_ready=self._on_session_ready,
             metrics=resources.metrics,
             adjust_config=persona.adjust_connect_config,
-            audio_stream_end_secs=persona.audio_stream_end_silence_secs,
+            audio_stream_end_secs=_scaled(persona.audio_stream_end_silence_secs, scale),
+            time_scale=scale,
             settings=persona.live_settings(instruction),
             tools=persona.tools_schema(),
             inference_on_context_initialization=self._greeting is not None,
@@ -185,6 +195,7 @@ class CallPipeline:
             hang_up=self._hang_up,
             redirect=self._redirect if resources.rest else None,
             wait_played=self._wait_played,
+            time_scale=scale,
         )
         handlers = {
             "end_call": self.control.end_call_tool,

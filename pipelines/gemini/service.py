@@ -113,6 +113,8 @@ class CallGeminiLive(GeminiLiveLLMService):
             ``audioStreamEnd``; ``None`` never sends it.
         on_session_ready: Called each time a Live API session is ready.
         metrics: Where bridge latency in and model audio seconds are reported.
+        time_scale: Multiplies the GoAway handover margin and the futile-resume window, for
+            tests against an emulator whose limits are scaled the same way.
         **kwargs: Passed to ``GeminiLiveLLMService``.
     """
 
@@ -125,8 +127,10 @@ class CallGeminiLive(GeminiLiveLLMService):
         audio_stream_end_secs: float | None = None,
         on_session_ready: Callable[[], None] | None = None,
         metrics: BridgeMetrics = NO_METRICS,
+        time_scale: float = 1.0,
         **kwargs,
     ) -> None:
+        self._time_scale = time_scale
         self._bridge_metrics = metrics
         self._on_session_ready = on_session_ready
         self._shared_client = client
@@ -365,13 +369,14 @@ class CallGeminiLive(GeminiLiveLLMService):
     def _start_handover(self, time_left: str | None) -> None:
         if self._handover_task is not None and not self._handover_task.done():
             return
-        deadline = time.monotonic() + parse_duration_secs(time_left) - HANDOVER_MARGIN_SECS
+        margin = HANDOVER_MARGIN_SECS * self._time_scale
+        deadline = time.monotonic() + parse_duration_secs(time_left) - margin
         fresh = self._resume_was_futile()
         self._handover_task = self.create_task(self._handover(deadline, fresh), "goaway-handover")
 
     def _resume_was_futile(self) -> bool:
         at = self._resumed_at
-        if at is None or time.monotonic() - at >= FUTILE_RESUME_SECS:
+        if at is None or time.monotonic() - at >= FUTILE_RESUME_SECS * self._time_scale:
             return False
         logger.debug("a resumed Live API connection ended at once: starting a fresh session")
         return True

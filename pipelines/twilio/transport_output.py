@@ -32,7 +32,6 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSet
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.utils.utils import obj_id
 
-from pipelines._compat import pipecat_speedups
 from pipelines.audio.resampling import FirStreamResampler
 from pipelines.frame_metadata import RX_KEY
 from pipelines.ports import NO_METRICS, BridgeMetrics
@@ -45,8 +44,6 @@ from pipelines.twilio.transport_client import (
     TransportOwner,
     WebsocketClient,
 )
-
-pipecat_speedups.install()
 
 END_MARK_NAME = "call-end"
 # How often per write timeout the watchdog looks for a write that has not returned.

@@ -93,8 +93,9 @@ class EmulatorConfig:
             confirmed anywhere public; 1011 with ``session_limit_reason`` (the connection
             cap's close) is a plausible default.
         session_limit_reason: Close reason at the session limit.
-        time_scale: Multiplies every limit above and its ``goAway`` lead (0.01 makes a
-            10-minute connection last 6 s), so tests run long behaviours in seconds.
+        time_scale: Multiplies every limit above, its ``goAway`` lead and ``think_ms`` (0.01
+            makes a 10-minute connection last 6 s), so tests run long behaviours in seconds.
+            Audio (replies, their pace and playback) stays real time.
     """
 
     think_ms: int = 300

@@ -63,6 +63,7 @@ class LiveSession:
         self._manual_rate = p.DEFAULT_INPUT_RATE_HZ
         self._reply_task: asyncio.Task[None] | None = None
         self._fault_task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[Any] | None = None
         self._streaming = False
         self._sent_secs = 0.0
         self._last_trigger = -1e9
@@ -99,9 +100,13 @@ class LiveSession:
             for side in list(self._side_tasks):
                 await cancel_and_wait(side)
             await cancel_and_wait(self._reply_task)
-            if self._fault_task is not None and self.close_code is not None:
+            # A close the fault timer is making finishes; a timer still sleeping towards its
+            # next step is cancelled at once (waiting for it held every rejected session's
+            # teardown for 5 s).
+            fault_task = self._fault_task
+            if self._closer is fault_task and fault_task is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._fault_task), 5.0)
+                    await asyncio.wait_for(asyncio.shield(fault_task), 5.0)
             await cancel_and_wait(self._fault_task)
 
     async def close(self, code: int, reason: str) -> None:
@@ -109,6 +114,7 @@ class LiveSession:
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
+        self._closer = asyncio.current_task()
         if self._reply_task is not asyncio.current_task():
             await cancel_and_wait(self._reply_task)
         self.emu.closes.append((self.id, code, reason))
@@ -372,7 +378,7 @@ class LiveSession:
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            await asyncio.sleep(self.cfg.think_ms / 1000)
+            await asyncio.sleep(self.cfg.think_ms / 1000 * self.cfg.time_scale)
             assert self.info is not None
             if self.info.resumption:
                 await self.send(p.resumption_update(None))

@@ -1,0 +1,127 @@
+"""The quarantine: no import patches a library; the start-up check names what is missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import _compat
+from pipelines._compat.accesses import ACCESSES, PrivateAccess
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Imports every module of pipelines/ and bot/ (not ``__main__``s), then reports whose methods
+# the three patched-by-someone places hold.
+PROBE = """
+import asyncio.events, importlib, json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+for package in ("pipelines", "bot"):
+    for path in sorted((root / package).rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        parts = path.relative_to(root).with_suffix("").parts
+        importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
+from pipecat.transports.base_output import BaseOutputTransport
+print(json.dumps({
+    "InputAudioRawFrame.__str__": InputAudioRawFrame.__str__.__module__,
+    "OutputAudioRawFrame.__str__": OutputAudioRawFrame.__str__.__module__,
+    "MediaSender._next_frame": BaseOutputTransport.MediaSender._next_frame.__module__,
+    "Handle._run": asyncio.events.Handle._run.__module__,
+}))
+"""
+
+
+def test_importing_every_module_patches_no_library_class() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(ROOT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    owners = json.loads(out.stdout.strip().splitlines()[-1])
+    assert owners == {
+        "InputAudioRawFrame.__str__": "pipecat.frames.frames",
+        "OutputAudioRawFrame.__str__": "pipecat.frames.frames",
+        "MediaSender._next_frame": "pipecat.transports.base_output",
+        "Handle._run": "asyncio.events",
+    }
+
+
+def test_install_patches_and_uninstall_restores() -> None:
+    from pipecat.frames.frames import InputAudioRawFrame
+    from pipecat.transports.base_output import BaseOutputTransport
+
+    pipecat_next = BaseOutputTransport.MediaSender._next_frame
+    pipecat_str = InputAudioRawFrame.__str__
+    was_installed = pipecat_next.__module__ != "pipecat.transports.base_output"
+    _compat.uninstall()
+    try:
+        assert BaseOutputTransport.MediaSender._next_frame.__module__ == (
+            "pipecat.transports.base_output"
+        )
+        _compat.install()
+        frame = InputAudioRawFrame(b"\0\0", sample_rate=8000, num_channels=1)
+        assert str(frame) == frame.name
+        assert BaseOutputTransport.MediaSender._next_frame.__module__ == (
+            "pipelines._compat.pipecat_speedups"
+        )
+        _compat.uninstall()
+        assert str(frame) != frame.name  # Pipecat's own, with pts and sizes
+        assert InputAudioRawFrame.__str__.__module__ == "pipecat.frames.frames"
+    finally:
+        if was_installed:
+            _compat.install()
+        else:
+            assert InputAudioRawFrame.__str__ is pipecat_str
+
+
+def test_check_passes_on_the_pinned_install() -> None:
+    _compat.check()
+    assert len(ACCESSES) == len({(a.owner, a.name) for a in ACCESSES})
+
+
+def test_a_missing_attribute_names_owner_file_and_fix() -> None:
+    rows = (
+        PrivateAccess(
+            "pipecat.transports.base_output:BaseOutputTransport.MediaSender",
+            "_renamed_upstream",
+            ("pipelines/twilio/output_queue.py",),
+            "test",
+        ),
+        PrivateAccess("google.genai", "_no_such_module", ("pipelines/x.py",), "test"),
+        PrivateAccess("pipecat.nowhere:Thing", "_x", ("pipelines/y.py",), "test"),
+        # Instance attributes set in __init__ count as present.
+        PrivateAccess(
+            "pipecat.transports.base_output:BaseOutputTransport.MediaSender",
+            "_audio_queue",
+            ("pipelines/twilio/output_queue.py",),
+            "test",
+        ),
+    )
+    with pytest.raises(_compat.CompatError) as caught:
+        _compat.check(rows)
+    message = str(caught.value)
+    assert "BaseOutputTransport.MediaSender._renamed_upstream: missing" in message
+    assert "used in pipelines/twilio/output_queue.py" in message
+    assert "google.genai._no_such_module: missing" in message
+    assert "pipecat.nowhere:Thing: not found" in message
+    assert "_audio_queue" not in message
+    assert "Fix: install the pinned versions" in message
+    assert "pipelines/_compat" in message
+
+
+def test_a_version_outside_the_pin_is_an_error() -> None:
+    with pytest.raises(_compat.CompatError) as caught:
+        _compat.check((), {"pipecat-ai": ((1, 15, 0), (1, 16)), "no-such-dist": ((1,), (2,))})
+    message = str(caught.value)
+    assert "pipecat-ai: installed 1.14.0, expected >=1.15.0,<1.16" in message
+    assert "no-such-dist: not installed" in message
