@@ -22,6 +22,7 @@ from bot.app import create_app
 from bot.app_keys import CALLS
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
+from pipelines._compat import CompatError
 from pipelines.gemini.clients import GeminiClients
 from pipelines.personas import PersonaConfigError
 
@@ -98,7 +99,11 @@ async def _serve(
     settings: Settings, options: ServeOptions, store: PersonaStore, gemini: GeminiClients
 ) -> int:
     _startup_warnings(settings)
-    app = create_app(settings, store, gemini, drain_secs=options.drain_secs)
+    try:
+        app = create_app(settings, store, gemini, drain_secs=options.drain_secs)
+    except CompatError as e:
+        print(f"voicebot serve: {e}", file=sys.stderr)
+        return 1
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.server import ServeOptions, serve
+from bot.settings import Settings
 from pipelines import _compat
 from pipelines._compat.accesses import ACCESSES, PrivateAccess
 
@@ -125,3 +128,21 @@ def test_a_version_outside_the_pin_is_an_error() -> None:
     message = str(caught.value)
     assert "pipecat-ai: installed 1.14.0, expected >=1.15.0,<1.16" in message
     assert "no-such-dist: not installed" in message
+
+
+async def test_serve_with_a_failing_check_is_a_one_line_startup_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail() -> None:
+        raise _compat.CompatError("pipecat-ai 9.9.9 is installed; expected >=1.14.0,<1.14.1")
+
+    @contextlib.asynccontextmanager
+    async def no_gemini():  # type: ignore[no-untyped-def]
+        yield None
+
+    monkeypatch.setattr(_compat, "check", fail)
+    settings = Settings(personas_dir=ROOT / "tests" / "personas")
+    code = await serve(settings, ServeOptions(port=0), no_gemini)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "voicebot serve: pipecat-ai 9.9.9 is installed" in err
