@@ -233,3 +233,34 @@ async def test_a_stream_needs_its_own_fresh_twiml_when_signatures_are_enforced(m
         await first.close()
         assert await wait_until(lambda: len(server.calls) == 0, 5.0)
         assert await close_code("CA5", twiml.parameters["call_token"]) == 1013
+
+
+async def test_a_stream_that_goes_quiet_ends_and_frees_its_session(make_server):
+    # Twilio sends media every 20 ms while a call is up; a stream that stops sending after
+    # `start` is dead: the call must end and free its Gemini session and slot long before the
+    # persona's maximum duration. Scaled: 10 s -> 1 s. A healthy call alongside is untouched.
+    server = await make_server(time_scale=0.1)
+    async with aiohttp.ClientSession() as session:
+        healthy = asyncio.create_task(
+            place_call(server.url, CallPlan().wait_for_greeting().pause(3.0).hangup()),
+            name="healthy-call",
+        )
+        raw = await RawStream.open(session, server.url)
+        await raw.ws.send_str(json.dumps(raw.start))
+        assert await wait_until(lambda: server.emulator.active_sessions == 2, 5.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        msg = None
+        while loop.time() - started < 5.0:  # read (and ignore) bot audio; send nothing
+            msg = await raw.ws.receive(timeout=5.0)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        quiet_for = loop.time() - started
+        result = await healthy
+
+    assert msg is not None and msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert 0.9 <= quiet_for < 2.5, quiet_for  # the scaled 1 s timeout, checked every 0.25 s
+    assert await wait_until(lambda: server.emulator.active_sessions == 0, 2.0)
+    assert await wait_until(lambda: len(server.calls) == 0, 2.0)
+    assert result.ok, result.failure
+    assert result.gap_max_ms < 100  # the other call did not notice

@@ -95,6 +95,9 @@ class ProcessResources:
 # at 150 live calls, bot.gc_policy; a burst of call setups). It costs nothing on barge-in:
 # `clear` empties that buffer at once.
 PLAYOUT_LEAD_SECS = 0.4
+# Twilio sends a media message every 20 ms while a call is up: this long with nothing from it
+# (after `start`) and the stream is dead; the call ends and frees its Gemini session and slot.
+MEDIA_TIMEOUT_SECS = 10.0
 
 
 def _scaled(secs: float | None, scale: float) -> float | None:
@@ -160,6 +163,7 @@ class CallPipeline:
                 audio_out_end_silence_secs=END_SILENCE_SECS,
                 serializer=self.serializer,
                 max_lead_secs=PLAYOUT_LEAD_SECS,
+                media_timeout_secs=MEDIA_TIMEOUT_SECS * resources.time_scale,
             ),
             metrics=resources.metrics,
         )
@@ -233,6 +237,7 @@ class CallPipeline:
         self.transport.input().audio_sink = CallerAudioPath(self.control, user_agg, self.llm)
         self.transport.event_handler("on_client_connected")(self._on_connected)
         self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
+        self.transport.event_handler("on_media_timeout")(self._on_media_timeout)
 
     @staticmethod
     def _vad(persona: Any, model: SileroModel) -> SharedSileroVADAnalyzer | None:
@@ -279,6 +284,11 @@ class CallPipeline:
             code = self._ws.close_code
             self.end_reason = "caller hung up" if code in (None, 1000) else f"stream closed {code}"
         await self.worker.cancel()
+
+    async def _on_media_timeout(self, _transport: Any, secs: float) -> None:
+        # The stream is open but dead: free the Gemini session and the admission slot now, not
+        # at the persona's maximum duration; Twilio, if it still hears us, plays the apology.
+        await self.abort(f"no media from Twilio for {secs:g} s")
 
     def _on_session_ready(self) -> None:
         if self._setup_slot is not None:

@@ -17,7 +17,8 @@ Split over ``transport_client`` (params, socket, marks, latency bookkeeping),
 marks, hang-up) and this module (the transport that ties them together).
 
 Events: ``on_client_connected(transport, ws)``, ``on_client_disconnected(transport, ws)``,
-``on_mark(transport, name, played)``.
+``on_mark(transport, name, played)``, ``on_media_timeout(transport, secs)`` (nothing received
+for ``media_timeout_secs``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class AiohttpWebsocketTransport(BaseTransport):
         self._register_event_handler("on_client_connected")
         self._register_event_handler("on_client_disconnected")
         self._register_event_handler("on_mark")
+        self._register_event_handler("on_media_timeout")
 
     def input(self) -> AiohttpWebsocketInputTransport:
         """The input processor."""

@@ -61,6 +61,9 @@ class AiohttpWebsocketParams(TransportParams):
         direct_output: Run the output processor in Pipecat's direct mode: frames are handled
             in the task that pushes them, without two queue-and-task hops per model audio
             frame (the media sender's own queue and task still pace the audio).
+        media_timeout_secs: After ``start``, a stream that sends nothing for this long is
+            gone (Twilio sends a media message every 20 ms while a call is up): the input
+            fires ``on_media_timeout(transport, secs)``. None never does.
     """
 
     serializer: FrameSerializer | None = None
@@ -71,6 +74,7 @@ class AiohttpWebsocketParams(TransportParams):
     end_mark_timeout_secs: float = 3.0
     input_batch_ms: int = 40
     direct_output: bool = True
+    media_timeout_secs: float | None = None
 
 
 class WebsocketClient:

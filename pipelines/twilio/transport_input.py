@@ -55,6 +55,8 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         self._client = client
         self._ws_params = params
         self._receive_task: asyncio.Task[None] | None = None
+        self._media_watchdog: asyncio.Task[None] | None = None
+        self._last_rx_at = time.monotonic()
         self._ending = False
         self._pending_audio = b""
         self._pending_at = 0.0
@@ -80,6 +82,10 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self.push_frame(ClientConnectedFrame())
         if not self._receive_task:
             self._receive_task = self.create_task(self._receive_messages(), "ws-receive")
+        timeout = self._ws_params.media_timeout_secs
+        if timeout is not None and self._media_watchdog is None:
+            self._last_rx_at = time.monotonic()
+            self._media_watchdog = self.create_task(self._watch_media(timeout), "media-watchdog")
         await self.set_transport_ready(frame)
 
     async def stop(self, frame: EndFrame) -> None:
@@ -104,10 +110,27 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self._transport.cleanup()
 
     async def _teardown(self) -> None:
+        if self._media_watchdog:
+            await self.cancel_task(self._media_watchdog)
+            self._media_watchdog = None
         if self._receive_task:
             await self.cancel_task(self._receive_task)
             self._receive_task = None
         await self._client.disconnect("input")
+
+    async def _watch_media(self, timeout_secs: float) -> None:
+        """Fire ``on_media_timeout`` once when nothing arrives for ``timeout_secs``.
+
+        A check every quarter of the timeout (at most every second), not a timer per message.
+        """
+        step = min(1.0, timeout_secs / 4)
+        while True:
+            await asyncio.sleep(step)
+            quiet = time.monotonic() - self._last_rx_at
+            if quiet >= timeout_secs and not self._ending:
+                logger.debug(f"{self}: nothing from Twilio for {quiet:.1f} s")
+                await self._transport.notify("on_media_timeout", timeout_secs)
+                return
 
     async def _push_audio(self, frame: InputAudioRawFrame, rx_at: float) -> None:
         """Push caller audio in ``input_batch_ms`` frames, stamped with their arrival time."""
@@ -195,11 +218,12 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         fast = serializer if isinstance(serializer, TwilioSerializer) else None
         try:
             async for msg in self._client.receive():
+                self._last_rx_at = rx_at = time.monotonic()
                 if fast is not None and msg.type == WSMsgType.TEXT:
                     pcm = fast.media_pcm(msg.data)
                     if pcm is not None:
                         if not self._ending:
-                            await self._push_pcm(pcm, fast.twilio_rate, 1, time.monotonic())
+                            await self._push_pcm(pcm, fast.twilio_rate, 1, rx_at)
                         continue
                 if msg.type == WSMsgType.BINARY:
                     self._note("binary", f"{len(msg.data)} bytes")
@@ -211,7 +235,6 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
                     break
                 if msg.type != WSMsgType.TEXT or serializer is None:
                     continue
-                rx_at = time.monotonic()
                 frame = await serializer.deserialize(msg.data)
                 if frame is None:
                     continue
