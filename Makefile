@@ -23,8 +23,9 @@ setup: $(STAMP) ## create .venv and install the locked dependencies
 run: $(STAMP) ## serve calls on :8080 (embedded Live API emulator when GEMINI_API_KEY is unset)
 	$(BIN)/voicebot serve --port $(PORT)
 
-test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback)
-	$(BIN)/pytest
+# End-to-end tests mostly wait on real-time audio, so six workers share two cores well.
+test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, 6 workers)
+	$(BIN)/pytest -n 6 --dist worksteal
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .
@@ -37,7 +38,7 @@ emulator: $(STAMP) ## run the Live API emulator on its own (prints its url and c
 loadtest: $(STAMP) ## 50 simulated calls against a server on :$(PORT)
 	$(BIN)/voicebot loadtest --url http://127.0.0.1:$(PORT) --calls 50 --concurrency 25 --report loadtest-report
 
-bench: $(STAMP) ## capacity benchmark vs the bare relay baseline (slow, by hand; BENCH_ARGS=--quick)
+bench: $(STAMP) ## capacity on phone lines vs our bare relay baseline (~30 min, by hand; BENCH_ARGS=--quick: ~5)
 	$(BIN)/python -m sim.bench $(BENCH_ARGS)
 
 lock: ## re-resolve requirements.lock from pyproject.toml

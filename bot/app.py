@@ -12,7 +12,7 @@ from aiohttp import web
 from loguru import logger
 
 from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS, SETUP_GATE, VAD_MODEL
-from bot.calls import CallRegistry
+from bot.calls import WRAP_UP_SECS, CallRegistry
 from bot.gc_policy import GC_POLICY
 from bot.media_stream import media
 from bot.persona_store import PersonaStore
@@ -23,7 +23,7 @@ from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
 from pipelines import _compat
-from pipelines.audio.vad import SileroModel
+from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.pipeline import ProcessResources
 from pipelines.call.setup_gate import SetupGate
 from pipelines.gemini.clients import GeminiClients
@@ -38,6 +38,7 @@ def create_app(
     gemini: GeminiClients,
     *,
     drain_secs: float = DEFAULT_DRAIN_SECS,
+    wrap_up_secs: float = WRAP_UP_SECS,
     twilio_api_base: str | None = None,
 ) -> web.Application:
     """Build the server application.
@@ -46,29 +47,32 @@ def create_app(
         settings: Process settings.
         personas: The persona store (already loaded and validated).
         gemini: The process's shared Gemini clients.
-        drain_secs: On shutdown, how long live calls may go on before they are ended.
+        drain_secs: On shutdown, how long live calls may go on before they are wrapped up
+            with a goodbye (``bot.calls``; multiplied by ``settings.time_scale``).
+        wrap_up_secs: After that window, how long the goodbyes may take before a call still
+            up is closed abnormally.
         twilio_api_base: Twilio REST base URL (tests point it at a fake).
     """
     # The installed Pipecat/google-genai must be the ones our private accesses were written for
-    # (a clear CompatError otherwise); then the opt-in hot-path patches, once per process.
+    # (a clear CompatError otherwise).
     _compat.check()
-    _compat.install()
     app = web.Application()
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
-    app[CALLS] = CallRegistry(settings.max_calls)
+    app[CALLS] = CallRegistry.from_settings(settings)
     lag_limit_ms = settings.lag_guard_ms
     if lag_limit_ms > 0:
         app[CALLS].guard = lambda: lag_guard(STATS, lag_limit_ms)
     app[PERSONAS] = personas
     app[SETUP_GATE] = SetupGate()
-    app[VAD_MODEL] = SileroModel()
+    app[VAD_MODEL] = BatchedSileroVAD()
     add_routes(app)
     app.router.add_get("/twilio/media", media)
     add_stats_routes(app, lambda: len(app[CALLS]))
 
     async def shared_resources(app: web.Application) -> AsyncIterator[None]:
-        # The VAD model loads once, off the event loop, before the first call.
+        # The VAD model loads once, off the event loop, before the first call (the batched
+        # detector's tick task then runs while calls with local VAD are up).
         await asyncio.to_thread(app[VAD_MODEL].load)
         for api_version in {p.api_version() for p in personas.current.personas.values()}:
             gemini.get(api_version)
@@ -91,6 +95,7 @@ def create_app(
             metrics=STATS,
             rest=rest,
             call_ready=GC_POLICY.call_ready,
+            session_failed=app[CALLS].session_failed,
             time_scale=settings.time_scale,
         )
         await personas.start()
@@ -119,7 +124,7 @@ def create_app(
         calls = app[CALLS]
         if len(calls):
             logger.info(f"shutting down: draining {len(calls)} call(s) for up to {drain_secs} s")
-        await calls.drain(drain_secs)
+        await calls.drain(drain_secs, wrap_up_secs)
 
     app.cleanup_ctx.append(shared_resources)
     app.on_shutdown.append(drain)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from bot.persona_store import PersonaStore
     from bot.settings import Settings
     from bot.twilio_security import Authenticator
-    from pipelines.audio.vad import SileroModel
+    from pipelines.audio.batched_vad import BatchedSileroVAD
     from pipelines.call.pipeline import ProcessResources
     from pipelines.call.setup_gate import SetupGate
 
@@ -20,6 +20,7 @@ AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 CALLS: web.AppKey[CallRegistry] = web.AppKey("calls")
 PERSONAS: web.AppKey[PersonaStore] = web.AppKey("personas")
 RESOURCES: web.AppKey[ProcessResources] = web.AppKey("resources")
-# Owned by the app, shared by its calls: setups take turns; one Silero session for local VAD.
+# Owned by the app, shared by its calls: setups take turns; one batched Silero detector
+# for local VAD.
 SETUP_GATE: web.AppKey[SetupGate] = web.AppKey("setup_gate")
-VAD_MODEL: web.AppKey[SileroModel] = web.AppKey("vad_model")
+VAD_MODEL: web.AppKey[BatchedSileroVAD] = web.AppKey("vad_model")

@@ -1,14 +1,36 @@
-"""Live calls in this process: admission limits, lookup by call SID, and drain on shutdown."""
+"""Live calls in this process: admission limits, lookup by call SID, and drain on shutdown.
+
+Drain (``CallRegistry.drain``, on SIGTERM/SIGINT): admission stops at once (``/readyz`` says
+503, the webhook answers the busy TwiML; streams whose TwiML was already served are still
+taken), live calls run on to their natural end for the drain window, and at its deadline each
+call still up is wrapped up: the bot finishes its current answer (bounded), says goodbye, and
+hangs up through the REST API once the goodbye has been played
+(``pipelines.call.control.CallControl.wrap_up``). Only a call that could not be wrapped up
+within ``WRAP_UP_SECS`` is closed abnormally. One log line when the drain starts, one when it
+ends, with how each call ended.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from loguru import logger
+
+from bot.session_quota import SessionQuota, is_quota_refusal
+from bot.settings import Settings
+
+# After the drain deadline: how long the goodbyes may take (the bot's current answer finishing,
+# up to 15 s, then the goodbye played, up to 10 s, then the REST hang-up). Real time at every
+# time scale, like the audio it waits for. A deployment's grace period must cover
+# drain seconds + this + the preStop pause (deploy/k8s/deployment.yaml).
+WRAP_UP_SECS = 30.0
+SHUTDOWN_REASON = "server shutting down"
 
 
 @dataclass
@@ -22,7 +44,9 @@ class CallRecord:
         started: ``time.monotonic()`` at the media ``start`` message.
         task: The task running the call's pipeline, cancelled on shutdown.
         abort: Ends the call at once with a reason (closes the stream so Twilio plays the
-            TwiML apology); used when draining.
+            TwiML apology); the last resort of a drain.
+        wrap_up: Ends the call politely with a reason: the current answer finishes, then a
+            goodbye is played and the call is hung up; False if the call was already ending.
         end_reason: Why the call ended, set once.
     """
 
@@ -32,12 +56,23 @@ class CallRecord:
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     abort: Callable[[str], Awaitable[None]] | None = None
+    wrap_up: Callable[[str], Coroutine[Any, Any, bool]] | None = None
     end_reason: str | None = None
+    _wrapping: asyncio.Task[bool] | None = field(default=None, repr=False)
 
     @property
     def duration_secs(self) -> float:
         """Seconds since the call's stream started."""
         return time.monotonic() - self.started
+
+
+async def _wrap_up(record: CallRecord, wrap_up: Callable[[str], Coroutine[Any, Any, bool]]) -> bool:
+    """One call's wrap-up; a failure is logged (the call is then cut at the end of the drain)."""
+    try:
+        return await wrap_up(SHUTDOWN_REASON)
+    except Exception:
+        logger.exception(f"call {record.call_sid}: wrap-up failed")
+        return False
 
 
 class CallRegistry:
@@ -46,10 +81,26 @@ class CallRegistry:
     A call is *reserved* when its TwiML is served (so a burst of webhooks cannot over-admit),
     and *registered* when its media stream starts. Reservations expire if the stream never
     comes.
+
+    Args:
+        max_calls: Calls admitted at once.
+        reservation_ttl_secs: How long a served TwiML holds its place.
+        quota: The Gemini session quota admission keeps to (``bot.session_quota``).
+        time_scale: Multiplies the drain window (tests and demos); the wrap-up after it is
+            real time.
     """
 
-    def __init__(self, max_calls: int, reservation_ttl_secs: float = 15.0) -> None:
+    def __init__(
+        self,
+        max_calls: int,
+        reservation_ttl_secs: float = 15.0,
+        *,
+        quota: SessionQuota | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
         self.max_calls = max_calls
+        self.quota = quota or SessionQuota()
+        self._time_scale = time_scale
         self._reservation_ttl_secs = reservation_ttl_secs
         self._calls: dict[str, CallRecord] = {}
         self._reservations: OrderedDict[str, float] = OrderedDict()
@@ -57,8 +108,20 @@ class CallRegistry:
         self.totals: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hurry = asyncio.Event()
+        self._closing = False  # past the drain window: no stream is taken any more
         # Overload guard: returns why new calls must be refused now (e.g. event-loop lag).
         self.guard: Callable[[], str | None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallRegistry:
+        """The registry of ``VOICEBOT_MAX_CALLS`` and the Gemini session quota settings."""
+        quota = SessionQuota(
+            settings.gemini_max_sessions,
+            handover_reserve=settings.gemini_handover_reserve,
+            time_scale=settings.time_scale,
+        )
+        return cls(settings.max_calls, quota=quota, time_scale=settings.time_scale)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -89,8 +152,15 @@ class CallRegistry:
             return False
         if call_sid in self._reservations or call_sid in self._calls:
             return True
-        if self.load() >= self.max_calls:
+        load = self.load()
+        if load >= self.max_calls:
             self.totals["refused_full"] += 1
+            return False
+        if not self.quota.admits(load):
+            self.totals["refused_quota"] += 1
+            logger.warning(
+                f"call {call_sid} refused: Gemini session limit {self.quota.limit} reached"
+            )
             return False
         if self.guard is not None and (why := self.guard()) is not None:
             self.totals["refused_overload"] += 1
@@ -107,12 +177,17 @@ class CallRegistry:
             require_reservation: Only admit a stream whose TwiML this process served in the
                 last ``reservation_ttl_secs`` (each reservation admits one stream, so a
                 captured upgrade cannot be replayed).
+
+        During the drain window, a stream whose TwiML was served before the drain began is
+        still taken (the caller was told to connect); it is wrapped up with the others.
         """
         reserved = self._reservations.pop(record.call_sid, None) is not None
         if require_reservation and not reserved:
             self.totals["refused_unreserved"] += 1
             return False
-        if not self.accepting or (not reserved and self.load() >= self.max_calls):
+        if self._closing or (
+            not reserved and (not self.accepting or self.load() >= self.max_calls)
+        ):
             self.totals["refused_stream"] += 1
             return False
         if record.call_sid in self._calls:
@@ -125,6 +200,8 @@ class CallRegistry:
 
     def unregister(self, record: CallRecord) -> None:
         """Forget a call that ended."""
+        if record._wrapping is not None and not record._wrapping.done():
+            record._wrapping.cancel()  # it only waits for a quiet moment of this call
         if self._calls.get(record.call_sid) is record:
             del self._calls[record.call_sid]
             self.totals["ended"] += 1
@@ -135,18 +212,84 @@ class CallRegistry:
         """The live call with this SID, if any."""
         return self._calls.get(call_sid)
 
-    async def drain(self, timeout_secs: float) -> None:
-        """Stop admitting calls, wait up to ``timeout_secs`` for live ones, then cancel the rest."""
+    def session_failed(self, call_sid: str, code: int | None, reason: str) -> None:
+        """A call's Live API session was refused or lost (``ProcessResources.session_failed``).
+
+        A quota refusal teaches the session limit: the process's other live calls.
+        """
+        if is_quota_refusal(code, reason):
+            self.quota.refused(sum(1 for sid in self._calls if sid != call_sid))
+
+    def hurry(self) -> None:
+        """End the drain window now (a second SIGTERM): live calls are wrapped up at once."""
+        if not self.accepting:
+            logger.info("drain: second signal, wrapping up live calls now")
+        self._hurry.set()
+
+    async def drain(self, timeout_secs: float, wrap_up_secs: float = WRAP_UP_SECS) -> None:
+        """Stop admitting; let live calls end within the window, then wrap up the rest.
+
+        Args:
+            timeout_secs: The drain window (multiplied by the time scale).
+            wrap_up_secs: After the window, how long the goodbyes may take before a call
+                still up is closed abnormally.
+        """
+        first = self.accepting
         self.accepting = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        window = timeout_secs * self._time_scale
+        before = self.totals["ended"]
+        if first:
+            logger.info(
+                f"draining: admitting no new calls; {len(self._calls)} live call(s) may run to "
+                f"their end for {window:g} s, then hear a goodbye"
+            )
+        idle = loop.create_task(self._idle.wait(), name="drain:idle")
+        hurry = loop.create_task(self._hurry.wait(), name="drain:hurry")
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_secs)
-        except TimeoutError:
-            pass
+            await asyncio.wait({idle, hurry}, timeout=window, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            hurry.cancel()
+        natural = self.totals["ended"] - before
+        wrapped, cut = await self._wrap_up_all(wrap_up_secs)
+        self.totals.update(
+            {"drain_natural": natural, "drain_wrapped_up": wrapped, "drain_cut": cut}
+        )
+        if first or natural or wrapped or cut:
+            logger.info(
+                f"drain done after {loop.time() - started:.1f} s: {natural} call(s) ended "
+                f"naturally, {wrapped} wrapped up with a goodbye, {cut} cut"
+            )
+
+    async def _wrap_up_all(self, wrap_up_secs: float) -> tuple[int, int]:
+        """Wrap up every live call; abort what is still up after ``wrap_up_secs``."""
+        self._closing = True
         records = list(self._calls.values())
         if not records:
+            return 0, 0
+        logger.info(f"drain deadline: wrapping up {len(records)} live call(s) with a goodbye")
+        for r in records:
+            if r.wrap_up is not None:
+                r._wrapping = asyncio.get_running_loop().create_task(
+                    _wrap_up(r, r.wrap_up), name=f"drain:wrap-up:{r.call_sid}"
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), wrap_up_secs)
+        left = list(self._calls.values())
+        for r in records:
+            if r._wrapping is not None and not r._wrapping.done():
+                r._wrapping.cancel()
+        await self._cut(left)
+        return len(records) - len(left), len(left)
+
+    async def _cut(self, records: list[CallRecord]) -> None:
+        """End calls at once (closing their streams), then cancel what does not stop."""
+        if not records:
             return
-        logger.info(f"ending {len(records)} live call(s) for shutdown")
-        aborts = [r.abort("server shutting down") for r in records if r.abort is not None]
+        logger.warning(f"ending {len(records)} call(s) that could not be wrapped up in time")
+        aborts = [r.abort(SHUTDOWN_REASON) for r in records if r.abort is not None]
         if aborts:
             await asyncio.wait_for(asyncio.gather(*aborts, return_exceptions=True), 2.0)
         tasks = [r.task for r in records if r.task and not r.task.done()]

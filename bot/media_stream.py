@@ -138,11 +138,6 @@ async def media(request: web.Request) -> web.StreamResponse:
         return ws
 
     record.task = asyncio.current_task()
-    if not app[CALLS].accepting:  # draining began between register and here
-        await ws.close(code=CLOSE_TRY_AGAIN, message=b"server shutting down")
-        app[CALLS].unregister(record)
-        GC_POLICY.call_ended(len(app[CALLS]))
-        return ws
     with logger.contextualize(call_sid=info.call_sid, persona=persona.id):
         await _run_call(app, ws, persona, info, record, junk)
     return ws
@@ -165,6 +160,7 @@ async def _run_call(
         call = CallPipeline(persona, info, ws, app[RESOURCES], variables)
         GC_POLICY.call_ready()  # the pipeline is built: freeze it while it waits its setup turn
         record.abort = functools.partial(call.abort, close_code=1001)
+        record.wrap_up = call.control.wrap_up
         await call.run()
         record.end_reason = record.end_reason or call.end_reason
     except asyncio.CancelledError:

@@ -1,7 +1,8 @@
 """``voicebot serve``: the phone-bot server (with the embedded Live API emulator when no key).
 
 The embedded emulator is wired here, in the command, with a lazy import of ``sim``: the server
-module (``bot.server``) and the app never import the lab.
+module (``bot.server``) and the app never import the lab. So is the benchmark's stage sampler
+(``bot.stage_profile``), started only when ``VOICEBOT_PROFILE=PATH`` is set.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--drain-secs",
         type=float,
         default=2.0,
-        help="on SIGINT/SIGTERM, how long live calls may go on before they are ended",
+        help="on SIGINT/SIGTERM, how long live calls may run on to their natural end before "
+        "each hears a goodbye and is hung up (up to 30 s more); a second signal ends it "
+        "early (default 2; multiplied by VOICEBOT_TIME_SCALE)",
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop when installed")
 
@@ -103,4 +106,8 @@ def run(args: argparse.Namespace) -> int:
             uvloop.install()
         except ImportError:
             print("voicebot serve: uvloop is not installed; using asyncio", file=sys.stderr)
+    if profile := os.environ.get("VOICEBOT_PROFILE"):  # opt-in, for `make bench` (off: unset)
+        from bot.stage_profile import start_sampler
+
+        start_sampler(Path(profile))
     return asyncio.run(serve(settings, options, gemini_source(settings, args.emulator)))

@@ -1,4 +1,7 @@
-"""Server lifecycle: load personas, open the Gemini clients, serve, stop on a signal.
+"""Server lifecycle: load personas, open the Gemini clients, serve, drain on a signal.
+
+SIGTERM or SIGINT starts the drain (``bot.calls``): no new calls, live calls run on for
+``--drain-secs``, then hear a goodbye and are hung up; a second signal cuts the window short.
 
 Where the Gemini clients come from is the caller's choice (``GeminiSource``): by default the
 key and endpoint in the settings; ``voicebot serve`` passes the embedded Live API emulator when
@@ -36,7 +39,7 @@ class ServeOptions:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    drain_secs: float = 2.0
+    drain_secs: float = 2.0  # the drain window; the goodbyes after it take up to WRAP_UP_SECS
 
 
 def settings_gemini(settings: Settings) -> GeminiSource:
@@ -125,15 +128,18 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     store.install_sighup(loop)
+    calls = app[CALLS]
     try:
         await stop.wait()
     finally:
-        logger.info("stopping: no new calls; ending live calls")
+        # A second signal ends the drain window at once: the live calls are wrapped up now.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, calls.hurry)
+        # Drain while still listening, so /readyz says 503 and streams whose TwiML was just
+        # served can still be answered (and ended politely); then stop listening.
+        await calls.drain(options.drain_secs)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        # Drain while still listening, so /healthz says 503 and streams whose TwiML was just
-        # served can still be answered (and ended politely); then stop listening.
-        await app[CALLS].drain(options.drain_secs)
         await runner.cleanup()
         logger.info("stopped")
     return 0

@@ -37,7 +37,12 @@ class Settings(BaseModel):
         time_scale: Multiplies the server's own timers (call limits, idle re-prompts, the
             audioStreamEnd silence, GoAway handover margins: ``ProcessResources.time_scale``),
             so tests and demos run long behaviours in seconds; audio stays real time. For
-            tests and demos only: production runs at 1.0.
+            tests and demos only: production runs at 1.0. It also scales the drain window
+            and the session-quota back-off.
+        gemini_max_sessions: The Gemini concurrent-session quota, if known: new callers over
+            it get the busy TwiML (``bot.session_quota``; a limit is also learned from
+            refusals).
+        gemini_handover_reserve: Sessions kept free for live calls' connection handovers.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +59,8 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     stall_probe: bool = False
     time_scale: float = Field(default=1.0, gt=0)
+    gemini_max_sessions: int | None = Field(default=None, ge=1)
+    gemini_handover_reserve: int = Field(default=0, ge=0)
 
     @field_validator("public_url", "gemini_base_url")
     @classmethod
@@ -86,6 +93,8 @@ class Settings(BaseModel):
             "log_level": "VOICEBOT_LOG_LEVEL",
             "stall_probe": "VOICEBOT_STALL_PROBE",
             "time_scale": "VOICEBOT_TIME_SCALE",
+            "gemini_max_sessions": "VOICEBOT_GEMINI_MAX_SESSIONS",
+            "gemini_handover_reserve": "VOICEBOT_GEMINI_HANDOVER_RESERVE",
         }
         values: dict[str, object] = {}
         for field, var in names.items():

@@ -15,6 +15,9 @@ Bridge latency is the time this server adds, each way:
 * ``gc_pause_ms``: every garbage collection, any generation (each one stops the loop).
 * ``slow_callbacks_ms``: single loop callbacks of 1 ms or more; empty unless the opt-in
   ``bot.stall_probe`` runs (``VOICEBOT_STALL_PROBE=1``).
+* ``vad`` (when the app's VAD detector has ``stats()``): its cumulative counters, as it
+  reports them (windows, batches, seconds in inference and on the loop); not reset by
+  ``POST /stats/reset`` (readers take differences).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 
 from aiohttp import web
 from loguru import logger
+
+from bot.app_keys import VAD_MODEL
 
 # Histogram resolution: 0.25 ms buckets up to 1 s, then one overflow bucket.
 BUCKET_MS = 0.25
@@ -199,8 +204,14 @@ def lag_guard(stats: ProcessStats, limit_ms: float) -> str | None:
 def add_stats_routes(app: web.Application, calls_count: Any) -> None:
     """Add ``GET /stats`` and ``POST /stats/reset``; ``calls_count()`` gives live calls."""
 
-    async def get_stats(_request: web.Request) -> web.Response:
-        return web.json_response(STATS.snapshot(calls_count()))
+    async def get_stats(request: web.Request) -> web.Response:
+        snap = STATS.snapshot(calls_count())
+        # Read-only: the local VAD's own counters (windows run, batches, inference seconds),
+        # when the process-wide detector in the app offers them; the benchmark reads them.
+        counters = getattr(request.app.get(VAD_MODEL), "stats", None)
+        if callable(counters):
+            snap["vad"] = counters()
+        return web.json_response(snap)
 
     async def reset_stats(request: web.Request) -> web.Response:
         if request.remote not in ("127.0.0.1", "::1"):

@@ -1,4 +1,8 @@
-"""Twilio HTTP webhooks: ``POST /twilio/voice`` (TwiML) and ``/twilio/status``; ``GET /healthz``."""
+"""Twilio HTTP webhooks: ``POST /twilio/voice`` (TwiML) and ``/twilio/status``.
+
+A caller the process cannot serve (at capacity, overloaded, draining, or over the Gemini
+session limit) gets the busy TwiML here, before any stream is opened.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from loguru import logger
 from twilio.twiml.voice_response import VoiceResponse
 
 from bot.app_keys import AUTH, CALLS, PERSONAS
+from bot.health import add_health_routes
 from bot.settings import stream_url
 
 APOLOGY = "Sorry, we are having trouble connecting your call. Please try again later."
@@ -59,7 +64,7 @@ async def voice(request: web.Request) -> web.Response:
         persona = personas.for_number(params.get("To"))
 
     if not request.app[CALLS].reserve(call_sid):
-        logger.warning(f"call {call_sid} refused: at capacity or draining")
+        logger.warning(f"call {call_sid} refused: at capacity, draining or over the quota")
         return web.Response(text=busy_twiml(), content_type="text/xml")
 
     auth = request.app[AUTH]
@@ -87,15 +92,8 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness and readiness: 200 while admitting calls, 503 while draining."""
-    calls = request.app[CALLS]
-    body = {"status": "ok" if calls.accepting else "draining", "calls": len(calls)}
-    return web.json_response(body, status=200 if calls.accepting else 503)
-
-
 def add_routes(app: web.Application) -> None:
-    """Register the webhook routes."""
+    """Register the webhook routes and the health endpoints (``bot.health``)."""
     app.router.add_post("/twilio/voice", voice)
     app.router.add_post("/twilio/status", status)
-    app.router.add_get("/healthz", healthz)
+    add_health_routes(app)

@@ -10,6 +10,8 @@ these and hands them in through ``pipelines.call.pipeline.ProcessResources``:
   normal call end goes through it too.
 * ``CallReadyHook``: called once per call when its Live API session is ready or its setup
   failed (``bot.gc_policy.GcPolicy.call_ready`` freezes the new call there).
+* ``SessionFailedHook``: called when a call's Live API session is refused or lost, with the
+  close code and reason (``bot.calls.CallRegistry.session_failed`` learns the quota there).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 CallReadyHook = Callable[[], None]
+# (call SID, close code or None, reason): a call's Live API session was refused or lost.
+SessionFailedHook = Callable[[str, int | None, str], None]
 
 
 class LatencyRecorder(Protocol):

@@ -50,6 +50,9 @@ from sim.emulator.config import ASSETS_DIR
 TEST_THINK_MS = 300
 # Seconds the server waits for calls to finish when a test's server stops.
 TEST_DRAIN_SECS = 0.5
+# ... and how long the goodbyes of calls still up then may take (a test that stops its server
+# with calls up is done with them; tests of the drain itself call ``CallRegistry.drain``).
+TEST_WRAP_UP_SECS = 1.0
 # 40 ms of a loud square wave, base64 mu-law: audible bot audio for scripted apps.
 TONE = base64.b64encode(bytes([0x00, 0x80]) * 160).decode()
 # What a scripted_bot_app saw: the webhook form, the start message, event kinds, the mark back.
@@ -119,6 +122,7 @@ async def running_server(
     *,
     twilio_api_base: str | None = None,
     drain_secs: float = TEST_DRAIN_SECS,
+    wrap_up_secs: float = TEST_WRAP_UP_SECS,
     **settings: Any,
 ) -> AsyncIterator[RunningServer]:
     """The real app, served on loopback and pointed at ``emulator``; cleaned up on exit.
@@ -128,6 +132,7 @@ async def running_server(
         personas: The persona folder.
         twilio_api_base: Base URL of the Twilio REST API (e.g. a :func:`fake_twilio_rest`).
         drain_secs: How long stopping waits for calls in progress.
+        wrap_up_secs: Then how long their goodbyes may take before they are closed.
         **settings: :class:`bot.settings.Settings` fields. ``lag_guard_ms`` defaults to 0: the
             overload guard reads process-wide loop-lag stats, and a stall in an earlier test must
             not turn callers away here.
@@ -138,6 +143,7 @@ async def running_server(
         PersonaStore(personas),
         GeminiClients("test-key", emulator.url, emulator.ca_file),
         drain_secs=drain_secs,
+        wrap_up_secs=wrap_up_secs,
         twilio_api_base=twilio_api_base,
     )
     runner, url = await _serve(app)

@@ -1,11 +1,14 @@
-"""``bot.stats``: the loop-lag admission guard and the /stats snapshot."""
+"""``bot.stats``: the loop-lag admission guard, the /stats snapshot and the VAD's counters."""
 
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from bot.app_keys import VAD_MODEL
 from bot.calls import CallRegistry
-from bot.stats import LAG_GUARD_MIN_LATE, ProcessStats, lag_guard
+from bot.stats import LAG_GUARD_MIN_LATE, ProcessStats, add_stats_routes, lag_guard
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +46,23 @@ def test_guard_and_snapshot_on_fresh_stats() -> None:
     stats.bridge_out.add_secs(0.004)
     stats.reset()
     assert stats.bridge_out.n == 0
+
+
+async def test_stats_carry_the_vad_detectors_counters_when_it_has_them() -> None:
+    class Detector:
+        def stats(self) -> dict[str, float]:
+            return {"windows": 310, "batches": 12, "infer_secs": 0.0084}
+
+    async def fetch(vad: object) -> dict[str, object]:
+        app = web.Application()
+        app[VAD_MODEL] = vad  # type: ignore[misc]  # any object in the slot
+        add_stats_routes(app, lambda: 2)
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/stats")
+            assert resp.status == 200
+            return dict(await resp.json())
+
+    got = await fetch(Detector())
+    assert got["calls"] == 2
+    assert got["vad"] == {"windows": 310, "batches": 12, "infer_secs": 0.0084}
+    assert "vad" not in await fetch(object())  # a detector without counters: nothing added

@@ -59,34 +59,6 @@ def test_importing_every_module_patches_no_library_class() -> None:
     }
 
 
-def test_install_patches_and_uninstall_restores() -> None:
-    from pipecat.frames.frames import InputAudioRawFrame
-    from pipecat.transports.base_output import BaseOutputTransport
-
-    pipecat_next = BaseOutputTransport.MediaSender._next_frame
-    pipecat_str = InputAudioRawFrame.__str__
-    was_installed = pipecat_next.__module__ != "pipecat.transports.base_output"
-    _compat.uninstall()
-    try:
-        assert BaseOutputTransport.MediaSender._next_frame.__module__ == (
-            "pipecat.transports.base_output"
-        )
-        _compat.install()
-        frame = InputAudioRawFrame(b"\0\0", sample_rate=8000, num_channels=1)
-        assert str(frame) == frame.name
-        assert BaseOutputTransport.MediaSender._next_frame.__module__ == (
-            "pipelines._compat.pipecat_speedups"
-        )
-        _compat.uninstall()
-        assert str(frame) != frame.name  # Pipecat's own, with pts and sizes
-        assert InputAudioRawFrame.__str__.__module__ == "pipecat.frames.frames"
-    finally:
-        if was_installed:
-            _compat.install()
-        else:
-            assert InputAudioRawFrame.__str__ is pipecat_str
-
-
 def test_check_passes_on_the_pinned_install() -> None:
     _compat.check()
     assert len(ACCESSES) == len({(a.owner, a.name) for a in ACCESSES})

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 from google.genai import _live_converters as converters
-from google.genai import types
+from google.genai import errors, types
 
-from pipelines.gemini.live_receive import audio_message, unbundle
+from pipelines.gemini.live_receive import audio_message, parse, unbundle
 
 pytestmark = pytest.mark.unit
 
@@ -161,3 +161,39 @@ def test_unbundle_leaves_plain_messages_alone() -> None:
         assert unbundle(message)[0] is message
     two = unbundle(_sdk(_turn(_part(_audio(960)), _part(_audio(480, seed=9)))))
     assert len(two) == 2  # nothing else in the message: no trailing empty message
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        # Every kind of message the emulator sends, and unknown fields a newer server may add.
+        {"setupComplete": {}},
+        {"serverContent": {"turnComplete": True}, "usageMetadata": {"promptTokenCount": 3}},
+        {"serverContent": {"interrupted": True}},
+        {"serverContent": {"generationComplete": True, "futureField": 1}},
+        {"serverContent": {"inputTranscription": {"text": "hi", "languageCode": "en"}}},
+        {"serverContent": {"modelTurn": {"parts": [_part(b"\x00\x01")]}, "turnComplete": True}},
+        {"toolCall": {"functionCalls": [{"id": "fc-1", "name": "end_call", "args": {"a": 1}}]}},
+        {"toolCallCancellation": {"ids": ["fc-1"]}},
+        {"goAway": {"timeLeft": "5s"}},
+        {"sessionResumptionUpdate": {"newHandle": "h-1", "resumable": True,
+                                     "lastConsumedClientMessageIndex": "7"}},
+        {"usageMetadata": {"promptTokenCount": 3, "responseTokensDetails": [
+            {"modality": "AUDIO", "tokenCount": 9}]}, "somethingNew": {"x": 1}},
+        _turn(_part(_audio(960)), _part(_audio(480, seed=4))),
+    ],
+)  # fmt: skip
+def test_parse_equals_the_sdks(response: dict[str, Any]) -> None:
+    raw = json.dumps(response).encode()
+    parsed = parse(raw)
+    sdk = _sdk(response)
+    assert parsed == sdk
+    assert parsed.model_dump() == sdk.model_dump()
+
+
+def test_parse_refuses_what_the_sdk_refuses() -> None:
+    with pytest.raises(ValueError, match="Failed to parse"):
+        parse(b"{not json")
+    with pytest.raises(errors.APIError):
+        parse(json.dumps({"code": 400, "message": "bad"}).encode())
+    assert parse(b"") == types.LiveServerMessage()

@@ -1,4 +1,4 @@
-"""The compact output queue: one queued frame per run of bot audio, in order, interruptible."""
+"""The output queue: one queued frame per run of bot audio, in order, interruptible."""
 
 from __future__ import annotations
 
@@ -6,48 +6,37 @@ from typing import Any
 
 import pytest
 from pipecat.frames.frames import TTSAudioRawFrame, TTSStoppedFrame
-from pipecat.transports.base_output import BaseOutputTransport
-from pipecat.transports.base_transport import TransportParams
-from pipecat.utils.frame_queue import FrameQueue
 
-from pipelines.audio.resampling import FirStreamResampler
-from pipelines.twilio import output_queue
+from pipelines.twilio.output_queue import OutputQueue
 
 pytestmark = pytest.mark.unit
 
 CHUNK = 640  # 40 ms at 8 kHz
 
 
-def make_sender() -> BaseOutputTransport.MediaSender:
-    sender = BaseOutputTransport.MediaSender(
-        None,  # type: ignore[arg-type]  # the transport is not used by the queueing path
-        destination=None,
-        sample_rate=8000,
-        audio_chunk_size=CHUNK,
-        params=TransportParams(audio_out_enabled=True),
-    )
-    sender._audio_queue = FrameQueue()
-    sender._resampler = FirStreamResampler()
-    output_queue.install(sender)
-    return sender
+def make_queue() -> OutputQueue:
+    return OutputQueue(8000, CHUNK)
 
 
-def audio(n: int, value: int) -> TTSAudioRawFrame:
-    return TTSAudioRawFrame(bytes([value]) * n, 8000, 1)
+def put(queue: OutputQueue, n: int, value: int, interruptible: bool = True) -> None:
+    queue.put_audio(bytes([value]) * n, TTSAudioRawFrame, interruptible)
 
 
-def queued(sender: BaseOutputTransport.MediaSender) -> list[Any]:
-    return list(sender._audio_queue._queue)  # type: ignore[attr-defined]
+def queued(queue: OutputQueue) -> list[Any]:
+    items = []
+    while (item := queue.get_nowait()) is not None:
+        items.append(item)
+    return items
 
 
 async def test_a_run_of_audio_is_one_frame_and_order_is_kept() -> None:
-    sender = make_sender()
-    for i in range(10):  # 10 x 62.5 ms: 15 whole chunks, 25 ms left in Pipecat's buffer
-        await sender.handle_audio_frame(audio(1000, i + 1))
+    queue = make_queue()
+    for i in range(10):  # 10 x 62.5 ms: 15 whole chunks, 25 ms left waiting for a chunk
+        put(queue, 1000, i + 1)
     stopped = TTSStoppedFrame()
-    await sender.handle_sync_frame(stopped)
-    await sender.handle_audio_frame(audio(1280, 99))
-    items = queued(sender)
+    queue.put(stopped)
+    put(queue, 1280, 99)
+    items = queued(queue)
     assert len(items) == 3
     first, sync, second = items
     assert sync is stopped
@@ -60,23 +49,47 @@ async def test_a_run_of_audio_is_one_frame_and_order_is_kept() -> None:
 
 
 async def test_a_frame_being_written_is_never_extended() -> None:
-    sender = make_sender()
-    await sender.handle_audio_frame(audio(CHUNK, 1))
-    taken = sender._audio_queue.get_nowait()  # the audio task took it
-    await sender.handle_audio_frame(audio(CHUNK, 2))
+    queue = make_queue()
+    put(queue, CHUNK, 1)
+    taken = await queue.get()  # the writer took it
+    put(queue, CHUNK, 2)
     assert len(taken.audio) == CHUNK
-    (waiting,) = queued(sender)
+    (waiting,) = queued(queue)
     assert waiting is not taken and bytes(waiting.audio) == bytes([2]) * CHUNK
 
 
 async def test_uninterruptible_audio_is_its_own_frame_and_survives_an_interruption() -> None:
-    sender = make_sender()
-    await sender.handle_audio_frame(audio(2 * CHUNK, 1))
-    keep = audio(2 * CHUNK, 2)
-    keep.interruptible = False
-    await sender.handle_audio_frame(keep)
-    await sender.handle_audio_frame(audio(2 * CHUNK, 3))
-    assert [len(f.audio) for f in queued(sender)] == [2 * CHUNK] * 3
-    sender._audio_queue.reset()  # what an interruption does
-    (kept,) = queued(sender)
+    queue = make_queue()
+    put(queue, 2 * CHUNK, 1)
+    put(queue, 2 * CHUNK, 2, interruptible=False)
+    put(queue, 2 * CHUNK, 3)
+    put(queue, 100, 4)  # waiting for a chunk
+    assert queue.drop_interruptible()  # what an interruption does
+    assert not queue.pending
+    (kept,) = queued(queue)
     assert not kept.interruptible and bytes(kept.audio) == bytes([2]) * 2 * CHUNK
+
+
+async def test_the_end_of_a_reply_is_padded_to_a_chunk_and_goes_before_what_follows() -> None:
+    queue = make_queue()
+    put(queue, CHUNK + 100, 1)
+    queue.end_run(bytes([7]) * 50)  # the resampler's tail
+    stopped = TTSStoppedFrame()
+    queue.put(stopped)
+    run, sync = queued(queue)
+    assert bytes(run.audio) == bytes([1]) * (CHUNK + 100) + bytes([7]) * 50 + bytes(CHUNK - 150)
+    assert sync is stopped
+    queue.end_run()  # nothing pending: nothing queued
+    assert len(queue) == 0 and not queue.has_audio()
+
+
+async def test_an_interruption_that_leaves_no_audio_says_so() -> None:
+    queue = make_queue()
+    put(queue, 3 * CHUNK, 1)
+    queue.put(TTSStoppedFrame())
+    assert queue.has_audio()
+    assert not queue.drop_interruptible()
+    assert len(queue) == 0 and queue.get_nowait() is None
+    put(queue, CHUNK, 2)  # the next reply starts a new run
+    (run,) = queued(queue)
+    assert bytes(run.audio) == bytes([2]) * CHUNK

@@ -1,10 +1,11 @@
-"""Every persona field reaches the ``setup`` the emulator records, through Pipecat and the SDK.
+"""Every persona field reaches the ``setup`` the emulator records, through the real SDK.
 
-The real ``GeminiLiveLLMService`` (built exactly as a call builds it: ``live_settings``,
-``tools_schema``, handlers registered per ``tools_async``, ``adjust_connect_config`` applied,
-``api_version()`` in ``http_options``) connects to the loopback emulator over TLS; the recorded
-setup must equal ``setup_message(persona)``, the offline rendering ``voicebot personas show``
-prints.
+A call connects with ``Persona.connect_config`` (the model and complete ``LiveConnectConfig``)
+through google-genai's public ``client.aio.live.connect``, with ``api_version()`` in
+``http_options``; here that connection is opened to the loopback emulator over TLS, and the
+recorded setup must equal ``setup_message(persona)``, the offline rendering ``voicebot personas
+show`` prints. (That ``connect_config`` equals what Pipecat's service assembled before is
+``tests/test_persona_setup.py``.)
 """
 
 from __future__ import annotations
@@ -30,76 +31,29 @@ EXAMPLES = Path(__file__).parent.parent / "config" / "personas"
 NOW = datetime(2026, 3, 2, 13, 5, tzinfo=UTC)
 
 
-def _service_class() -> type:
-    from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
-
-    class PersonaGeminiLive(GeminiLiveLLMService):
-        """What a call does: apply what Pipecat's Settings cannot express, then connect."""
-
-        def __init__(self, *, persona: Persona, **kwargs: Any) -> None:
-            self._persona = persona
-            super().__init__(**kwargs)
-
-        async def _connection_task_handler(self, config: Any) -> None:
-            await super()._connection_task_handler(self._persona.adjust_connect_config(config))
-
-    return PersonaGeminiLive
-
-
-async def _handler(params: Any) -> None:
-    await params.result_callback({"ok": True})
-
-
 async def recorded_setup(persona: Persona, variables: dict[str, str]) -> dict[str, Any]:
+    from google import genai
     from google.genai.types import HttpOptions
-    from pipecat.frames.frames import EndFrame
-    from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-    from pipecat.workers.runner import WorkerRunner
 
     from sim.emulator import LiveEmulator
 
-    emu = LiveEmulator()
-    url = await emu.start()
-    try:
-        service = _service_class()(
-            persona=persona,
+    model, config = persona.connect_config(persona.render_system_instruction(variables))
+    async with LiveEmulator() as emu:
+        client = genai.Client(
             api_key="test-key",
-            settings=persona.live_settings(persona.render_system_instruction(variables)),
-            tools=persona.tools_schema(),
             http_options=HttpOptions(
-                base_url=url,
+                base_url=emu.url,
                 api_version=persona.api_version(),
                 async_client_args={"ssl": emu.client_ssl_context()},
             ),
         )
-        for name in enabled_tools(persona):
-            service.register_function(
-                name, _handler, cancel_on_interruption=not persona.tools_async
-            )
-        worker = PipelineWorker(
-            Pipeline([service]), params=PipelineParams(), enable_rtvi=False, idle_timeout_secs=None
-        )
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(worker)
-        run = asyncio.create_task(runner.run(), name=f"test:{persona.id}:runner")
-        try:
-            async with asyncio.timeout(10):
-                while not any(emu.recordings.values()):  # noqa: ASYNC110 (recorder has no event)
-                    await asyncio.sleep(0.02)
-            await worker.queue_frame(EndFrame())
-            async with asyncio.timeout(10):
-                await run
-        finally:
-            if not run.done():
-                run.cancel()
-                await asyncio.gather(run, return_exceptions=True)
+        async with asyncio.timeout(10), client.aio.live.connect(model=model, config=config):
+            pass
         rejections = [c for c in emu.closes if c[1] in (1007, 1008)]
         assert rejections == [], rejections
         [records] = emu.recordings.values()
-        return records[0]["msg"]
-    finally:
-        await emu.stop()
+        msg: dict[str, Any] = records[0]["msg"]
+        return msg
 
 
 LEGACY = """\
@@ -116,6 +70,8 @@ barge_in: {local_vad: true}
 """
 
 
+# Called from this module, the SDK's deprecation of generation_config is attributed here.
+@pytest.mark.filterwarnings("ignore:Setting `LiveConnectConfig.generation_config`")
 @pytest.mark.parametrize("persona_id", ["receptionist", "soporte_es", "appointments", "legacy"])
 async def test_setup_recorded_by_emulator_matches_show(persona_id: str, tmp_path: Path) -> None:
     if persona_id == "legacy":

@@ -65,7 +65,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_sigterm_ends_live_calls_and_exits_quickly():
+async def test_sigterm_wraps_up_live_calls_with_a_goodbye_and_exits():
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_"))}
     proc = await asyncio.create_subprocess_exec(
@@ -98,7 +98,7 @@ async def test_sigterm_ends_live_calls_and_exits_quickly():
         await asyncio.sleep(2.0)
         proc.send_signal(signal.SIGTERM)
         started = asyncio.get_running_loop().time()
-        code = await asyncio.wait_for(proc.wait(), 10)
+        code = await asyncio.wait_for(proc.wait(), 20)
         elapsed = asyncio.get_running_loop().time() - started
         result = await asyncio.wait_for(call, 10)
     finally:
@@ -107,7 +107,12 @@ async def test_sigterm_ends_live_calls_and_exits_quickly():
             await proc.wait()
 
     assert code == 0
-    assert elapsed < 6
-    assert result.duration_secs < 10  # the call was ended, not left hanging for 30 s
+    # Issue 12: a call still up when the 2 s drain window closes is not cut: it hears the
+    # persona's goodbye (the emulator's ~4 s answer) and ends normally, then the process exits.
+    assert elapsed < 2 + 10, elapsed
+    assert result.duration_secs < 16  # the call was ended, not left hanging for 30 s
+    assert result.ok, result.failure
+    assert "(1000" in result.end_reason, result.end_reason
     rest = (await proc.stderr.read()).decode()
     assert "ended after" in rest and "shutting down" in rest, rest
+    assert "1 wrapped up with a goodbye, 0 cut" in rest, rest

@@ -136,3 +136,34 @@ async def test_8khz_batches_are_resampled_once_to_the_pipeline_rate() -> None:
     assert [f.sample_rate for f in t.pushed] == [RATE, RATE]
     assert b"".join(f.audio for f in t.pushed) == whole
     assert [f.metadata[RX_KEY] for f in t.pushed] == pytest.approx([10.0, 10.04])
+
+
+class _Route:
+    def __init__(self) -> None:
+        self.frames: list[InputAudioRawFrame] = []
+
+    async def start(self, push) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def __call__(self, frame: InputAudioRawFrame) -> None:
+        self.frames.append(frame)
+
+
+async def test_with_a_caller_route_batches_stay_at_twilios_rate() -> None:
+    """Local VAD runs on the caller's 8 kHz: the route gets the batches unresampled."""
+    params = AiohttpWebsocketParams(audio_in_enabled=True, input_batch_ms=40)
+    t = AiohttpWebsocketInputTransport(None, None, params)  # type: ignore[arg-type]
+    route = _Route()
+    t.caller_route = route
+    t._sample_rate = RATE  # as set by the StartFrame
+    rng = np.random.default_rng(5)
+    halves = [rng.integers(-8000, 8000, 160, dtype=np.int16).tobytes() for _ in range(4)]
+    for i, pcm in enumerate(halves):
+        frame = InputAudioRawFrame(audio=pcm, sample_rate=8000, num_channels=1)
+        await t._push_audio(frame, rx_at=20.0 + 0.02 * i)
+    assert [f.sample_rate for f in route.frames] == [8000, 8000]
+    assert b"".join(f.audio for f in route.frames) == b"".join(halves)
+    assert [f.metadata[RX_KEY] for f in route.frames] == pytest.approx([20.0, 20.04])

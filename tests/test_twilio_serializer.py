@@ -15,8 +15,10 @@ from pipecat.frames.frames import (
     InputDTMFFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
+    OutputTransportMessageFrame,
 )
 from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.serializers.base_serializer import FrameSerializer
 
 from pipelines.twilio.serializer import (
     TwilioMarkEchoFrame,
@@ -137,6 +139,42 @@ async def test_auto_hang_up_follows_credentials() -> None:
     assert with_creds.auto_hang_up
     # Without credentials an EndFrame serializes to nothing and makes no REST call.
     assert await (await make()).serialize(EndFrame()) is None
+
+
+async def test_output_at_other_rates_is_resampled_to_8k_without_gaps() -> None:
+    serializer = await make()
+    pcm_24k = b"\x10\x00" * 1440  # 60 ms at 24 kHz
+    for _ in range(3):
+        out = json.loads(await ser(serializer, OutputAudioRawFrame(pcm_24k, 24000, 1)))
+        # 60 ms at 8 kHz mu-law each time: the FIR resampler holds nothing back.
+        assert len(base64.b64decode(out["media"]["payload"])) == 480
+    assert await serializer.serialize(OutputAudioRawFrame(b"", 8000, 1)) is None
+
+
+async def test_mark_names_are_json_escaped() -> None:
+    serializer = await make()
+    mark = json.loads(await ser(serializer, TwilioMarkFrame(mark_name='say "hi"\\')))
+    assert mark["mark"] == {"name": 'say "hi"\\'}
+
+
+async def test_transport_messages_are_sent_and_rtvi_ones_dropped() -> None:
+    serializer = await make()
+    sent = await ser(serializer, OutputTransportMessageFrame(message={"event": "x"}))
+    assert json.loads(sent) == {"event": "x"}
+    rtvi = OutputTransportMessageFrame(message={"label": "rtvi-ai", "type": "bot-ready"})
+    assert await serializer.serialize(rtvi) is None
+
+
+def test_auto_hang_up_without_credentials_is_refused_with_the_fix() -> None:
+    params = TwilioSerializer.InputParams(auto_hang_up=True)
+    with pytest.raises(ValueError, match=r"missing: account_sid, auth_token\. Pass them"):
+        TwilioSerializer(SID, "CA1", params=params)
+
+
+def test_owned_on_the_public_frame_serializer_base() -> None:
+    """Not a subclass of Pipecat's Twilio serializer (issue 11: no private attributes)."""
+    assert issubclass(TwilioSerializer, FrameSerializer)
+    assert all(k.__module__ != "pipecat.serializers.twilio" for k in TwilioSerializer.__mro__)
 
 
 def compact(message: dict[str, object]) -> str:

@@ -3,9 +3,8 @@
 ``accesses.ACCESSES`` lists every private name our code touches, with the upstream change that
 would retire it; ``check()`` (run at server start) verifies that the installed Pipecat and
 google-genai are the versions this code was written against and that each listed name exists,
-and raises one ``CompatError`` naming what is missing and the fix. ``install()`` applies the
-opt-in hot-path patches of ``pipecat_speedups``: no module here (or anywhere in ``pipelines``
-and ``bot``) changes a library class when imported; the app calls ``install()`` once at start.
+and raises one ``CompatError`` naming what is missing and the fix. Nothing here (or anywhere
+in ``pipelines`` and ``bot``) changes a Pipecat or google-genai class.
 May import Pipecat and google-genai only.
 """
 
@@ -114,7 +113,9 @@ def check(
         accesses: The compat table (default: ``accesses.ACCESSES``).
         pinned: Distribution -> (lowest, first excluded) version.
     """
-    problems = version_problems(pinned) + attribute_problems(accesses)
+    from pipelines._compat import genai_session
+
+    problems = version_problems(pinned) + attribute_problems(accesses) + genai_session.problems()
     if problems:
         raise CompatError(
             "pipelines._compat: the installed libraries do not match what this code patches "
@@ -123,17 +124,3 @@ def check(
             + "\nFix: install the pinned versions (pip install -r requirements.lock), or port "
             "the code that uses these names and update pipelines/_compat (PINNED, accesses.py)."
         )
-
-
-def install() -> None:
-    """Apply the opt-in hot-path patches of Pipecat (``pipecat_speedups``); idempotent."""
-    from pipelines._compat import pipecat_speedups
-
-    pipecat_speedups.install()
-
-
-def uninstall() -> None:
-    """Undo ``install()`` (tests)."""
-    from pipelines._compat import pipecat_speedups
-
-    pipecat_speedups.uninstall()

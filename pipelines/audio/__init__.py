@@ -1,4 +1,7 @@
-"""Audio building blocks: the streaming FIR resampler and the shared-session Silero VAD.
+"""Audio building blocks: the streaming FIR resampler and the batched local VAD.
 
-Imports Pipecat, numpy and the standard library only; nothing else of ``pipelines``.
+``resampling`` (``FirStreamResampler``), ``batched_vad`` (``BatchedSileroVAD``: one Silero model
+run for every live call's windows at once, ``VADStream`` per call) and ``speech_turns``
+(``SpeechTurns``: a call's speech start/stop decisions from the scores). Imports Pipecat,
+numpy, onnxruntime, loguru and the standard library only; nothing else of ``pipelines``.
 """

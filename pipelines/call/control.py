@@ -50,6 +50,15 @@ TICK_SECS = 0.25
 MAX_DURATION_GOODBYE = (
     "We have reached the time limit for this call. Thank you for calling, goodbye."
 )
+# wrap_up (a server drain): how long the bot's current answer may run on before the goodbye,
+# and how long both sides must have been quiet for a moment to count as a pause (real time).
+WRAP_UP_QUIET_WAIT_SECS = 15.0
+WRAP_UP_PAUSE_SECS = 1.0
+WRAP_UP_GOODBYE = (
+    "The line has to close now. In one short sentence, in the language of this call, tell "
+    "the caller you have to end the call now, thank them for calling and say goodbye. "
+    "Say nothing else."
+)
 
 
 def say_exactly(text: str) -> str:
@@ -260,6 +269,31 @@ class CallControl:
         """
         self._begin_ending(reason, current_reply_counts=False)
         await self._say(text)
+
+    async def wrap_up(self, reason: str) -> bool:
+        """End the call politely from outside (a server drain); False if it is ending already.
+
+        Waits, at most ``WRAP_UP_QUIET_WAIT_SECS``, for a pause (the greeting and the bot's
+        current answer over, neither side heard for ``WRAP_UP_PAUSE_SECS``), so no answer is
+        cut; then the bot says goodbye in the persona's voice and language, and the call is
+        hung up once the goodbye has been played (within ``GOODBYE_TIMEOUT_SECS``).
+        """
+        deadline = self._clock() + WRAP_UP_QUIET_WAIT_SECS
+        while self._ending is None and self._clock() < deadline:
+            greeted = self._greeting_done or not self._greets
+            talking = self._bot_speaking or self._user_speaking
+            if (
+                greeted
+                and not talking
+                and self._clock() - self._last_activity >= WRAP_UP_PAUSE_SECS
+            ):
+                break
+            await asyncio.sleep(0.1)
+        if self._ending is not None:
+            return False
+        self._begin_ending(reason, current_reply_counts=False)
+        await self._instruct(WRAP_UP_GOODBYE)
+        return True
 
     # ending ----------------------------------------------------------------------------
 

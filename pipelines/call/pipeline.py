@@ -1,11 +1,13 @@
 """One phone call's Pipecat pipeline: Twilio media socket <-> Gemini Live, and its lifecycle.
 
-    transport.input() -> CallTap -> user aggregator (local VAD barge-in)
+    transport.input() -> CallTap -> user aggregator (turns from local VAD frames: barge-in)
       -> CallGeminiLive -> transport.output() (8 kHz, paced, `clear` on interruption)
       -> CallTap -> assistant aggregator
 
-Caller audio does not travel this chain: the transport input hands it to ``CallerAudioPath``
-(greeting grace, the user aggregator's VAD, the model), which costs no queue hop per frame.
+Caller audio does not travel this chain: the transport input hands it to ``CallerAudioRoute``
+(greeting grace, the batched local VAD, 8 k -> 16 k, the model), which costs no queue hop per
+frame; the VAD's speech start/stop enter the chain at the transport input as Pipecat's VAD
+frames, for the user aggregator's turn strategies.
 
 The output runs at 8 kHz so the transport's media sender does the single 24 k -> 8 k
 conversion with a stream resampler it flushes, and the Twilio serializer passes audio through
@@ -36,13 +38,19 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
-from pipelines.audio.vad import SharedSileroVADAnalyzer, SileroModel
-from pipelines.call.caller_audio import CallerAudioPath
+from pipelines.audio.batched_vad import BatchedSileroVAD
+from pipelines.call.caller_audio import CallerAudioRoute
 from pipelines.call.control import CallControl, CallTap
 from pipelines.call.setup_gate import SetupGate, SetupSlot
 from pipelines.gemini.service import CallGeminiLive, GeminiClients
 from pipelines.personas import enabled_tools
-from pipelines.ports import NO_METRICS, BridgeMetrics, CallReadyHook, CallRest
+from pipelines.ports import (
+    NO_METRICS,
+    BridgeMetrics,
+    CallReadyHook,
+    CallRest,
+    SessionFailedHook,
+)
 from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
 from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
 
@@ -70,12 +78,16 @@ class ProcessResources:
     Attributes:
         gemini: The shared Gemini clients.
         setup_gate: Call setups take turns through it (one per server).
-        vad_model: The Silero session every call's local VAD shares (the server loads it).
+        vad_model: The batched Silero detector every call's local VAD shares (the server
+            loads its model at start).
         metrics: Where bridge latency and audio seconds go.
         rest: Twilio REST, when credentials are set: the hang-up at a normal call end (after
             the goodbye was played) and transfers. None: the stream is closed instead.
         call_ready: Called once per call when its Live API session is ready (or the setup
             failed): the server's garbage-collector policy freezes the new call there.
+        session_failed: Called with (call SID, close code, reason) the moment a call's Live
+            API session is refused or lost for good, before the call ends: the server's
+            admission learns the session quota there.
         time_scale: Multiplies every call's own timers (the persona's limits and idle
             timeout, its audioStreamEnd silence, GoAway handover margins), for tests and
             demos; audio and the bounds on audio being played stay real time.
@@ -83,10 +95,11 @@ class ProcessResources:
 
     gemini: GeminiClients
     setup_gate: SetupGate = field(default_factory=SetupGate)
-    vad_model: SileroModel = field(default_factory=SileroModel)
+    vad_model: BatchedSileroVAD = field(default_factory=BatchedSileroVAD)
     metrics: BridgeMetrics = NO_METRICS
     rest: CallRest | None = None
     call_ready: CallReadyHook | None = None
+    session_failed: SessionFailedHook | None = None
     time_scale: float = 1.0
 
 
@@ -170,16 +183,16 @@ class CallPipeline:
         scale = resources.time_scale
         instruction = persona.render_system_instruction(variables)
         self._greeting = persona.greeting_instruction(variables)
+        model, config = persona.connect_config(instruction)
         self.llm = CallGeminiLive(
             client=resources.gemini.get(persona.api_version()),
+            model=model,
+            config=config,
             on_session_failed=self._on_session_failed,
             on_session_ready=self._on_session_ready,
             metrics=resources.metrics,
-            adjust_config=persona.adjust_connect_config,
             audio_stream_end_secs=_scaled(persona.audio_stream_end_silence_secs, scale),
             time_scale=scale,
-            settings=persona.live_settings(instruction),
-            tools=persona.tools_schema(),
             inference_on_context_initialization=self._greeting is not None,
         )
         self.context = LLMContext()
@@ -187,7 +200,6 @@ class CallPipeline:
             self.context,
             realtime_service_mode=True,
             user_params=LLMUserAggregatorParams(
-                vad_analyzer=self._vad(persona, resources.vad_model),
                 user_turn_strategies=UserTurnStrategies(
                     start=[VADUserTurnStartStrategy()], stop=[_turn_stop_strategy()]
                 ),
@@ -234,25 +246,28 @@ class CallPipeline:
             idle_timeout_secs=None,
         )
         # Caller audio skips the pipeline (pipelines.call.caller_audio); control frames travel it.
-        self.transport.input().audio_sink = CallerAudioPath(self.control, user_agg, self.llm)
+        self.transport.input().caller_route = CallerAudioRoute(
+            self.control,
+            self.llm,
+            model_rate_hz=MODEL_IN_RATE_HZ,
+            vad=resources.vad_model,
+            vad_params=self._vad_params(persona),
+        )
         self.transport.event_handler("on_client_connected")(self._on_connected)
         self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
         self.transport.event_handler("on_media_timeout")(self._on_media_timeout)
 
     @staticmethod
-    def _vad(persona: Any, model: SileroModel) -> SharedSileroVADAnalyzer | None:
+    def _vad_params(persona: Any) -> VADParams | None:
         b = persona.barge_in
         if not b.local_vad:
             return None
         start_secs = max(b.start_secs, b.min_speech_ms / 1000)
-        return SharedSileroVADAnalyzer(
-            model=model,
-            params=VADParams(
-                confidence=b.confidence,
-                start_secs=start_secs,
-                stop_secs=b.stop_secs,
-                min_volume=b.min_volume,
-            ),
+        return VADParams(
+            confidence=b.confidence,
+            start_secs=start_secs,
+            stop_secs=b.stop_secs,
+            min_volume=b.min_volume,
         )
 
     async def run(self) -> None:
@@ -299,6 +314,8 @@ class CallPipeline:
 
     async def _on_session_failed(self, code: int | None, reason: str) -> None:
         self.rejection = (code, reason)
+        if self._resources.session_failed is not None:
+            self._resources.session_failed(self.info.call_sid, code, reason)
         await self.abort(f"Live API closed {code}" if code else "Live API unreachable")
 
     async def abort(self, reason: str, *, close_code: int = 1011) -> None:

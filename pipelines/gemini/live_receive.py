@@ -1,29 +1,26 @@
-"""A cheaper receive path for Live API sessions: audio messages parsed without pydantic.
+"""Server messages of the Live API as ``LiveServerMessage``: a fast path for audio, and unbundling.
 
 google-genai parses every server message with ``json.loads``, a converter pass and a full
 pydantic validation (~65 us for an 80 ms audio chunk, ~20 of them per second per call while the
 bot talks). Most messages in a call are one ``serverContent`` with a ``modelTurn`` of
 ``inlineData`` parts (several on 3.x), transcript fragments and ``generationComplete``;
-``audio_message`` builds those with ``model_construct`` (no validation) and returns None for
-anything else, which then takes the SDK's own path.
-``install(session)`` swaps the session's ``_receive`` (this session only); the rest of the SDK
-(``receive()``, turn completion, errors) is unchanged. ``tests/test_live_receive.py`` checks the
-result equals the SDK's.
+``audio_message`` builds those with ``model_construct`` (no validation). ``parse`` takes a raw
+message from the socket (``pipelines._compat.genai_session.receive_raw``): the fast path first,
+anything else validated with the public types after dropping unknown fields, as the SDK does.
+``tests/test_live_receive.py`` checks both equal the SDK's own parse.
 
 ``unbundle`` splits a 3.x message that bundles several parts (and transcripts, ``turnComplete``)
-into messages Pipecat 1.14 handles whole: its handler reads only ``parts[0]`` of a
-``modelTurn`` and would drop the rest of the audio.
+into messages of at most one part, in wire order, so every part's audio is played and the turn
+ends only after all of it.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
-import types as pytypes
+import typing
 from typing import Any, TypeVar
 
-import websockets
-from google.genai import _live_converters as live_converters
 from google.genai import errors
 from google.genai.types import (
     Blob,
@@ -157,7 +154,7 @@ def _set(**values: Any) -> dict[str, Any]:
 
 
 def unbundle(message: LiveServerMessage) -> list[LiveServerMessage]:
-    """``message`` as messages Pipecat 1.14 handles whole, in the order of the wire.
+    """``message`` as messages of at most one audio part each, in the order of the wire.
 
     A ``modelTurn`` of several parts becomes one message per part, and the caller's transcript
     bundled with it comes first (it describes earlier speech). Everything else
@@ -190,38 +187,73 @@ def unbundle(message: LiveServerMessage) -> list[LiveServerMessage]:
     return pieces
 
 
-async def _receive(self: Any) -> LiveServerMessage:
-    """``AsyncSession._receive`` (google-genai 2.34) with the audio fast path first."""
-    try:
-        raw_response = await self._ws.recv(decode=False)
-    except TypeError:
-        raw_response = await self._ws.recv()
-    except websockets.ConnectionClosed as e:
-        if e.rcvd:
-            code, reason = e.rcvd.code, e.rcvd.reason
-        else:
-            code = 1006
-            reason = websockets.frames.CLOSE_CODE_EXPLANATIONS.get(code, "Abnormal closure.")
-        errors.APIError.raise_error(code, reason, None)
-    if raw_response:
+def parse(raw: bytes | str) -> LiveServerMessage:
+    """One raw server message as a ``LiveServerMessage``, equal to what the SDK's receive gives.
+
+    Plain audio content takes ``audio_message`` (no validation); anything else is validated
+    with the public types, after dropping the fields this SDK version does not know (as the
+    SDK does, for forward compatibility).
+
+    Raises:
+        ValueError: ``raw`` is not JSON.
+        google.genai.errors.APIError: A message with none of the known fields (an error
+            the server reports in-band), as the SDK raises it.
+    """
+    if raw:
         try:
-            response = json.loads(raw_response)
+            response = json.loads(raw)
         except json.decoder.JSONDecodeError:
-            raise ValueError(f"Failed to parse response: {raw_response!r}") from None
+            raise ValueError(f"Failed to parse response: {raw!r}") from None
     else:
         response = {}
     fast = audio_message(response)
     if fast is not None:
         return fast
-    response_dict = live_converters._LiveServerMessage_from_mldev(response)
-    if not response_dict and response:
-        errors.APIError.raise_error(response.get("code"), response, None)
-    return LiveServerMessage._from_response(response=response_dict, kwargs={})
+    known = _known_fields(LiveServerMessage, response) if isinstance(response, dict) else {}
+    if not known and response:
+        code = response.get("code") if isinstance(response, dict) else None
+        errors.APIError.raise_error(code if isinstance(code, int) else 500, response, None)
+    return LiveServerMessage.model_validate(known)
 
 
-def install(session: Any) -> bool:
-    """Use the fast receive path on ``session`` (Gemini API sessions only); True if installed."""
-    if session._api_client.vertexai:
-        return False
-    session._receive = pytypes.MethodType(_receive, session)
-    return True
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``list[X]``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_fields(model: type[BaseModel], value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` without the keys ``model`` (recursively, its nested models) does not declare.
+
+    google-genai's types forbid unknown fields; a newer server may send fields this SDK does not
+    know yet, which the SDK drops before validating (``_remove_extra_fields``). Both the wire
+    name (camelCase alias) and the field name are accepted.
+    """
+    fields = _FIELDS.get(model)
+    if fields is None:
+        model.model_rebuild(raise_errors=False)
+        fields = {}
+        for name, info in model.model_fields.items():
+            fields[name] = info.annotation
+            if info.alias:
+                fields[info.alias] = info.annotation
+        _FIELDS[model] = fields
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in fields:
+            continue
+        nested = _model_type(fields[key])
+        if nested is not None and isinstance(item, dict):
+            item = _known_fields(nested, item)
+        elif nested is not None and isinstance(item, list):
+            item = [_known_fields(nested, x) if isinstance(x, dict) else x for x in item]
+        out[key] = item
+    return out
+
+
+_FIELDS: dict[type[BaseModel], dict[str, Any]] = {}

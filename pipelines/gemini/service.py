@@ -1,231 +1,188 @@
-"""Pipecat's Gemini Live service, wrapped for one process serving many phone calls.
+"""The call's Gemini Live service: our own Pipecat ``LLMService`` on google-genai's public API.
 
-What this fixes in ``GeminiLiveLLMService`` (pipecat 1.14), each a pitfall in
-``shared/reference/pipecat-1.x.md``:
+``CallGeminiLive`` replaces a subclass of Pipecat's ``GeminiLiveLLMService`` that overrode ~20
+of its private methods (five of them changed within a few minor releases). It subclasses
+Pipecat's public ``LLMService`` base for function calling (``register_function``,
+``run_function_calls``, ``cancel_on_interruption``) and overrides only public methods. Its
+parts, each in its own module: ``connection.LiveConnection`` (the session, resumption, GoAway
+handover, reconnects, failures), ``caller_input.CallerInput`` (caller audio: hot path,
+audioStreamEnd, activity windows), ``replies.Replies`` (server messages -> bot-turn frames).
+This module wires them to the pipeline's frames and keeps the call's history and tools:
 
-- **Per-call clients.** The service builds a ``genai.Client`` per instance (three SSL contexts,
-  ~60 ms of blocked event loop). Here every call shares one client per API version.
-- **Unbounded bot-audio buffer.** ``_bot_audio_buffer`` grows by every byte of bot speech and is
-  never read (~2.9 MB per minute of bot speech per call). Here it is a sink that keeps nothing.
-- **Silent rejections.** A setup the Live API rejects (close 1007/1008 from ``connect()``) only
-  logs "unexpected exception" in the service; permanent mid-session closes are retried three
-  times. Here both end the call at once through ``on_session_failed``, so the caller hears the
-  TwiML apology and the log names the persona file and the fix.
-- **GoAway ignored.** The service lets the ~10-minute connection cap arrive as a drop. Here a
-  ``goAway`` starts a handover: at the next quiet moment (never later than one second before
-  the deadline) the session reconnects with its latest resumption handle.
-- **No audio-stream-end.** After the persona's seconds of caller silence (local VAD), the
-  service sends ``audioStreamEnd`` and stops streaming silence; a rolling pre-roll is kept, and
-  when the caller speaks again it is sent first, so the speech onset is not lost.
-- **Bundled 3.x messages.** Pipecat plays only ``parts[0]`` of a ``modelTurn``; 3.x bundles
-  several parts, transcripts and ``turnComplete``: split here (``live_receive.unbundle``).
-- **3.1 refuses mid-session ``clientContent``:** ``instruct`` sends realtime text there.
-- **Stale audio after a local barge-in.** When local VAD interrupts, the model keeps streaming
-  the reply until its own VAD notices; the service would start playing that tail again. Here the
-  rest of an interrupted generation is dropped (audio and its transcript) until the model ends
-  that turn.
-
-Hot paths: caller audio arrives from ``pipelines.call.caller_audio`` (not the pipeline) and is
-sent as prebuilt JSON (``realtime_input``); audio messages from the model are parsed by
-``live_receive``. Bridge latency and audio seconds go to the ``BridgeMetrics`` handed in.
+- the initial history (the greeting instruction, a developer message of the context) goes as
+  ``clientContent`` once the session is ready, and again to a fresh session after a reconnect
+  that could not resume; ``instruct`` uses realtime text on models that refuse mid-session
+  ``clientContent`` (``gemini_models``);
+- tool calls run through ``run_function_calls``; results go back with ``send_tool_response``
+  (NON_BLOCKING tools with a ``scheduling`` hint and ``willContinue``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google import genai
-from google.genai.errors import APIError
-from google.genai.types import Blob, Content, LiveServerMessage, Part
+from google.genai.types import (
+    Content,
+    LiveConnectConfig,
+    LiveServerMessage,
+    Part,
+)
 from loguru import logger
+from pipecat.adapters.llm.services.gemini_live_adapter import GeminiLiveLLMAdapter
 from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
+    FunctionCallResultFrame,
     InputAudioRawFrame,
     InterruptionFrame,
-    TTSAudioRawFrame,
+    LLMContextFrame,
+    LLMServiceMetadataFrame,
+    LLMSetToolsFrame,
+    SpeechControlParamsFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection
-from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
+from pipecat.services.llm_service import FunctionCallFromLLM, LLMService
+from pipecat.services.settings import LLMSettings
 
 from pipelines import gemini_models
-from pipelines.frame_metadata import RX_EACH_KEY, RX_KEY
-from pipelines.gemini import live_receive
+from pipelines.gemini.caller_input import CallerInput
 from pipelines.gemini.clients import GeminiClients
-from pipelines.gemini.realtime_input import realtime_audio_message
+from pipelines.gemini.connection import LiveConnection, parse_duration_secs
+from pipelines.gemini.replies import Replies
+from pipelines.gemini.tools import ToolBook
 from pipelines.ports import NO_METRICS, BridgeMetrics
 
-# Close codes the Live API uses for setups and requests that will never succeed as sent.
 __all__ = ["CallGeminiLive", "GeminiClients", "parse_duration_secs"]
-
-PERMANENT_CLOSE_CODES = frozenset({1007, 1008})
-# Caller audio kept while the stream is paused after audioStreamEnd, sent first on resume.
-STREAM_END_PREROLL_SECS = 0.5
-# A GoAway handover waits for a quiet moment, but never past this much before the deadline.
-HANDOVER_MARGIN_SECS = 1.0
-# A resumed connection that ends this soon resumed a session the service will not keep (the
-# 15-minute audio-session limit, a session it lost): the next connection starts a fresh
-# session seeded with the call's context instead of resuming into the same end.
-FUTILE_RESUME_SECS = 3.0
-
-
-def parse_duration_secs(value: str | None, default: float = 10.0) -> float:
-    """A protobuf Duration string (``"50s"``, ``"1.5s"``) in seconds."""
-    if not value:
-        return default
-    try:
-        return float(value.strip().removesuffix("s"))
-    except ValueError:
-        return default
-
 
 SessionFailedCallback = Callable[[int | None, str], Awaitable[None]]
 
 
-class _DiscardingBuffer:
-    """Stands in for ``bytearray`` where the service appends audio nobody reads."""
-
-    def extend(self, _data: bytes) -> None:
-        return None
-
-    def clear(self) -> None:
-        return None
-
-    def __len__(self) -> int:
-        return 0
+def _version(model: str) -> tuple[int, int] | None:
+    match = re.search(r"gemini(?:-[a-z]+)*-(\d+)(?:\.(\d+))?", model)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
 
 
-class CallGeminiLive(GeminiLiveLLMService):
-    """``GeminiLiveLLMService`` for one phone call, on a shared client.
+class CallGeminiLive(LLMService):
+    """The Gemini Live service of one phone call (see the module docstring).
 
     Args:
         client: The process's shared ``genai.Client`` for the persona's API version.
+        model: The model name (``models/...``).
+        config: The persona's complete ``LiveConnectConfig`` (no resumption handle).
         on_session_failed: Awaited once with ``(close_code, reason)`` when the session is
             rejected or lost for good; the call should end.
-        adjust_config: Applied to each ``LiveConnectConfig`` before connecting (persona
-            fields Pipecat has no setting for, such as transcription off).
+        on_session_ready: Called each time a Live API session is ready.
         audio_stream_end_secs: Seconds of caller silence (local VAD) before
             ``audioStreamEnd``; ``None`` never sends it.
-        on_session_ready: Called each time a Live API session is ready.
         metrics: Where bridge latency in and model audio seconds are reported.
-        time_scale: Multiplies the GoAway handover margin and the futile-resume window, for
-            tests against an emulator whose limits are scaled the same way.
-        **kwargs: Passed to ``GeminiLiveLLMService``.
+        time_scale: Multiplies the GoAway handover margin and the futile-resume window.
+        inference_on_context_initialization: Have the model answer the initial history.
+        **kwargs: Passed to ``LLMService``.
     """
+
+    adapter_class = GeminiLiveLLMAdapter
 
     def __init__(
         self,
         *,
         client: genai.Client,
+        model: str,
+        config: LiveConnectConfig,
         on_session_failed: SessionFailedCallback,
-        adjust_config: Callable[[Any], Any] | None = None,
-        audio_stream_end_secs: float | None = None,
         on_session_ready: Callable[[], None] | None = None,
+        audio_stream_end_secs: float | None = None,
         metrics: BridgeMetrics = NO_METRICS,
         time_scale: float = 1.0,
-        **kwargs,
+        inference_on_context_initialization: bool = True,
+        **kwargs: Any,
     ) -> None:
-        self._time_scale = time_scale
+        # The session's settings live in ``config``; Pipecat's settings only name the model.
+        unused: dict[str, Any] = dict.fromkeys(
+            ("system_instruction", "temperature", "max_tokens", "top_p", "top_k",
+             "frequency_penalty", "presence_penalty", "seed", "filter_incomplete_user_turns",
+             "user_turn_completion_config")
+        )  # fmt: skip
+        super().__init__(settings=LLMSettings(model=model, **unused), **kwargs)
+        self.model = model
+        version = _version(model)
+        self._gemini_3 = version is not None and version[0] == 3
+        self._tools = ToolBook(version is None or version < (3, 0) or version >= (3, 8))
+        spec = gemini_models.lookup(model)
+        self._client_content_mid_session = spec is None or spec.mid_session_client_content
         self._bridge_metrics = metrics
         self._on_session_ready = on_session_ready
-        self._shared_client = client
-        self._adjust_config = adjust_config
         self._on_session_failed = on_session_failed
-        self._session_failed = False
-        self._generating = False
-        self._dropping_interrupted_turn = False
-        self._stream_end_secs = audio_stream_end_secs
-        self._stream_end_task: asyncio.Task[None] | None = None
-        self._stream_paused = False
-        self._preroll: deque[bytes] = deque()
-        self._preroll_bytes = 0
-        self._preroll_rate = 16000
-        self._bot_quiet = asyncio.Event()
-        self._bot_quiet.set()
-        self._user_quiet = asyncio.Event()
-        self._user_quiet.set()
-        self._handover_task: asyncio.Task[None] | None = None
-        self._resumed_at: float | None = None
-        self._message_rx_at = 0.0
-        super().__init__(api_key="shared-client", **kwargs)
-        # Turns come from local VAD in the user aggregator; the per-call advice is noise.
-        self._warned_realtime_service_no_turn_frames = True
-        self._bot_audio_buffer = _DiscardingBuffer()  # type: ignore[assignment]
-        spec = gemini_models.lookup(str(getattr(self._settings, "model")))  # noqa: B009 (mypy)
-        self._client_content_mid_session = spec is None or spec.mid_session_client_content
+        self._inference_on_init = inference_on_context_initialization
+        self._conn = LiveConnection(
+            client,
+            model,
+            config,
+            on_ready=self._session_ready,
+            on_message=self._on_server_message,
+            on_failed=on_session_failed,
+            can_hand_over=lambda: self._replies.held_end is None,
+            time_scale=time_scale,
+        )
+        ric = config.realtime_input_config
+        aad = ric.automatic_activity_detection if ric is not None else None
+        self._input = CallerInput(
+            self._conn,
+            self._send_error,
+            metrics,
+            stream_end_secs=audio_stream_end_secs,
+            server_vad_disabled=bool(aad is not None and aad.disabled),
+        )
+        self._replies = Replies(self, self._conn, metrics, self._tool_calls)
+        self._context: LLMContext | None = None
+        self._run_when_ready = False
+        self._needs_turn_complete = False  # 2.5 seeded without inference (see _seed)
 
-    def create_client(self) -> None:
-        """Use the process's shared client instead of building one per call."""
-        self._client = self._shared_client
+    # public interface ------------------------------------------------------------------
 
-    async def _fail_session(self, code: int | None, reason: str) -> None:
-        if self._session_failed:
-            return
-        self._session_failed = True
-        await self._on_session_failed(code, reason)
+    @property
+    def connection(self) -> LiveConnection:
+        """The call's Live API connection."""
+        return self._conn
 
-    async def _connection_task_handler(self, config) -> None:
-        if self._adjust_config is not None:
-            config = self._adjust_config(config)
-        try:
-            await super()._connection_task_handler(config)
-        except APIError as e:
-            # Raised by connect(): the setup was refused (or the service is unavailable).
-            await self._fail_session(e.code, e.details or e.message or str(e))
-        except OSError as e:
-            await self._fail_session(None, f"cannot reach the Live API: {e}")
-        except Exception as e:
-            # e.g. an HTTP error at the WebSocket handshake (websockets.InvalidStatus), or an
-            # answer the SDK cannot parse: the call must not stay connected in silence.
-            await self._fail_session(None, f"Live API connection failed: {e!r}"[:200])
+    def register_function(
+        self,
+        function_name: str | None,
+        handler: Any,
+        *,
+        cancel_on_interruption: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``LLMService.register_function``; a tool not cancelled on interruption is async."""
+        if cancel_on_interruption is False and function_name:
+            self._tools.async_tools.add(function_name)
+        super().register_function(
+            function_name, handler, cancel_on_interruption=cancel_on_interruption, **kwargs
+        )
 
-    async def _handle_connection_error(self, error: Exception) -> bool:
-        if self._handover_task is not None and not self._handover_task.done():
-            # The socket dropped before the GoAway handover ran: reconnect now, once.
-            self._handover_task.cancel()
-        if self._resume_was_futile():
-            self._session_resumption_handle = None
-        if isinstance(error, APIError) and error.code in PERMANENT_CLOSE_CODES:
-            await self._fail_session(error.code, error.details or str(error))
-            return False
-        should_retry = await super()._handle_connection_error(error)
-        if not should_retry:
-            code = error.code if isinstance(error, APIError) else None
-            await self._fail_session(code, f"Live API connection lost: {error}")
-        return should_retry
+    @property
+    def accepts_intermediate_function_call_results(self) -> bool:
+        """Only NON_BLOCKING calls take intermediate results (``willContinue``)."""
+        return self._tools.non_blocking
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Note local interruptions and the caller's speech turns."""
-        if isinstance(frame, InterruptionFrame) and self._generating:
-            self._dropping_interrupted_turn = True
-        elif isinstance(frame, UserStartedSpeakingFrame):
-            self._user_quiet.clear()
-            self._cancel_stream_end()
-            await self._resume_stream()
-        elif isinstance(frame, UserStoppedSpeakingFrame):
-            self._user_quiet.set()
-            self._schedule_stream_end()
-        elif (
-            isinstance(frame, InputAudioRawFrame)
-            and self._stream_end_task is None
-            and not self._stream_paused
-            and not self._user_is_speaking
-        ):
-            self._schedule_stream_end()  # the caller has not spoken yet
-        await super().process_frame(frame, direction)
+    def can_generate_metrics(self) -> bool:
+        """Token usage and TTFB metrics are reported."""
+        return True
 
-    async def cleanup(self) -> None:
-        """Cancel the call's own timers, then clean up the service."""
-        self._cancel_stream_end()
-        if self._handover_task is not None:
-            await self.cancel_task(self._handover_task)
-            self._handover_task = None
-        await super().cleanup()
+    def service_metadata_frame(self) -> LLMServiceMetadataFrame:
+        """A realtime (speech-to-speech) service; turns come from local VAD."""
+        return LLMServiceMetadataFrame(service_name=self.name, is_realtime_service=True)
+
+    async def caller_audio(self, frame: InputAudioRawFrame) -> None:
+        """One frame of caller audio, from ``pipelines.call.caller_audio`` (not the pipeline)."""
+        await self._input.audio(frame)
 
     async def instruct(self, text: str) -> bool:
         """Give the model an instruction and have it answer now.
@@ -237,202 +194,187 @@ class CallGeminiLive(GeminiLiveLLMService):
             False when it was not sent: no open session, or (realtime text) the session's
             initial history has not been sent yet.
         """
-        if self._session is None or self._disconnecting:
+        conn = self._conn
+        if conn.session is None or conn.closing:
             return False
         try:
             if not self._client_content_mid_session:
                 # clientContent would close the session (1007): only the initial history
                 # may use it. Realtime text is a caller turn the model answers at once; not
                 # before that history was sent, which would then be refused.
-                if not self._ready_for_realtime_input:
+                if not self._input.ready:
                     return False
-                await self._session.send_realtime_input(text=text)
-                return True
+                return await conn.send_realtime_input(text=text)
             turn = Content(role="user", parts=[Part(text=text)])
-            await self._session.send_client_content(turns=[turn], turn_complete=True)
-            if self._is_gemini_3:
+            await conn.send_client_content(turns=[turn], turn_complete=True)
+            if self._gemini_3:
                 # Gemini 3.x runs inference on a completed turn only after realtime input.
-                await self._session.send_realtime_input(text=" ")
+                await conn.send_realtime_input(text=" ")
         except Exception as e:
-            await self._handle_send_error(e)
+            await self._send_error(e)
             return False
         return True
 
-    # audio-stream-end ------------------------------------------------------------------
+    # lifecycle -------------------------------------------------------------------------
 
-    def _schedule_stream_end(self) -> None:
-        if self._stream_end_secs is None or self._stream_paused:
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Set the processor up and start connecting (before the pipeline's StartFrame)."""
+        await super().setup(setup)
+        self._conn.start()
+
+    async def stop(self, frame: EndFrame) -> None:
+        """Stop the service and close the connection."""
+        await super().stop(frame)
+        await self._close()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        """Cancel the service and close the connection."""
+        await super().cancel(frame)
+        await self._close()
+
+    async def cleanup(self) -> None:
+        """Cancel the call's own timers, then clean up the service."""
+        await super().cleanup()
+        await self._close()
+
+    async def _close(self) -> None:
+        self._input.close()
+        self._replies.close()
+        await self._conn.close()
+        await self.stop_all_metrics()
+
+    # frames from the pipeline ----------------------------------------------------------
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Handle the pipeline's frames; most pass through."""
+        if isinstance(frame, EndFrame) and self._replies.hold_end(frame):
             return
-        self._cancel_stream_end()
-        self._stream_end_task = self.create_task(self._end_stream_later(), "audio-stream-end")
-
-    def _cancel_stream_end(self) -> None:
-        task, self._stream_end_task = self._stream_end_task, None
-        if task is not None and not task.done():
-            task.cancel()
-
-    async def _end_stream_later(self) -> None:
-        assert self._stream_end_secs is not None
-        await asyncio.sleep(self._stream_end_secs)
-        if self._session is None or not self._ready_for_realtime_input or self._user_is_speaking:
-            return
-        try:
-            await self._session.send_realtime_input(audio_stream_end=True)
-        except Exception as e:
-            await self._handle_send_error(e)
-            return
-        self._stream_paused = True
-
-    async def _resume_stream(self) -> None:
-        # Caller audio arrives from the transport's task meanwhile: it joins the pre-roll until
-        # the pre-roll has been sent, so the model hears the audio in order.
-        while self._stream_paused:
-            audio = b"".join(self._preroll)
-            self._preroll.clear()
-            self._preroll_bytes = 0
-            if not audio:
-                self._stream_paused = False
-            elif self._session is not None and self._ready_for_realtime_input:
-                try:
-                    await self._session.send_realtime_input(
-                        audio=Blob(data=audio, mime_type=f"audio/pcm;rate={self._preroll_rate}")
-                    )
-                except Exception as e:
-                    self._stream_paused = False
-                    await self._handle_send_error(e)
-            else:
-                self._stream_paused = False  # no session: nothing to resume on
-
-    async def caller_audio(self, frame: InputAudioRawFrame) -> None:
-        """One frame of caller audio, from ``pipelines.call.caller_audio`` (not the pipeline)."""
-        if self._stream_end_task is None and not self._stream_paused and not self._user_is_speaking:
-            self._schedule_stream_end()  # the caller has not spoken yet
-        await self._send_user_audio(frame)
-
-    async def _send_user_audio(self, frame: InputAudioRawFrame) -> None:
-        # Bridge latency in: one sample per Twilio message in the batch.
-        each = frame.metadata.get(RX_EACH_KEY)
-        if each is not None:
-            now = time.monotonic()
-            record = self._bridge_metrics.bridge_in.add_secs
-            for rx_at in each:
-                record(now - rx_at)
-        if not self._stream_paused:
-            ws = self._fast_ws()
-            if ws is None or (self._vad_disabled and not self._user_is_speaking):
-                await super()._send_user_audio(frame)  # not ready, or the pre-roll path
-                return
-            try:
-                await ws.send(realtime_audio_message(frame.audio, frame.sample_rate))
-            except Exception as e:
-                await self._handle_send_error(e)
-            return
-        self._preroll_rate = frame.sample_rate
-        self._preroll.append(frame.audio)
-        self._preroll_bytes += len(frame.audio)
-        limit = int(STREAM_END_PREROLL_SECS * frame.sample_rate * 2 * frame.num_channels)
-        while self._preroll_bytes > limit and self._preroll:
-            self._preroll_bytes -= len(self._preroll.popleft())
-
-    def _fast_ws(self) -> Any:
-        """The session's socket when audio may be sent on it directly, else None."""
-        session = self._session
-        if (
-            session is None
-            or self._audio_input_paused
-            or self._disconnecting
-            or not self._ready_for_realtime_input
-            or session._api_client.vertexai
-        ):
-            return None
-        return session._ws
-
-    # GoAway handover -------------------------------------------------------------------
-
-    async def _handle_session_ready(self, session) -> None:
-        # A new connection starts with no generation in flight.
-        self._generating = False
-        self._dropping_interrupted_turn = False
-        self._resumed_at = time.monotonic() if self._session_resumption_handle else None
-        live_receive.install(session)
-        if self._on_session_ready is not None:
-            self._on_session_ready()
-        await super()._handle_session_ready(session)
-
-    async def _set_bot_is_responding(self, responding: bool) -> None:
-        await super()._set_bot_is_responding(responding)
-        if responding:
-            self._bot_quiet.clear()
-        else:
-            self._bot_quiet.set()
-
-    def _start_handover(self, time_left: str | None) -> None:
-        if self._handover_task is not None and not self._handover_task.done():
-            return
-        margin = HANDOVER_MARGIN_SECS * self._time_scale
-        deadline = time.monotonic() + parse_duration_secs(time_left) - margin
-        fresh = self._resume_was_futile()
-        self._handover_task = self.create_task(self._handover(deadline, fresh), "goaway-handover")
-
-    def _resume_was_futile(self) -> bool:
-        at = self._resumed_at
-        if at is None or time.monotonic() - at >= FUTILE_RESUME_SECS * self._time_scale:
-            return False
-        logger.debug("a resumed Live API connection ended at once: starting a fresh session")
-        return True
-
-    async def _handover(self, deadline: float, fresh: bool = False) -> None:
-        """Reconnect with the latest resumption handle before the server drops the socket.
-
-        Waits for a moment when neither side speaks (audio sent while reconnecting is lost),
-        but not past the deadline. A call already ending keeps its old connection: the held
-        ``EndFrame`` would be discarded by a reconnect.
-        """
-        while time.monotonic() < deadline:
-            try:
-                for quiet in (self._bot_quiet, self._user_quiet):
-                    await asyncio.wait_for(quiet.wait(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            if self._bot_quiet.is_set() and self._user_quiet.is_set():
-                break
-        if self._end_frame_pending_bot_turn_finished is not None or self._session is None:
-            return
-        logger.debug("GoAway: handing over to a new Live API connection")
-        if fresh:
-            self._session_resumption_handle = None  # the context is re-seeded from ours
-        await self._reconnect()
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            await self._context_frame(frame.context)
+        elif isinstance(frame, InputAudioRawFrame):
+            await self._input.audio(frame)
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            await self._replies.interrupted_locally()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            await self._input.user_started()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            await self._user_stopped()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, SpeechControlParamsFrame):
+            if frame.vad_params is not None:
+                self._input.set_vad_start_secs(frame.vad_params.start_secs)
+            await self.push_frame(frame, direction)
+        elif not isinstance(frame, LLMSetToolsFrame):  # tools are fixed for the session
+            await self.push_frame(frame, direction)
 
     async def push_frame(
         self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
     ) -> None:
-        """Stamp model audio with its message's arrival time (bridge latency out)."""
-        if isinstance(frame, TTSAudioRawFrame):
-            frame.metadata[RX_KEY] = self._message_rx_at
-            self._bridge_metrics.add_model_audio_secs(len(frame.audio) / (frame.sample_rate * 2))
+        """Push a frame; a function call result is sent to the model on its way."""
+        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, FunctionCallResultFrame):
+            await self._tool_result(frame)
         await super().push_frame(frame, direction)
 
-    async def _handle_server_message(self, message: LiveServerMessage) -> None:
-        self._message_rx_at = time.monotonic()
-        if message.go_away is not None:
-            self._start_handover(message.go_away.time_left)
-        for piece in live_receive.unbundle(message):
-            await self._handle_message_piece(piece)
+    async def _user_stopped(self) -> None:
+        await self._input.user_stopped()
+        await self.start_ttfb_metrics()
+        if self._needs_turn_complete and self._conn.session is not None:
+            self._needs_turn_complete = False
+            # Gemini 2.5 ignores history seeded without a completed turn otherwise.
+            try:
+                await self._conn.send_client_content(turn_complete=True)
+            except Exception as e:
+                await self._send_error(e)
 
-    async def _handle_message_piece(self, message: LiveServerMessage) -> None:
-        sc = message.server_content
-        turn_over = False
-        if sc is not None:
-            turn_over = bool(sc.interrupted or sc.turn_complete or sc.generation_complete)
-            if self._dropping_interrupted_turn:
-                if sc.model_turn is not None or sc.output_transcription is not None:
-                    sc.model_turn = None
-                    sc.output_transcription = None
-            elif sc.model_turn is not None:
-                self._generating = True
-        await super()._handle_server_message(message)
-        if turn_over:
-            self._generating = False
-            if self._dropping_interrupted_turn:
-                logger.debug("dropped the rest of an interrupted reply")
-            self._dropping_interrupted_turn = False
+    async def _context_frame(self, context: LLMContext) -> None:
+        first = self._context is None
+        self._context = context
+        if first:
+            await self._seed()
+
+    async def _seed(self, *, for_reconnect: bool = False) -> None:
+        """Send the context's history; the session then takes realtime input.
+
+        A first connection has the model answer it when ``inference_on_context_initialization``
+        (the greeting). A fresh session after a reconnect: Gemini 2.5 answers it (a recap;
+        otherwise it acts as if it forgot everything on the next caller turn), 3.x does not.
+        """
+        if self._conn.closing:
+            return
+        if self._conn.session is None or self._context is None:
+            self._run_when_ready = True
+            return
+        params = await self.get_llm_adapter().get_llm_invocation_params(self._context)
+        messages: list[Any] = list(params.get("messages", []))
+        if not messages:
+            self._input.ready = True
+            return
+        trigger = (not self._gemini_3) if for_reconnect else self._inference_on_init
+        if not self._gemini_3 and getattr(messages[-1], "role", None) != "user":
+            messages.append(Content(role="user", parts=[Part(text=" ")]))  # 2.5 needs a user turn
+        await self.start_ttfb_metrics()
+        try:
+            await self._conn.send_client_content(turns=messages, turn_complete=trigger)
+            if self._gemini_3 and trigger:
+                # Gemini 3.x runs inference on a completed turn only after realtime input.
+                await self._conn.send_realtime_input(text=" ")
+        except Exception as e:
+            await self._send_error(e)
+        if not trigger and not self._gemini_3:
+            self._needs_turn_complete = True
+        self._input.ready = True
+
+    # the connection's events -----------------------------------------------------------
+
+    async def _session_ready(self, resumed: bool) -> None:
+        self._input.ready = False
+        self._tools.reset()
+        await self._replies.new_connection()  # a reply cut off by a drop is over
+        if self._on_session_ready is not None:
+            self._on_session_ready()
+        if self._run_when_ready and self._context is not None:
+            self._run_when_ready = False
+            await self._seed()
+        elif resumed:
+            self._input.ready = True  # the server restored the session
+        elif self._context is not None:
+            await self._seed(for_reconnect=True)
+
+    async def _on_server_message(self, message: LiveServerMessage) -> None:
+        await self._replies.message(message)
+
+    async def _send_error(self, error: Exception) -> None:
+        if self._conn.closing or self._conn.session is None:
+            return  # in flight when the connection went: expected
+        await self.push_error(error_msg=f"Send error: {error}")
+
+    # tools -----------------------------------------------------------------------------
+
+    async def _tool_calls(self, calls: list[Any]) -> None:
+        if self._context is None:
+            logger.error("a tool call before the context arrived")
+        found = [
+            FunctionCallFromLLM(
+                context=self._context,
+                tool_call_id=f.id or str(uuid.uuid4()),
+                function_name=f.name or "",
+                arguments=f.args or {},
+            )
+            for f in calls
+        ]
+        for call in found:
+            self._tools.called(call.tool_call_id, call.function_name)
+        await self.run_function_calls(found)
+
+    async def _tool_result(self, frame: FunctionCallResultFrame) -> None:
+        response = self._tools.response(frame)
+        if response is None or self._conn.closing:
+            return
+        try:
+            await self._conn.send_tool_response(function_responses=response)
+        except Exception as e:
+            await self._send_error(e)

@@ -1,13 +1,14 @@
 """Bot personas: which bot answers which number, checked against the model before use.
 
 Each ``config/personas/<id>.yaml`` is one ``Persona`` (``schema``), read by ``yaml_source``,
-loaded and checked against the model table by ``loader`` and ``checks``, mapped onto Pipecat
-and the Live API ``setup`` by ``setup``, with Live API rejections explained by ``rejections``.
+loaded and checked against the model table by ``loader`` and ``checks``, mapped onto the Live
+API (``LiveConnectConfig`` and the wire ``setup``) by ``setup`` and ``setup_wire``, with Live API
+rejections explained by ``rejections``.
 This package is the public face: ``load_personas``, ``PersonaSet`` (routing by the called
 number), ``call_variables`` (template values for one call), ``setup_message`` (the exact Live
 API ``setup``) and ``explain_rejection`` (a Live API close turned into a fix). It may import
-pydantic, PyYAML, ``pipelines.gemini_models`` and (lazily, inside ``setup``) Pipecat and
-google-genai; nothing else of ``pipelines``, never ``bot`` or ``sim``.
+pydantic, PyYAML, ``pipelines.gemini_models`` and (lazily, inside ``setup``) google-genai's
+public types; nothing else of ``pipelines``, never ``bot`` or ``sim``.
 """
 
 from pipelines.personas.loader import PersonaConfigError

@@ -2,7 +2,7 @@
 
 Field validators raise ``ValueError("got …, expected …")`` so the loader can prefix file, line
 and field. Checks that need the model capability table live in ``checks``; the mapping onto
-Pipecat and the Live API lives in ``setup`` (the methods below delegate to it).
+the Live API lives in ``setup`` (``connect_config`` below delegates to it).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from pipelines.personas import setup as persona_setup
 
 if TYPE_CHECKING:
     from google.genai.types import LiveConnectConfig
-    from pipecat.adapters.schemas.tools_schema import ToolsSchema
-    from pipecat.services.google.gemini_live.llm import GeminiLiveLLMSettings
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 BUILTIN_VARIABLES: tuple[str, ...] = (
@@ -338,17 +336,9 @@ class Persona(_Strict):
             )
         return f"The call has just connected. {rendered}"
 
-    def live_settings(self, system_instruction: str) -> GeminiLiveLLMSettings:
-        """``GeminiLiveLLMService.Settings`` with every session field of this persona."""
-        return persona_setup.live_settings(self, system_instruction)
-
-    def tools_schema(self) -> ToolsSchema | None:
-        """Pipecat ``ToolsSchema`` of the enabled built-in tools, or ``None``."""
-        return persona_setup.tools_schema(self)
-
-    def adjust_connect_config(self, config: LiveConnectConfig) -> LiveConnectConfig:
-        """Apply what Pipecat's Settings cannot express (transcription off) to its config."""
-        return persona_setup.adjust_connect_config(self, config)
+    def connect_config(self, system_instruction: str) -> tuple[str, LiveConnectConfig]:
+        """The model (``models/<name>``) and complete ``LiveConnectConfig`` of a call."""
+        return persona_setup.connect_config(self, system_instruction)
 
 
 def persona_fields() -> dict[tuple[str, ...], Any]:

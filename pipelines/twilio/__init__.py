@@ -2,7 +2,7 @@
 
 ``serializer`` (``TwilioSerializer``), ``transport`` (ties the pieces together) with
 ``transport_input``, ``transport_output`` and ``transport_client`` (the shared socket, marks,
-latency), ``output_queue`` and ``pacing`` (real-time bot audio). May import Pipecat, aiohttp,
-``pipelines.audio``, ``pipelines._compat`` and the top-level leaf modules; not ``gemini``,
-``call`` or ``personas``.
+latency), ``output_queue``, ``output_sender`` and ``pacing`` (real-time bot audio). May import
+Pipecat, aiohttp, ``pipelines.audio``, ``pipelines._compat`` and the top-level leaf modules;
+not ``gemini``, ``call`` or ``personas``.
 """

@@ -1,9 +1,11 @@
-"""Twilio Media Streams serializer that treats bad input as data, not as an error.
+"""Twilio Media Streams serializer of our own, on Pipecat's public ``FrameSerializer`` base.
 
-``TwilioSerializer`` extends Pipecat's ``TwilioFrameSerializer`` with marks, the ``stop`` event,
-strict validation and per-call counters. Every kind of bad input is dropped, counted in
-``bad_input`` and logged once per call (one WARNING on first occurrence, then only counted); the
-call goes on. The caller logs ``bad_input`` at call end.
+``TwilioSerializer`` turns Twilio's JSON messages into frames and frames into Twilio's JSON,
+with marks, the ``stop`` event, strict validation and per-call counters. It owns the whole
+protocol: Pipecat's ``TwilioFrameSerializer`` keeps its state private, so it is not subclassed.
+Every kind of bad input is dropped, counted in ``bad_input`` and logged once per call (one
+WARNING on first occurrence, then only counted); the call goes on. The caller logs
+``bad_input`` at call end.
 
 =====================  ==========================================================  ===============
 Input                  Answer                                                      Counter
@@ -25,13 +27,18 @@ other WebSocket error  receive loop ends, ``on_client_disconnected`` fires      
 ``stop``               end of call: receive loop ends, ``on_client_disconnected``  (none)
 ``mark``               ``on_mark(transport, name, played)`` event                  (none)
 ``dtmf``               ``InputDTMFFrame``                                          (none)
-``media``              ``InputAudioRawFrame`` at the pipeline input rate           (none)
+``media``              ``InputAudioRawFrame`` at the input rate                    (none)
 =====================  ==========================================================  ===============
 
-Audio: input 8 kHz mu-law is upsampled with ``FirStreamResampler`` (about 2 ms of delay instead
-of soxr VHQ's 64 ms mean / 111 ms max). Output audio already at 8 kHz (pipeline
-``audio_out_sample_rate=8000``) is passed through untouched; any other rate goes through a
-``FirStreamResampler`` that never clears itself on gaps (Pipecat issue #5769).
+Out: audio -> ``media``, ``InterruptionFrame`` -> ``clear``, ``TwilioMarkFrame`` -> ``mark``,
+transport messages -> their JSON, ``EndFrame``/``CancelFrame`` -> the hang-up (once).
+
+Audio: caller audio leaves at the input rate (``input_rate``, else the pipeline's input rate);
+the server asks for Twilio's 8 kHz, so mu-law is only decoded and the transport upsamples per
+batch. Another rate goes through a ``FirStreamResampler`` (about 2 ms of delay instead of soxr
+VHQ's 64 ms mean). Output audio already at 8 kHz (pipeline ``audio_out_sample_rate=8000``) is
+passed through; any other rate goes through a ``FirStreamResampler`` that never clears itself on
+gaps (Pipecat issue #5769). Hot-path messages are built from per-stream string templates.
 """
 
 from __future__ import annotations
@@ -39,28 +46,36 @@ from __future__ import annotations
 import audioop
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from loguru import logger
-from pipecat.audio.utils import ulaw_to_pcm
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import (
+    AudioRawFrame,
     CancelFrame,
     DataFrame,
     EndFrame,
     Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
-    KeypadEntry,
+    InterruptionFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
     SystemFrame,
 )
-from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.serializers.base_serializer import FrameSerializer
 
 from pipelines.audio.resampling import FirStreamResampler
 
 TWILIO_SAMPLE_RATE_HZ = 8000
+TWILIO_API_BASE = "https://api.twilio.com"
+REST_TIMEOUT_SECS = 10.0
 KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 # How every Twilio media message starts, and its payload field (the input fast path).
 MEDIA_START = '{"event":"media",'
@@ -94,29 +109,41 @@ class TwilioStopFrame(SystemFrame):
     """Twilio's ``stop`` event: the stream (call) ended (consumed by the transport)."""
 
 
-class TwilioSerializer(TwilioFrameSerializer):
-    """``TwilioFrameSerializer`` with validation, bad-input counters, marks and ``stop``.
+class TwilioSerializer(FrameSerializer):
+    """The Twilio Media Streams protocol: validation, bad-input counters, marks and ``stop``.
 
-    The hang-up on ``EndFrame``/``CancelFrame`` takes one of two paths. With ``hang_up`` (what
-    the server passes: its own REST client on the process's HTTP session), that is awaited and
-    Pipecat's REST call is off. Without it, Pipecat's own REST call is used, when
-    ``call_sid``, ``account_sid`` and ``auth_token`` are all given.
+    The hang-up on the first ``EndFrame``/``CancelFrame`` goes through ``hang_up`` (what the
+    server passes: its REST client on the process's HTTP session). Without it, and with
+    ``call_sid``, ``account_sid`` and ``auth_token`` all given, the serializer makes the REST
+    request itself (one short-lived HTTP session; for tools, not for the server).
 
     Args:
         stream_sid: The stream SID from Twilio's ``start`` message.
-        call_sid: The call SID (needed for the REST hang-up).
-        account_sid: Account SID for Pipecat's REST hang-up, or None.
-        auth_token: Auth token for Pipecat's REST hang-up, or None. Pipecat's hang-up on
-            ``EndFrame`` is enabled exactly when ``call_sid``, ``account_sid`` and
-            ``auth_token`` are all given and no ``hang_up`` is, unless ``params.auto_hang_up``
-            says otherwise explicitly.
-        params: Pipecat serializer parameters.
-        hang_up: Awaited once, on the first ``EndFrame`` or ``CancelFrame`` after the output
-            drained, to end the call (``disable_hang_up()`` skips it).
-        input_rate: Rate of the caller audio frames it returns; None: the pipeline's input
-            rate. 8000 leaves the upsampling to the transport, which does it per batch.
-        **kwargs: Passed to ``TwilioFrameSerializer`` (``region``, ``edge``, ``base_url``, ...).
+        call_sid: The call SID (needed for the built-in REST hang-up).
+        account_sid: Account SID for the built-in REST hang-up, or None.
+        auth_token: Auth token for the built-in REST hang-up, or None.
+        params: Serializer parameters; ``params.auto_hang_up`` None (the default) turns the
+            built-in REST hang-up on exactly when the credentials are given and ``hang_up``
+            is not. It ends up False whenever ``hang_up`` is given (one REST path: that one).
+        input_rate: Rate of the caller audio frames it returns; None: ``params.sample_rate``,
+            else the pipeline's input rate. 8000 leaves the upsampling to the transport,
+            which does it per batch.
+        hang_up: Awaited once, on the first ``EndFrame`` or ``CancelFrame`` (the output sends
+            those after it drained), to end the call; ``disable_hang_up()`` skips it.
+        base_url: REST API root for the built-in hang-up (default Twilio's).
     """
+
+    class InputParams(FrameSerializer.InputParams):
+        """Serializer parameters.
+
+        Parameters:
+            sample_rate: Rate of the caller audio frames (None: the pipeline's input rate).
+            auto_hang_up: Whether the serializer makes the REST hang-up itself (None: when
+                the credentials are given and no ``hang_up`` callback is).
+        """
+
+        sample_rate: int | None = None
+        auto_hang_up: bool | None = None
 
     def __init__(
         self,
@@ -124,37 +151,52 @@ class TwilioSerializer(TwilioFrameSerializer):
         call_sid: str | None = None,
         account_sid: str | None = None,
         auth_token: str | None = None,
-        params: TwilioFrameSerializer.InputParams | None = None,
+        params: TwilioSerializer.InputParams | None = None,
         input_rate: int | None = None,
         hang_up: Callable[[], Awaitable[object]] | None = None,
-        **kwargs: Any,
+        base_url: str = TWILIO_API_BASE,
     ) -> None:
         """Create the serializer; see the class docstring for the arguments."""
-        if params is None:
-            params = TwilioFrameSerializer.InputParams(
-                auto_hang_up=hang_up is None and bool(call_sid and account_sid and auth_token)
-            )
-        elif hang_up is not None:
-            params.auto_hang_up = False  # one REST path: ours
+        params = params or TwilioSerializer.InputParams()
         if input_rate is not None:
             params.sample_rate = input_rate
-        super().__init__(
-            stream_sid,
-            call_sid=call_sid,
-            account_sid=account_sid,
-            auth_token=auth_token,
-            params=params,
-            **kwargs,
-        )
+        if hang_up is not None:
+            params.auto_hang_up = False  # one REST path: the one given
+        elif params.auto_hang_up is None:
+            params.auto_hang_up = bool(call_sid and account_sid and auth_token)
+        if params.auto_hang_up:
+            if not (call_sid and account_sid and auth_token):
+                given = {"call_sid": call_sid, "account_sid": account_sid, "auth_token": auth_token}
+                missing = ", ".join(k for k, v in given.items() if not v)
+                raise ValueError(
+                    f"TwilioSerializer for stream {stream_sid}: auto_hang_up needs call_sid, "
+                    f"account_sid and auth_token; missing: {missing}. "
+                    "Pass them, a hang_up callback, or auto_hang_up=False"
+                )
+            hang_up = functools.partial(_rest_hang_up, base_url, account_sid, auth_token, call_sid)
+        super().__init__(params)
+        self.params = params
+        self.bad_input: dict[str, int] = {}
+        self._stream_sid = stream_sid
+        self._rate = params.sample_rate or TWILIO_SAMPLE_RATE_HZ  # until setup()
         self._hang_up = hang_up
         self._hang_up_pending = hang_up is not None
         self._input_resampler = FirStreamResampler()
         self._output_resampler = FirStreamResampler()
-        self.bad_input: dict[str, int] = {}
-        self._media_prefix = (
-            '{"event": "media", "streamSid": ' + json.dumps(stream_sid) + ', "media": {"payload": "'
-        )
-        self._sid_field = '"streamSid":' + json.dumps(stream_sid)
+        sid = json.dumps(stream_sid)
+        self._media_prefix = '{"event": "media", "streamSid": ' + sid + ', "media": {"payload": "'
+        self._mark_prefix = '{"event": "mark", "streamSid": ' + sid + ', "mark": {"name": '
+        self._clear = '{"event": "clear", "streamSid": ' + sid + "}"
+        self._sid_field = '"streamSid":' + sid
+
+    # FrameSerializer.setup narrows BaseObject.setup's argument the same way.
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Take the pipeline's input rate, unless ``input_rate`` fixed it.
+
+        Args:
+            setup: The pipeline's setup (``audio_in_sample_rate``).
+        """
+        self._rate = self.params.sample_rate or setup.audio_in_sample_rate
 
     @property
     def stream_sid(self) -> str:
@@ -164,13 +206,12 @@ class TwilioSerializer(TwilioFrameSerializer):
     @property
     def twilio_rate(self) -> int:
         """Twilio's sample rate (8000)."""
-        return self._twilio_sample_rate
+        return TWILIO_SAMPLE_RATE_HZ
 
     def media_message(self, pcm: bytes | bytearray) -> str:
         """A ``media`` message for 16-bit PCM already at Twilio's rate (the output fast path).
 
-        Same JSON as Pipecat's ``serialize()`` of an ``OutputAudioRawFrame``, without building
-        a frame, a resampler call or a dict per chunk.
+        No frame, no resampler call and no dict per chunk: a template and the payload.
         """
         payload = base64.b64encode(audioop.lin2ulaw(pcm, 2)).decode("ascii")
         return self._media_prefix + payload + '"}}'
@@ -188,7 +229,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         if (
             not data.startswith(MEDIA_START)
             or data[-1] != "}"
-            or self._sample_rate != self._twilio_sample_rate
+            or self._rate != TWILIO_SAMPLE_RATE_HZ
             or self._sid_field not in data
         ):
             return None
@@ -207,15 +248,15 @@ class TwilioSerializer(TwilioFrameSerializer):
 
     @property
     def auto_hang_up(self) -> bool:
-        """Whether an ``EndFrame``/``CancelFrame`` triggers the REST hang-up."""
-        return self._hang_up_pending or self._params.auto_hang_up
+        """Whether an ``EndFrame``/``CancelFrame`` still triggers the hang-up."""
+        return self._hang_up_pending
 
     def disable_hang_up(self) -> None:
         """No REST hang-up from now on.
 
         For when the caller already left, or the call must fall through to the TwiML apology.
         """
-        self._params.auto_hang_up = False
+        self.params.auto_hang_up = False
         self._hang_up_pending = False
 
     def note_bad_input(self, kind: str, detail: str = "") -> None:
@@ -234,7 +275,7 @@ class TwilioSerializer(TwilioFrameSerializer):
             )
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
-        """Serialize a frame for Twilio; adds ``mark`` to Pipecat's media/clear/hang-up.
+        """Turn a frame into a Twilio message: ``media``, ``clear``, ``mark``; or hang up.
 
         Args:
             frame: The frame to serialize.
@@ -242,16 +283,25 @@ class TwilioSerializer(TwilioFrameSerializer):
         Returns:
             The JSON text to send, or None when nothing is to be sent.
         """
-        if isinstance(frame, TwilioMarkFrame):
-            return json.dumps(
-                {"event": "mark", "streamSid": self._stream_sid, "mark": {"name": frame.mark_name}}
+        if isinstance(frame, AudioRawFrame):
+            if frame.sample_rate == TWILIO_SAMPLE_RATE_HZ:
+                return self.media_message(frame.audio) if frame.audio else None
+            pcm = await self._output_resampler.resample(
+                frame.audio, frame.sample_rate, TWILIO_SAMPLE_RATE_HZ
             )
-        if isinstance(frame, EndFrame | CancelFrame) and self._hang_up is not None:
-            if self._hang_up_pending:
+            return self.media_message(pcm) if pcm else None
+        if isinstance(frame, InterruptionFrame):
+            return self._clear
+        if isinstance(frame, TwilioMarkFrame):
+            return self._mark_prefix + json.dumps(frame.mark_name) + "}}"
+        if isinstance(frame, EndFrame | CancelFrame):
+            if self._hang_up_pending and self._hang_up is not None:
                 self._hang_up_pending = False
                 await self._hang_up()
             return None
-        return await super().serialize(frame)
+        if isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
+            return None if self.should_ignore_frame(frame) else json.dumps(frame.message)
+        return None
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         """Turn one Twilio message into a frame, or None (counted) when it is bad.
@@ -313,12 +363,12 @@ class TwilioSerializer(TwilioFrameSerializer):
         if not payload:
             self.note_bad_input("invalid_payload", "empty payload")
             return None
-        pcm = await ulaw_to_pcm(
-            payload, self._twilio_sample_rate, self._sample_rate, self._input_resampler
-        )
-        if not pcm:
-            return None
-        return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+        pcm = audioop.ulaw2lin(payload, 2)
+        if self._rate != TWILIO_SAMPLE_RATE_HZ:
+            pcm = await self._input_resampler.resample(pcm, TWILIO_SAMPLE_RATE_HZ, self._rate)
+            if not pcm:
+                return None
+        return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._rate)
 
     def _dtmf(self, message: dict[str, Any]) -> Frame | None:
         digit = _field(message, "dtmf", "digit")
@@ -336,3 +386,23 @@ def _field(message: dict[str, Any], section: str, name: str) -> Any:
     """Return ``message[section][name]`` or None when either level is missing or mistyped."""
     inner = message.get(section)
     return inner.get(name) if isinstance(inner, dict) else None
+
+
+async def _rest_hang_up(base_url: str, account_sid: str, auth_token: str, call_sid: str) -> bool:
+    """End the call with Twilio's REST API (the built-in hang-up); False (logged) on failure."""
+    url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
+    timeout = aiohttp.ClientTimeout(total=REST_TIMEOUT_SECS)
+    basic = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode("ascii")
+    headers = {"Authorization": f"Basic {basic}"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, data={"Status": "completed"}, headers=headers) as resp,
+        ):
+            if resp.status < 400 or resp.status == 404:  # 404: the call already ended
+                return True
+            body = (await resp.text())[:300]
+    except (aiohttp.ClientError, TimeoutError) as e:
+        body = f"{e.__class__.__name__}: {e}"
+    logger.error(f"Twilio REST hang-up of call {call_sid} failed: {body}; the call stays up")
+    return False

@@ -4,8 +4,8 @@ Mirrors Pipecat's ``FastAPIWebsocketTransport`` with four differences:
 
 * Pacing runs on absolute deadlines with catch-up and a bounded lead (``pipelines.twilio.pacing``).
 * Barge-in: on ``InterruptionFrame`` the ``clear`` is sent first, then no audio of the
-  interrupted reply leaves after it (audio created before the interruption is dropped in
-  ``write_audio_frame`` and while the MediaSender's queue is being reset).
+  interrupted reply leaves after it (the output's queue drops it, its writer checks before
+  every chunk, and audio created before the interruption is dropped on arrival).
 * Twilio marks: ``TwilioMarkFrame`` is sent after the audio queued before it; a mark is sent
   after each reply (``TTSStoppedFrame``) and before hanging up; echoes fire
   ``on_mark(transport, name, played)``, where ``played`` is False for marks Twilio returned
@@ -16,15 +16,17 @@ Split over ``transport_client`` (params, socket, marks, latency bookkeeping),
 ``transport_input`` (receive loop, input batching), ``transport_output`` (pacing, ``clear``,
 marks, hang-up) and this module (the transport that ties them together).
 
-Events: ``on_client_connected(transport, ws)``, ``on_client_disconnected(transport, ws)``,
-``on_mark(transport, name, played)``, ``on_media_timeout(transport, secs)`` (nothing received
-for ``media_timeout_secs``).
+Events (registered with the public ``event_handler``/``add_event_handler``, kept in an
+``EventHandlers`` registry of our own): ``on_client_connected(transport, ws)``,
+``on_client_disconnected(transport, ws)``, ``on_mark(transport, name, played)``,
+``on_media_timeout(transport, secs)`` (nothing received for ``media_timeout_secs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -32,9 +34,16 @@ from loguru import logger
 from pipecat.transports.base_transport import BaseTransport
 
 from pipelines.ports import NO_METRICS, BridgeMetrics
-from pipelines.twilio.transport_client import AiohttpWebsocketParams, MarkBook, WebsocketClient
+from pipelines.twilio.transport_client import (
+    AiohttpWebsocketParams,
+    EventHandlers,
+    MarkBook,
+    WebsocketClient,
+)
 from pipelines.twilio.transport_input import AiohttpWebsocketInputTransport
 from pipelines.twilio.transport_output import AiohttpWebsocketOutputTransport
+
+EVENTS = ("on_client_connected", "on_client_disconnected", "on_mark", "on_media_timeout")
 
 __all__ = [
     "AiohttpWebsocketInputTransport",
@@ -67,22 +76,34 @@ class AiohttpWebsocketTransport(BaseTransport):
         super().__init__(input_name=input_name, output_name=output_name)
         self._params = params
         self._client = WebsocketClient(websocket, params.ws_close_timeout)
-        self._input = AiohttpWebsocketInputTransport(
-            self, self._client, params, name=self._input_name
-        )
+        self._events = EventHandlers(self, EVENTS)
+        self._input = AiohttpWebsocketInputTransport(self, self._client, params, name=input_name)
         self._output = AiohttpWebsocketOutputTransport(
             self,
             self._client,
             params,
             metrics=metrics,
-            name=self._output_name,
+            name=output_name,
             enable_direct_mode=params.direct_output,
         )
         self.marks = MarkBook()
-        self._register_event_handler("on_client_connected")
-        self._register_event_handler("on_client_disconnected")
-        self._register_event_handler("on_mark")
-        self._register_event_handler("on_media_timeout")
+
+    def add_event_handler(self, event_name: str, handler: Callable[..., Any]) -> None:
+        """Call ``handler(transport, *args)`` on each ``event_name`` event (one of ``EVENTS``).
+
+        Raises:
+            ValueError: ``event_name`` is not an event of this transport.
+        """
+        self._events.add(event_name, handler)
+
+    def remove_event_handler(self, event_name: str, handler: Callable[..., Any]) -> None:
+        """Stop calling ``handler`` on ``event_name``; no-op when it was not added."""
+        self._events.remove(event_name, handler)
+
+    async def cleanup(self) -> None:
+        """Wait for event handlers still running (idempotent; input and output both call it)."""
+        await super().cleanup()
+        await self._events.wait()
 
     def input(self) -> AiohttpWebsocketInputTransport:
         """The input processor."""
@@ -124,7 +145,7 @@ class AiohttpWebsocketTransport(BaseTransport):
 
     async def notify(self, event_name: str, *args: Any) -> None:
         """Fire one of this transport's events (for its input and output processors)."""
-        await self._call_event_handler(event_name, *args)
+        self._events.fire(event_name, *args)
 
     async def mark_echoed(self, name: str) -> None:
         """Twilio echoed mark ``name``: settle its waiters, fire ``on_mark``."""
@@ -132,4 +153,4 @@ class AiohttpWebsocketTransport(BaseTransport):
         if played is None:
             logger.debug(f"{self}: echo of a mark that was not sent or already echoed")
             return
-        await self._call_event_handler("on_mark", name, played)
+        self._events.fire("on_mark", name, played)

@@ -9,13 +9,18 @@
   ``BridgeMetrics``): model audio positions in, Twilio audio positions out.
 * ``TransportOwner``: what the input and output processors need from the transport that
   owns them (so neither imports ``transport``).
+* ``EventHandlers``: the transport's own events and their handlers. Pipecat's ``BaseObject``
+  has public ``event_handler``/``add_event_handler`` but keeps declaring and firing events
+  private, so the transport keeps this registry behind those public methods.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +49,67 @@ class TransportOwner(Protocol):
         """Twilio echoed mark ``name``."""
 
 
+class EventHandlers:
+    """A fixed set of events, their handlers, and the tasks running them.
+
+    As in Pipecat's ``BaseObject``: a handler is called as ``handler(owner, *args)``, sync or
+    async, each call in a task of its own (so a handler may cancel the pipeline whose receive
+    loop fired the event); an exception is logged, not raised; ``wait()`` lets ``cleanup()``
+    wait for handlers still running.
+
+    Args:
+        owner: Passed to every handler as its first argument (the transport).
+        names: The events that exist.
+    """
+
+    def __init__(self, owner: object, names: Iterable[str]) -> None:
+        """Create the registry; see the class docstring for the arguments."""
+        self._owner = owner
+        self._handlers: dict[str, list[Callable[..., Any]]] = {name: [] for name in names}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, name: str, handler: Callable[..., Any]) -> None:
+        """Call ``handler`` on every ``name`` event from now on.
+
+        Raises:
+            ValueError: ``name`` is not one of the events.
+        """
+        handlers = self._handlers.get(name)
+        if handlers is None:
+            raise ValueError(
+                f"{self._owner}: no event {name!r}, expected one of {sorted(self._handlers)}; "
+                "fix the event name the handler is registered for"
+            )
+        handlers.append(handler)
+
+    def remove(self, name: str, handler: Callable[..., Any]) -> None:
+        """Stop calling ``handler`` on ``name``; no-op when it was not added."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._handlers[name].remove(handler)
+
+    def fire(self, name: str, *args: Any) -> None:
+        """Start one task per handler of ``name`` (none: nothing happens)."""
+        for handler in self._handlers[name]:
+            task = asyncio.create_task(self._run(name, handler, args), name=f"{self._owner}:{name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, name: str, handler: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            result = handler(self._owner, *args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as e:
+            logger.exception(f"{self._owner}: event handler for {name!r} failed: {e!r}")
+
+    async def wait(self) -> None:
+        """Wait for the handlers still running, except the one this is called from."""
+        current = asyncio.current_task()
+        running = [task for task in self._tasks if task is not current]
+        if running:
+            await asyncio.wait(running)
+
+
 class AiohttpWebsocketParams(TransportParams):
     """Transport parameters.
 
@@ -60,7 +126,7 @@ class AiohttpWebsocketParams(TransportParams):
             20 ms of added latency on the first half of each frame).
         direct_output: Run the output processor in Pipecat's direct mode: frames are handled
             in the task that pushes them, without two queue-and-task hops per model audio
-            frame (the media sender's own queue and task still pace the audio).
+            frame (the output's own queue and writer task still pace the audio).
         media_timeout_secs: After ``start``, a stream that sends nothing for this long is
             gone (Twilio sends a media message every 20 ms while a call is up): the input
             fires ``on_media_timeout(transport, secs)``. None never does.

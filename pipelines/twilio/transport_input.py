@@ -5,6 +5,10 @@ stamped in ``frame.metadata[RX_KEY]`` with the arrival time of its first message
 ``frame.metadata[RX_EACH_KEY]`` with the arrival of every message in it, for the
 ``bridge_in_ms`` statistic (``bot.stats``: one sample per Twilio message).
 
+With a caller route set (``caller_route``: ``pipelines.call.caller_audio``), each batch goes
+to it at Twilio's own rate (8 kHz: local VAD runs there, and the route resamples for the
+model); without one, batches are resampled to the pipeline's rate and pushed downstream.
+
 Twilio ``media`` messages take a fast path (``TwilioSerializer.media_pcm``): no JSON parse and
 no frame per 20 ms message; anything else, or anything the fast path is unsure of, goes through
 ``TwilioSerializer.deserialize`` with its checks and bad-input counters.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import WSCloseCode, WSMsgType
 from loguru import logger
@@ -22,9 +27,11 @@ from pipecat.frames.frames import (
     CancelFrame,
     ClientConnectedFrame,
     EndFrame,
+    Frame,
     InputAudioRawFrame,
     InputTransportMessageFrame,
     StartFrame,
+    StopFrame,
 )
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
@@ -37,6 +44,19 @@ from pipelines.twilio.transport_client import (
     TransportOwner,
     WebsocketClient,
 )
+
+
+class CallerAudioSink(Protocol):
+    """Where caller audio goes instead of down the pipeline (``caller_route``)."""
+
+    async def start(self, push: Callable[[Frame], Awaitable[None]]) -> None:
+        """The transport started; frames the sink produces go out through ``push``."""
+
+    async def stop(self) -> None:
+        """The transport stopped (may be called more than once)."""
+
+    async def __call__(self, frame: InputAudioRawFrame) -> None:
+        """One batch of caller audio at Twilio's rate."""
 
 
 class AiohttpWebsocketInputTransport(BaseInputTransport):
@@ -64,9 +84,10 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         self._pending_rate = 0
         self._batch_bytes = 0
         self._resampler = FirStreamResampler()
+        self._input_paused = False
         # When set, caller audio goes here instead of down the pipeline
         # (pipelines.call.caller_audio).
-        self.audio_sink: Callable[[InputAudioRawFrame], Awaitable[None]] | None = None
+        self.caller_route: CallerAudioSink | None = None
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         """Join the shared client and set up the serializer."""
@@ -76,8 +97,11 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
             await self._ws_params.serializer.setup(setup)
 
     async def start(self, frame: StartFrame) -> None:
-        """Fire ``on_client_connected``, start receiving, mark the transport ready."""
+        """Start the caller route, fire ``on_client_connected``, start receiving, get ready."""
         await super().start(frame)
+        self._input_paused = False
+        if self.caller_route is not None:
+            await self.caller_route.start(self.push_frame)
         await self._transport.notify("on_client_connected", self._client.ws)
         await self.push_frame(ClientConnectedFrame())
         if not self._receive_task:
@@ -96,7 +120,14 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         """
         await super().stop(frame)
         self._ending = True
+        if self.caller_route is not None:
+            await self.caller_route.stop()
         await self._client.disconnect("input")
+
+    async def pause(self, frame: StopFrame) -> None:
+        """Stop handing on caller audio until the next ``StartFrame``."""
+        await super().pause(frame)
+        self._input_paused = True
 
     async def cancel(self, frame: CancelFrame) -> None:
         """Stop receiving and leave the client."""
@@ -110,6 +141,8 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self._transport.cleanup()
 
     async def _teardown(self) -> None:
+        if self.caller_route is not None:
+            await self.caller_route.stop()
         if self._media_watchdog:
             await self.cancel_task(self._media_watchdog)
             self._media_watchdog = None
@@ -146,8 +179,9 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
     ) -> None:
         """Batch ``audio`` (one Twilio message) into ``input_batch_ms`` frames.
 
-        Audio that arrives at another rate than the pipeline's (the serializer may hand over
-        Twilio's 8 kHz) is resampled per batch: one resampler call per batch, not per message.
+        Without a caller route, audio that arrives at another rate than the pipeline's (the
+        serializer may hand over Twilio's 8 kHz) is resampled per batch: one resampler call
+        per batch, not per message.
         """
         if not self._batch_bytes:
             ms = self._ws_params.input_batch_ms
@@ -157,7 +191,7 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
             self._pending_each += (rx_at,)
         elif len(audio) >= self._batch_bytes:
             self._pending_at, self._pending_each = rx_at, (rx_at,)
-            if self.sample_rate and sample_rate != self.sample_rate:
+            if self._resamples(sample_rate):
                 await self._push_batch(audio, sample_rate, num_channels)
             else:
                 if frame is None:
@@ -176,23 +210,29 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         await self._push_batch(audio, sample_rate, num_channels)
 
     async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
-        """Hand caller audio to ``audio_sink``, or push it straight downstream.
+        """Hand caller audio to ``caller_route``, or push it straight downstream.
 
         Pipecat's ``BaseInputTransport`` queues each frame for an audio task that only applies
         the optional filter and pushes it on, paying an ``asyncio.wait_for`` task per frame.
         """
-        params = self._params
+        params = self._ws_params
         if params.audio_in_filter is not None or not params.audio_in_passthrough:
             await super().push_audio_frame(frame)
-        elif params.audio_in_enabled and not self._paused:
-            if self.audio_sink is not None:
-                await self.audio_sink(frame)
+        elif params.audio_in_enabled and not self._input_paused:
+            if self.caller_route is not None:
+                await self.caller_route(frame)
             else:
                 await self.push_frame(frame)
 
+    def _resamples(self, sample_rate: int) -> bool:
+        """Whether batches at ``sample_rate`` are resampled here (no route, another rate)."""
+        return (
+            self.caller_route is None and bool(self.sample_rate) and sample_rate != self.sample_rate
+        )
+
     async def _push_batch(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
         target = self.sample_rate
-        if target and sample_rate != target and num_channels == 1:
+        if self._resamples(sample_rate) and num_channels == 1:
             audio = await self._resampler.resample(audio, sample_rate, target)
             sample_rate = target
         out = InputAudioRawFrame(audio=audio, sample_rate=sample_rate, num_channels=num_channels)

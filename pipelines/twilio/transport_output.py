@@ -1,59 +1,95 @@
 """The output side of the aiohttp transport: paced bot audio, ``clear``, marks, hang-up.
 
-* Pacing runs on absolute deadlines with catch-up and a bounded lead (``pipelines.twilio.pacing``).
-* Barge-in: on ``InterruptionFrame`` the ``clear`` is sent first, then no audio of the
-  interrupted reply leaves after it (audio created before the interruption is dropped in
-  ``write_audio_frame`` and while the MediaSender's queue is being reset).
-* Bot audio waits in the MediaSender's queue as one frame per run (``output_queue``) and is
-  written as paced chunks; a watchdog ends the call on a write that never returns.
-* Twilio marks: ``TwilioMarkFrame`` is sent after the audio queued before it; a mark is sent
-  after each reply (``TTSStoppedFrame``) and before hanging up.
+A ``FrameProcessor`` of our own where Pipecat's ``BaseOutputTransport`` would be: Pipecat's
+output only takes a resampler, a queue or a writer of ours through private ``MediaSender``
+members, so the call's audio path is built here on public seams (``FrameProcessor``, the
+``FrameSerializer``, public frames), and does what the call needs:
+
+* Model audio (24 kHz) goes through one ``FirStreamResampler`` to the output rate (8 kHz), which
+  is flushed at the end of each reply (``TTSStoppedFrame``: no clipped word endings, Pipecat
+  #5769), then waits in ``OutputQueue`` (one frame per run of audio) for the writer task, which
+  sends it as paced chunks (``Pacer``: real time, at most ``max_lead_secs`` ahead of playout,
+  catching up after a stall) through the serializer's ``media_message``.
+* Other downstream frames (``TTSStoppedFrame``, transcripts, ``TwilioMarkFrame``) are handled by
+  the writer after the audio queued before them, then pushed on; a mark ``reply-<n>`` follows
+  every reply. System frames and upstream frames pass at once.
+* Barge-in: on ``InterruptionFrame`` the queue drops its interruptible entries, Twilio gets
+  ``clear`` at once (skipped when nothing is playing), and no audio of the interrupted reply
+  leaves after it (the writer checks before every chunk; audio created before the
+  interruption is dropped on arrival).
+* ``BotStartedSpeakingFrame``/``BotStoppedSpeakingFrame`` go both ways as Pipecat's output
+  sends them: started before the first chunk of speech, stopped when the writer reaches the
+  reply's ``TTSStoppedFrame``, on an interruption that leaves no audio, or after 3 s without
+  audio. ``BotSpeakingFrame`` is not sent (its consumers are off here).
+* ``EndFrame``: the queue drains, ``audio_out_end_silence_secs`` of silence, the end mark is
+  sent and its echo awaited (bounded), then the serializer hangs up and the socket closes.
+  ``CancelFrame`` stops at once.
+* A watchdog (a few checks per ``audio_out_write_timeout_secs``) cancels a write that never
+  returns and reports a permanent error, as Pipecat's timeout per chunk does, without a timer
+  per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 
 from loguru import logger
+from pipecat.audio.dtmf.utils import load_dtmf_audio
 from pipecat.frames.frames import (
-    BotSpeakingFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
     InterruptionFrame,
     OutputAudioRawFrame,
+    OutputDTMFFrame,
+    OutputDTMFUrgentFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
+    OutputTransportReadyFrame,
+    SpeechOutputAudioRawFrame,
     StartFrame,
+    SystemFrame,
+    TTSAudioRawFrame,
     TTSStoppedFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
-from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 from pipecat.utils.utils import obj_id
 
 from pipelines.audio.resampling import FirStreamResampler
 from pipelines.frame_metadata import RX_KEY
 from pipelines.ports import NO_METRICS, BridgeMetrics
-from pipelines.twilio import output_queue
+from pipelines.twilio.output_queue import OutputQueue
+from pipelines.twilio.output_sender import TwilioSender, WriteWatchdog
 from pipelines.twilio.pacing import Pacer
-from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
+from pipelines.twilio.serializer import TwilioMarkFrame
 from pipelines.twilio.transport_client import (
     AiohttpWebsocketParams,
-    OutboundLatency,
     TransportOwner,
     WebsocketClient,
 )
 
 END_MARK_NAME = "call-end"
-# How often per write timeout the watchdog looks for a write that has not returned.
-WATCHDOG_CHECKS = 4
-# After the last chunk was sent, how long Twilio may still be playing (network and jitter).
-CLEAR_MARGIN_SECS = 0.25
+# With speech started and no audio for this long, the bot stopped (Pipecat's fallback).
+BOT_STOP_FALLBACK_SECS = 3.0
+# The writer's "drained" marker in the queue (an EndFrame of our own, never pushed); an
+# interruption must not drop it.
+_DRAINED = EndFrame()
+_DRAINED.interruptible = False
 
 
-class AiohttpWebsocketOutputTransport(BaseOutputTransport):
-    """Sends paced audio, ``clear`` on interruption, marks, and hangs up at the end."""
+class AiohttpWebsocketOutputTransport(FrameProcessor):
+    """Sends paced audio, ``clear`` on interruption, marks, and hangs up at the end.
+
+    Args:
+        transport: The transport that owns it (marks, events, cleanup).
+        client: The socket shared with the input.
+        params: Transport parameters (``audio_out_*``, serializer, pacing, marks).
+        metrics: Where bridge latency and audio seconds are reported.
+        **kwargs: ``FrameProcessor`` arguments (``name``, ``enable_direct_mode``).
+    """
 
     def __init__(
         self,
@@ -64,276 +100,350 @@ class AiohttpWebsocketOutputTransport(BaseOutputTransport):
         **kwargs: object,
     ) -> None:
         """Create the output side; use ``AiohttpWebsocketTransport.output()``."""
-        super().__init__(params, **kwargs)
+        problems = [
+            f"{name} is set"
+            for name in ("audio_out_mixer", "audio_out_filter")
+            if getattr(params, name) is not None
+        ]
+        if params.audio_out_channels != 1:
+            problems.append(f"audio_out_channels is {params.audio_out_channels}")
+        if params.audio_out_volume != 1.0:
+            problems.append(f"audio_out_volume is {params.audio_out_volume}")
+        if problems:
+            raise ValueError(
+                f"AiohttpWebsocketOutputTransport: {', '.join(problems)}; expected one mono "
+                "stream at full volume with no mixer or filter (what Twilio plays). Fix: leave "
+                "audio_out_mixer, audio_out_filter, audio_out_channels and audio_out_volume "
+                "at their defaults."
+            )
+        super().__init__(**kwargs)  # type: ignore[arg-type]
         self._transport = transport
         self._client = client
-        self._ws_params = params
-        self._pacer = Pacer(0.04)
+        self._params = params
+        self._sender = TwilioSender(transport, client, params.serializer, metrics)
+        self._sample_rate = 0
+        self._chunk_bytes = 0
+        self._queue = OutputQueue(8000, 320)
+        self._resampler = FirStreamResampler()
         # Interruptible audio frames created before this id belong to an interrupted reply.
         self._stale_before_id = 0
         self._clearing = False
+        # Bumped by every interruption: the run being written stops if it changed.
+        self._epoch = 0
+        self._writing_epoch = 0
+        self._writing: OutputAudioRawFrame | None = None
         self._reply_count = 0
-        self.sent_audio_secs = 0.0
-        self.clears_sent = 0
-        self.clears_skipped = 0
-        self._last_audio_sent_at = float("-inf")
-        self._last_clear_at = float("-inf")
-        self._bridge_metrics = metrics
-        self._latency = OutboundLatency(metrics.bridge_out)
-        self._write_started_at: float | None = None
-        self._write_task: asyncio.Task[object] | None = None
-        self._write_timed_out = False
-        self._watchdog: asyncio.Task[None] | None = None
+        self._bot_speaking = False
+        self._speaking_lock = asyncio.Lock()
+        self._tts_audio_received = False
+        self._latency = self._sender.latency
+        self._writer: asyncio.Task[None] | None = None
+        self._watchdog = WriteWatchdog(params.audio_out_write_timeout_secs)
 
     @property
     def pacer(self) -> Pacer:
         """The pacing clock (for playout estimates)."""
-        return self._pacer
+        return self._sender.pacer
+
+    @property
+    def sent_audio_secs(self) -> float:
+        """Seconds of bot audio sent to Twilio so far."""
+        return self._sender.sent_audio_secs
+
+    @property
+    def clears_sent(self) -> int:
+        """``clear`` messages sent (barge-ins while Twilio was playing)."""
+        return self._sender.clears_sent
+
+    @property
+    def clears_skipped(self) -> int:
+        """Interruptions that needed no ``clear`` (nothing was playing)."""
+        return self._sender.clears_skipped
+
+    @property
+    def sample_rate(self) -> int:
+        """The output sample rate (Hz), known after setup."""
+        return self._sample_rate
+
+    @property
+    def audio_chunk_size(self) -> int:
+        """Bytes of one output chunk (``audio_out_10ms_chunks`` x 10 ms), known after setup."""
+        return self._chunk_bytes
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
-        """Size the pacing clock from the output chunk; set up client and serializer."""
+        """Size chunks and the pacing clock from the output rate; set up the serializer."""
         await super().setup(setup)
-        chunk_secs = self.audio_chunk_size / (
-            self.sample_rate * 2 * self._params.audio_out_channels
-        )
-        self._pacer = Pacer(
-            chunk_secs,
-            max_lead_secs=self._ws_params.max_lead_secs,
-            idle_reset_secs=self._ws_params.idle_reset_secs,
+        params = self._params
+        self._sample_rate = params.audio_out_sample_rate or setup.audio_out_sample_rate
+        self._chunk_bytes = self._sample_rate // 100 * 2 * params.audio_out_10ms_chunks
+        self._queue = OutputQueue(self._sample_rate, self._chunk_bytes)
+        self._sender.configure(
+            self._sample_rate,
+            self._chunk_bytes / (self._sample_rate * 2),
+            params.max_lead_secs,
+            params.idle_reset_secs,
         )
         self._client.join("output")
-        if self._ws_params.serializer:
-            await self._ws_params.serializer.setup(setup)
-
-    async def start(self, frame: StartFrame) -> None:
-        """Start the media senders."""
-        await super().start(frame)
-        await self.set_transport_ready(frame)
-
-    async def set_transport_ready(self, frame: StartFrame) -> None:
-        """Create the media senders, then give them a low-latency resampler.
-
-        The MediaSender builds a soxr VHQ stream resampler (85 ms mean, 152 ms max of
-        buffering for 24 k -> 8 k); there is no parameter for it, hence the swap.
-        """
-        await super().set_transport_ready(frame)
-        for sender in self._media_senders.values():
-            output_queue.install(sender)
-            sender._resampler = FirStreamResampler()
-            sender._internal_write_audio_frame = self._write_with_timeout  # type: ignore[method-assign]
-        if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().create_task(
-                self._write_watchdog(), name=f"{self}::write-watchdog"
-            )
-
-    async def _write_with_timeout(self, frame: OutputAudioRawFrame) -> bool:
-        """The MediaSender's write, watched for a peer that stopped reading.
-
-        Pipecat wraps every chunk's write in ``wait_for`` (a task per chunk); a timeout scope
-        per chunk still costs a timer and a heap entry 25 times a second per call. Instead
-        each write notes when it started, and ``_write_watchdog`` (a few checks per timeout)
-        cancels a write that has not returned: it ends the call as Pipecat does.
-        """
-        if not self.is_usable:
-            return False
-        task = asyncio.current_task()
-        self._write_started_at, self._write_task = time.monotonic(), task
-        try:
-            return await self.write_audio_frame(frame)
-        except asyncio.CancelledError:
-            if not self._write_timed_out or task is None or task.uncancel() > 0:
-                raise
-            timeout = self._params.audio_out_write_timeout_secs
-            await self.push_error(
-                f"{self} timed out after {timeout}s writing audio to the transport; "
-                "the peer has stopped reading",
-                exception=TimeoutError(),
-                force_treat_as_permanent=True,
-            )
-            return False
-        finally:
-            self._write_started_at, self._write_task = None, None
-            self._write_timed_out = False
-
-    async def _write_watchdog(self) -> None:
-        while True:
-            timeout = self._params.audio_out_write_timeout_secs
-            await asyncio.sleep(timeout / WATCHDOG_CHECKS)
-            started, task = self._write_started_at, self._write_task
-            if started is not None and task is not None and time.monotonic() - started > timeout:
-                self._write_timed_out = True
-                task.cancel()
-
-    def _stop_watchdog(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-
-    async def push_frame(
-        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
-    ) -> None:
-        """Keep sent audio chunks and ``BotSpeakingFrame`` out of the pipeline.
-
-        Nothing after the output uses sent chunks (25 frames/s). ``BotSpeakingFrame`` (every
-        0.2 s while the bot talks, both ways, ~5 queue hops each) only feeds Pipecat's worker
-        idle timeout and user-idle controller, both off here (``CallControl`` keeps the limits).
-        """
-        if isinstance(frame, BotSpeakingFrame):
-            return
-        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, OutputAudioRawFrame):
-            return
-        await super().push_frame(frame, direction)
-
-    async def stop(self, frame: EndFrame) -> None:
-        """Drain audio and end silence, wait for the end mark, hang up, close."""
-        await super().stop(frame)
-        timeout = self._ws_params.end_mark_timeout_secs
-        if timeout > 0 and isinstance(self._ws_params.serializer, TwilioSerializer):
-            waiter = self._transport.marks.expect(END_MARK_NAME)
-            await self._send_mark(TwilioMarkFrame(mark_name=END_MARK_NAME))
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except TimeoutError:
-                logger.debug(f"{self}: no echo of the end mark within {timeout}s")
-        self._stop_watchdog()
-        await self._write_frame(frame)
-        await self._client.disconnect("output")
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        """Stop at once, hang up, close."""
-        self._stop_watchdog()
-        await super().cancel(frame)
-        await self._write_frame(frame)
-        await self._client.disconnect("output")
+        if params.serializer:
+            await params.serializer.setup(setup)
 
     async def cleanup(self) -> None:
-        """Leave the client."""
-        self._stop_watchdog()
+        """Stop the writer, leave the client, release the transport."""
+        await self._stop_tasks()
         await super().cleanup()
         await self._client.disconnect("output")
         await self._transport.cleanup()
 
+    # frames in ---------------------------------------------------------------------------
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Send ``clear`` first on interruption; mark reply ends; drop stale audio."""
-        if isinstance(frame, InterruptionFrame):
-            await self._interrupt()
-            self._clearing = True
-            try:
-                await super().process_frame(frame, direction)
-            finally:
-                self._clearing = False
-            return
-        if isinstance(frame, OutputAudioRawFrame):
-            if self._is_stale(frame):
-                return
-            secs = len(frame.audio) / (frame.sample_rate * 2 * frame.num_channels)
-            self._latency.audio_in(secs, frame.metadata.get(RX_KEY))
+        """Route a frame: audio and in-order frames to the queue, the rest on at once."""
         await super().process_frame(frame, direction)
-        if (
-            isinstance(frame, TTSStoppedFrame)
-            and direction == FrameDirection.DOWNSTREAM
-            and self._ws_params.mark_replies
-            and isinstance(self._ws_params.serializer, TwilioSerializer)
-        ):
-            self._reply_count += 1
-            await self._handle_frame(TwilioMarkFrame(mark_name=f"reply-{self._reply_count}"))
+        if isinstance(frame, OutputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
+            await self._audio_in(frame)
+        elif isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._start()
+            await self.push_frame(OutputTransportReadyFrame(), FrameDirection.UPSTREAM)
+        elif isinstance(frame, EndFrame):
+            await self._stop(frame)
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, CancelFrame):
+            await self._cancel(frame)
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            await self._interrupt(frame, direction)
+        elif isinstance(frame, OutputTransportMessageUrgentFrame):
+            await self.send_message(frame)
+        elif isinstance(frame, OutputDTMFUrgentFrame):
+            await self._write_dtmf(frame)
+        elif isinstance(frame, SystemFrame) or direction == FrameDirection.UPSTREAM:
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TTSStoppedFrame):
+            await self._flush_reply()
+            self._queue.put(frame)
+            if self._params.mark_replies and self._sender.twilio is not None:
+                self._reply_count += 1
+                self._queue.put(TwilioMarkFrame(mark_name=f"reply-{self._reply_count}"))
+        else:
+            self._queue.put(frame)
 
-    async def _interrupt(self) -> None:
-        self._stale_before_id = obj_id()
-        self._latency.interrupted()
-        now = time.monotonic()
-        # Twilio holds only what the pacer let ahead of real time: when that has played out
-        # and nothing was sent lately, a `clear` would have nothing to clear. Nor would a
-        # second one when no audio went out since the last (local VAD and the model's
-        # `interrupted` usually both report the same barge-in).
-        playing = (
-            self._pacer.buffered_secs(now) > 0 or now - self._last_audio_sent_at < CLEAR_MARGIN_SECS
-        ) and self._last_audio_sent_at > self._last_clear_at
-        self._pacer.reset(now)
-        if not playing:
-            self.clears_skipped += 1
+    async def _audio_in(self, frame: OutputAudioRawFrame) -> None:
+        if not self._params.audio_out_enabled:
             return
-        self._transport.marks.cleared()
-        if await self._write_frame(InterruptionFrame()):
-            self.clears_sent += 1
-            self._last_clear_at = now
+        if frame.interruptible and (self._clearing or frame.id < self._stale_before_id):
+            return
+        secs = len(frame.audio) / (frame.sample_rate * 2 * frame.num_channels)
+        self._latency.audio_in(secs, frame.metadata.get(RX_KEY))
+        audio = await self._resampler.resample(frame.audio, frame.sample_rate, self._sample_rate)
+        self._queue.put_audio(audio, type(frame), frame.interruptible)
 
-    def _is_stale(self, frame: OutputAudioRawFrame) -> bool:
-        return frame.interruptible and (self._clearing or frame.id < self._stale_before_id)
+    async def _flush_reply(self) -> None:
+        """The end of a reply: the resampler's tail and the last partial chunk go out."""
+        self._queue.end_run(await self._resampler.flush())
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._writer is None:
+            self._writer = self.create_task(self._write_loop(), name=f"{self}::writer")
+        self._watchdog.start(f"{self}::write-watchdog")
+
+    async def _stop(self, frame: EndFrame) -> None:
+        """Drain audio and end silence, wait for the end mark, hang up, close."""
+        await self._flush_reply()
+        writer = self._writer
+        if writer is not None and not writer.done():
+            self._queue.put(_DRAINED)
+            await asyncio.wait({writer})
+        timeout = self._params.end_mark_timeout_secs
+        if timeout > 0 and self._sender.twilio is not None:
+            waiter = self._transport.marks.expect(END_MARK_NAME)
+            sent = await self._sender.mark(TwilioMarkFrame(mark_name=END_MARK_NAME))
+            try:
+                if sent:  # else the socket is gone: nothing will come back
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                logger.debug(f"{self}: no echo of the end mark within {timeout}s")
+        await self._stop_tasks()
+        await self._sender.write_frame(frame)
+        await self._client.disconnect("output")
+
+    async def _cancel(self, frame: CancelFrame) -> None:
+        """Stop at once, hang up, close."""
+        await self._stop_tasks()
+        await self._sender.write_frame(frame)
+        await self._client.disconnect("output")
+
+    async def _stop_tasks(self) -> None:
+        self._watchdog.stop()
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done() and writer is not asyncio.current_task():
+            await self.cancel_task(writer)
+
+    # the writer ----------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            frame = queue.get_nowait()
+            if frame is None:
+                if not self._bot_speaking:
+                    frame = await queue.get()
+                else:
+                    try:
+                        async with asyncio.timeout(BOT_STOP_FALLBACK_SECS):
+                            frame = await queue.get()
+                    except TimeoutError:
+                        await self._bot_stopped()
+                        continue
+            if frame is _DRAINED:
+                await self._write_end_silence()
+                return
+            try:
+                if isinstance(frame, OutputAudioRawFrame):
+                    await self._play(frame)
+                else:
+                    await self._handle_in_order(frame)
+            except Exception as e:  # one bad frame must not silence the rest of the call
+                logger.error(
+                    f"{self}: writing {frame.name} failed: {e.__class__.__name__} ({e}); "
+                    "going on with the next frame"
+                )
+
+    async def _play(self, frame: OutputAudioRawFrame) -> None:
+        # Taken from the queue with no await since: an interruption from here on stops it.
+        self._writing, self._writing_epoch = frame, self._epoch
+        try:
+            if isinstance(frame, TTSAudioRawFrame | SpeechOutputAudioRawFrame):
+                self._tts_audio_received = True
+                await self._bot_started()
+            await self._write_with_timeout(frame)
+        finally:
+            self._writing = None
+
+    async def _handle_in_order(self, frame: Frame) -> None:
+        if isinstance(frame, TTSStoppedFrame):
+            if self._tts_audio_received:
+                await self._bot_stopped()
+        elif isinstance(frame, TwilioMarkFrame):
+            await self._sender.mark(frame)
+        elif isinstance(frame, OutputTransportMessageFrame):
+            await self.send_message(frame)
+        elif isinstance(frame, OutputDTMFFrame):
+            await self._write_dtmf(frame)
+        await self.push_frame(frame)
+
+    async def _write_end_silence(self) -> None:
+        secs = self._params.audio_out_end_silence_secs
+        if secs > 0:
+            await self._write_own(bytes(self._sample_rate * 2 * secs))
+
+    async def _write_dtmf(self, frame: OutputDTMFFrame | OutputDTMFUrgentFrame) -> None:
+        for button in frame.buttons or ():
+            await self._write_own(await load_dtmf_audio(button, sample_rate=self._sample_rate))
+
+    async def _write_own(self, audio: bytes) -> None:
+        """Write audio the output makes itself (end silence, DTMF tones), whole."""
+        frame = OutputAudioRawFrame(audio, self._sample_rate, 1)
+        frame.interruptible = False  # not part of a reply: a barge-in does not cut it
+        await self._write_with_timeout(frame)
+
+    async def _bot_started(self) -> None:
+        if self._bot_speaking:
+            return
+        # Started and stopped each go both ways as a pair, never interleaved (an interruption
+        # can stop the bot from another task while the writer is starting it).
+        async with self._speaking_lock:
+            if self._bot_speaking:
+                return
+            self._bot_speaking = True
+            logger.debug(f"{self}: bot started speaking")
+            await self.broadcast_frame(BotStartedSpeakingFrame)
+
+    async def _bot_stopped(self) -> None:
+        if not self._bot_speaking:
+            return
+        async with self._speaking_lock:
+            if not self._bot_speaking:
+                return
+            self._bot_speaking = False
+            self._tts_audio_received = False
+            logger.debug(f"{self}: bot stopped speaking")
+            await self.broadcast_frame(BotStoppedSpeakingFrame)
+
+    async def _write_with_timeout(self, frame: OutputAudioRawFrame) -> bool:
+        """``write_audio_frame`` under the watchdog: a write that never returns ends the call.
+
+        The output becomes unusable (a permanent error), as with Pipecat's timeout per chunk.
+        """
+        if not self.is_usable:
+            return False
+        done = await self._watchdog.watch(self.write_audio_frame(frame))
+        if done is not None:
+            return done
+        await self.push_error(
+            f"{self} timed out after {self._watchdog.timeout_secs}s writing audio to the "
+            "transport; the peer has stopped reading",
+            exception=TimeoutError(),
+            force_treat_as_permanent=True,
+        )
+        return False
+
+    # barge-in ------------------------------------------------------------------------------
+
+    async def _interrupt(self, frame: InterruptionFrame, direction: FrameDirection) -> None:
+        # Before any await: queued interruptible audio is gone and the run being written stops
+        # at its next chunk.
+        self._stale_before_id = obj_id()
+        self._epoch += 1
+        writing = self._writing
+        audio_left = self._queue.drop_interruptible() or (
+            writing is not None and not writing.interruptible
+        )
+        if not audio_left:
+            await self._resampler.reset()  # the rest of the interrupted stream is not wanted
+        self._clearing = True
+        try:
+            await self._sender.clear()
+            await self.push_frame(frame, direction)
+            if not audio_left:
+                await self._bot_stopped()
+        finally:
+            self._clearing = False
+
+    # frames out ----------------------------------------------------------------------------
 
     async def send_message(
         self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
     ) -> None:
         """Serialize and send a transport message."""
-        await self._write_frame(frame)
-
-    async def write_transport_frame(self, frame: Frame) -> None:
-        """Send a ``TwilioMarkFrame`` once the audio queued before it has been sent."""
-        if isinstance(frame, TwilioMarkFrame):
-            await self._send_mark(frame)
-
-    async def _send_mark(self, frame: TwilioMarkFrame) -> None:
-        self._transport.marks.sent(frame.mark_name, self.sent_audio_secs)
-        await self._write_frame(frame)
+        await self._sender.write_frame(frame)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        """Send ``frame`` as paced chunks (``output_queue`` queues one frame per run of audio).
+        """Send ``frame`` (output-rate audio, whole chunks) as paced chunks.
 
         Each chunk is sent, then the pacing clock sleeps until the next may go; an
-        interruption stops the rest of the frame.
+        interruption stops the rest of an interruptible frame.
+
+        Returns:
+            Whether all of it was sent.
         """
-        audio, step = frame.audio, self.audio_chunk_size
+        audio, step = frame.audio, self._chunk_bytes
+        stale = functools.partial(self._is_stale, frame)
+        send = self._sender.send_audio
         if len(audio) <= step:
-            return await self._send_chunk(frame, audio)
-        for offset in range(0, len(audio), step):
-            if offset and self._write_started_at is not None:
-                self._write_started_at = time.monotonic()  # the watchdog times each chunk
-            if not await self._send_chunk(frame, audio[offset : offset + step]):
-                return False
-        return True
-
-    async def _send_chunk(self, frame: OutputAudioRawFrame, audio: bytes | bytearray) -> bool:
-        if self._client.is_closing or not self._client.is_connected or self._is_stale(frame):
-            return False
-        serializer = self._ws_params.serializer
-        if serializer is None:
-            return False
-        if isinstance(serializer, TwilioSerializer) and self.sample_rate == serializer.twilio_rate:
-            payload: str | bytes | None = serializer.media_message(audio)
-        else:
-            out = OutputAudioRawFrame(
-                audio=bytes(audio),
-                sample_rate=self.sample_rate,
-                num_channels=self._params.audio_out_channels,
-            )
-            payload = await serializer.serialize(out)
-        # Re-checked after the await, with no await until the bytes are written: an
-        # interruption that arrived meanwhile has already sent its clear.
-        if self._is_stale(frame) or not payload:
-            return False
-        if not await self._client.send(payload):
-            return False
-        secs = len(audio) / (self.sample_rate * 2 * self._params.audio_out_channels)
-        self.sent_audio_secs += secs
-        self._bridge_metrics.add_twilio_audio_secs(secs)
-        now = time.monotonic()
-        self._last_audio_sent_at = now
-        self._latency.audio_out(secs, now)
-        delay = self._pacer.next_delay(now)
-        self._latency.release_at = now + delay
-        await asyncio.sleep(delay)
-        return True
-
-    async def _write_frame(self, frame: Frame) -> bool:
-        if self._client.is_closing or not self._client.is_connected:
-            return False
-        if not self._ws_params.serializer:
-            return False
+            return await send(audio, stale)
+        view = memoryview(audio)
         try:
-            payload = await self._ws_params.serializer.serialize(frame)
-        except Exception as e:
-            logger.error(f"{self}: serializing {frame.name} failed: {e.__class__.__name__} ({e})")
-            return False
-        if not payload:
-            return False
-        return await self._client.send(payload)
+            for offset in range(0, len(audio), step):
+                if offset:
+                    self._watchdog.lap()  # the watchdog times each chunk
+                if not await send(view[offset : offset + step], stale):
+                    return False
+            return True
+        finally:
+            view.release()
+
+    def _is_stale(self, frame: OutputAudioRawFrame) -> bool:
+        return frame.interruptible and self._epoch != self._writing_epoch

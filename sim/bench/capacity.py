@@ -1,95 +1,122 @@
-"""Capacity benchmark: our server against the bare relay baseline, on one core each.
+"""Capacity benchmark on real phone lines: our server against the bare relay, one core each.
 
 ``make bench`` (= ``python -m sim.bench``) starts, in this order:
 
-* the Live API emulator on core 0 (a long tone per turn, 1.5x real time),
-* ``relay_baseline.py`` and then ``voicebot serve`` on core 1 (one at a time),
-* ``voicebot loadtest`` on core 0 for each load level: N calls ramped over ``--ramp`` seconds,
-  each holding ``--hold`` seconds on the line while the bot talks, the caller silent but the
-  line not: ``--line-noise-dbfs`` (default the realistic noisy line of
-  ``sim.caller.line_noise.DEFAULT_LINE_NOISE_DBFS``; ``off`` for digital silence) and
-  ``--line-noise-color``. The table and ``bench.json`` state the line measured on.
+* the Live API emulator on core 0 (one long tone per turn, 1.5x real time),
+* the bare relay (``sim/bench/relay_baseline.py``, or ``--baseline PATH``) on core 1: its load
+  levels, on the noisy reference line (its work does not depend on what the caller sends),
+* ``voicebot serve`` on core 1, a fresh one per line (``--lines``, default digital silence, -60,
+  -50 and -44 dBFS pink noise; ``sim.bench.lines``): load levels upwards until two in a row are
+  not held, the callers silent on the line while the bot talks (the ``hold`` scenario),
+* the same on the reference line (-44 dBFS) with callers who talk ~30 % of the time, barging
+  into every reply (the ``speaking`` scenario, ``sim/loadtest/scenarios/talker.yaml``),
+* one level on the reference line with the stage sampler on (``VOICEBOT_PROFILE``,
+  ``bot.stage_profile``): where the server's CPU goes, stage by stage,
+* a burst of 20 new calls onto ``--burst-base`` calls on a server whose loop callbacks are
+  timed (``VOICEBOT_STALL_PROBE``), then ``--overload`` calls (1.6x the held level by default)
+  to a server with its lag guard on,
 
-A level is *held* when no call failed, the p99 (over calls) of each call's p99 bot-frame
-inter-arrival is under 60 ms, at least 99.9 % of bot audio was delivered (received / (received
-+ underruns)) and the generator's own send lateness p99 stayed under 5 ms (else the level is
-reported as not measurable). Server CPU and RSS are sampled over the steady part of each level.
-Then, with ``--burst-base`` calls up on a fresh server whose loop callbacks are timed one by one
-(``VOICEBOT_STALL_PROBE``), a burst of 20 new calls measures the longest single stall and the loop
-lag of call setup, and the gap it puts into the calls already up. Last, ``--overload`` calls
-(1.6x the held level by default) go to a server with its lag guard on (the default 25 ms): how
-many it admits, how many it turns away with the busy TwiML, and how the admitted calls fare.
+each load level run by ``voicebot loadtest`` on core 0: N calls ramped over ``--ramp`` seconds,
+each holding ``--hold`` seconds. A level is *held* when no call failed, the p99 (over calls)
+of each call's p99 bot-frame inter-arrival is under 60 ms, at least 99.9 % of bot audio was
+delivered (received / (received + underruns)) and the generator's own send lateness p99 stayed
+under 5 ms (else the level is not measurable). Server CPU, RSS, ``/stats`` and the local VAD's
+counters are sampled over the steady part of each level.
 
-The table gives our figures and the ratio to the baseline's; ``bench-report/bench.json`` keeps
-everything. ``--quick`` runs a short version (about 4 minutes).
+The report gives, per line, our figures and the ratio to the baseline's from the same run, the
+held count on digital silence against -44 dBFS (the issue's limit: 1.2x), the speaking
+scenario's barge-in -> ``clear`` p50/p95, and the stage table; every block names its line and
+the run's conditions. ``bench-report/bench.json`` keeps everything. ``--quick`` (about 5
+minutes) measures -44 dBFS alone with fewer, shorter levels; options given with it win.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sim.bench import audio_quality
+from sim.bench import audio_quality, table
+from sim.bench.levels import run_burst, run_overload, run_server
+from sim.bench.lines import (
+    ALL_LINES,
+    QUICK_LINES,
+    noisy_reference,
+    parse_lines,
+    write_hold,
+    write_speaking,
+)
 from sim.bench.procs import (
+    EMULATOR_PACE,
+    OUR_BASELINE,
     REPO,
     Proc,
-    http_json,
     start_baseline,
     start_emulator,
-    start_loadtest,
     start_server,
 )
+from sim.bench.stage_table import breakdown
 from sim.caller.cmd import add_line_arguments, line_from_args
-from sim.caller.line_noise import describe_line
 
-HOLD_SCENARIO = """name: bench-hold
-description: stay on the line without speaking while the bot talks, then hang up
-hangup_after_secs: {limit}
-line_noise: {line}
-playout_delay_ms: {delay}
-steps:
-  - pause: {{secs: {hold}}}
-  - hangup
-"""
-GAP_LIMIT_MS = 60.0
-DELIVERED_MIN_PCT = 99.9
-LATENESS_LIMIT_MS = 5.0
-BURST_CALLS = 20
 LAG_GUARD_MS = 25.0  # the server's default VOICEBOT_LAG_GUARD_MS
+# Option -> (full run default, --quick default); None here means "unset": --quick fills it.
+DEFAULTS: dict[str, tuple[Any, Any]] = {
+    "ours": ("40,60,80,100,150,200", "100,150"),
+    "base": ("150,200,250,300,400", "300"),
+    "speaking": ("", "held"),  # "": the same levels as --ours
+    "lines": (ALL_LINES, QUICK_LINES),
+    "hold": (25.0, 15.0),
+    "ramp": (10.0, 6.0),
+    "burst_base": (100, 60),
+}
 
 
-def _levels(text: str) -> list[int]:
+def levels_of(text: str) -> list[int]:
+    """``"150, 60,100"`` -> ``[60, 100, 150]``."""
     return sorted({int(x) for x in text.split(",") if x.strip()})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options (``--quick`` sets only the ones not given)."""
     p = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n")[0])
     p.add_argument(
         "--baseline",
         type=Path,
-        default=REPO.parent / "shared" / "bench" / "relay_baseline.py",
-        help="relay_baseline.py (default ../shared/bench/relay_baseline.py)",
+        default=OUR_BASELINE,
+        help="the relay baseline script (default: ours, sim/bench/relay_baseline.py; e.g. "
+        "../shared/bench/relay_baseline.py)",
     )
-    p.add_argument("--ours", default="40,60,80,100,150,200", help="load levels for our server")
-    p.add_argument("--base", default="150,200,250,300,400", help="load levels for the baseline")
-    p.add_argument("--hold", type=float, default=25.0, help="seconds each call stays up")
-    p.add_argument("--ramp", type=float, default=10.0, help="seconds to start a level's calls")
-    p.add_argument("--burst-base", type=int, default=100, help="calls up during the burst")
-    p.add_argument("--quick", action="store_true", help="short run: fewer levels, shorter calls")
+    p.add_argument("--ours", help=f"load levels for our server (default {DEFAULTS['ours'][0]})")
+    p.add_argument("--base", help=f"load levels for the baseline (default {DEFAULTS['base'][0]})")
+    p.add_argument(
+        "--lines",
+        help=f"callers' lines: silence and/or noise levels in dBFS (default {ALL_LINES}; "
+        f"--quick: {QUICK_LINES}; --line-noise-dbfs X alone means --lines X)",
+    )
+    p.add_argument(
+        "--speaking",
+        help="levels for the speaking scenario (default: those of --ours; --quick: 'held', "
+        "one level at the count held on the reference line; 'off' skips it)",
+    )
+    p.add_argument("--profile-calls", type=int, default=0, help="calls for the stage profile "
+                   "(0: the count held on the reference line; -1: skip)")  # fmt: skip
+    p.add_argument("--hold", type=float, help="seconds each call stays up (default 25)")
+    p.add_argument("--ramp", type=float, help="seconds to start a level's calls (default 10)")
+    p.add_argument("--burst-base", type=int, help="calls up during the burst (default 100)")
+    p.add_argument("--quick", action="store_true", help="short run (about 5 minutes)")
     p.add_argument("--uvloop", action="store_true", help="run both servers on uvloop")
     p.add_argument("--port", type=int, default=19400, help="first port to use (uses 3)")
     p.add_argument("--out", type=Path, default=REPO / "bench-report", help="report folder")
     p.add_argument("--server-core", type=int, default=1)
     p.add_argument("--load-core", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="measure our server only")
-    add_line_arguments(p)  # the callers' line: --line-noise-dbfs, --echo-db, …
+    add_line_arguments(p)  # colour, echo and playout delay of every line
     p.add_argument(
         "--overload",
         type=int,
@@ -97,307 +124,173 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="calls offered to a server with its lag guard on (0: 1.6x the held level; -1: skip)",
     )
     args = p.parse_args(argv)
-    if args.quick:
-        args.ours, args.base, args.hold, args.ramp = "100,150", "300", 15.0, 6.0
-        args.burst_base = 60
+    if args.lines is None and args.line_noise_dbfs is not None:
+        args.lines = "silence" if args.line_noise_dbfs == "off" else str(args.line_noise_dbfs)
+    for name, (full, quick) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     return args
 
 
-def _summarize_load(report_dir: Path) -> dict[str, Any]:
-    data = json.loads((report_dir / "report.json").read_text())
-    summary, calls = data["summary"], data["calls"]
-    recv = sum(c["audio_received_secs"] for c in calls)
-    gaps = sum(sum(c["gaps_ms"]) for c in calls) / 1000.0
-    m = summary["metrics"]
+def conditions(args: argparse.Namespace) -> dict[str, Any]:
+    """What every figure was measured under (printed and kept in ``bench.json``)."""
     return {
-        "calls": summary["calls"],
-        "failed": summary["failed"],
-        "interarrival_p99_ms": m["interarrival_ms"]["p99"],
-        "gap_p99_ms": m["gap_ms"]["p99"] or 0.0,
-        "delivered_pct": round(100.0 * recv / (recv + gaps), 3) if recv else 0.0,
-        "lateness_p99_ms": m["send_lateness_ms"]["p99"],
-        "setup_ms_p99": m["setup_ms"]["p99"],
+        "server_core": args.server_core,
+        "load_core": args.load_core,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "emulator": f"tone replies at {EMULATOR_PACE:g}x real time, on core {args.load_core} "
+        "with the load generator",
+        "hold_secs": args.hold,
+        "ramp_secs": args.ramp,
+        "event_loop": "uvloop" if args.uvloop else "asyncio",
+        "python": platform.python_version(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 
-class Sampler:
-    """Samples a server's CPU and RSS over a window of a running level (in a thread)."""
-
-    def __init__(self, proc: Proc, start_after: float, window: float, stats: bool) -> None:
-        """Start sampling ``window`` seconds, ``start_after`` seconds from now."""
-        self.proc, self.result = proc, {}  # type: ignore[var-annotated]
-        self._thread = threading.Thread(
-            target=self._run, args=(start_after, window, stats), daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, start_after: float, window: float, stats: bool) -> None:
-        time.sleep(start_after)
-        url = f"http://127.0.0.1:{self.proc.port}"
-        if stats:
-            http_json(url + "/stats/reset", "POST")
-        cpu0, t0 = self.proc.cpu_secs(), time.monotonic()
-        time.sleep(window)
-        cpu1, t1 = self.proc.cpu_secs(), time.monotonic()
-        self.result = {"cpu_pct": 100.0 * (cpu1 - cpu0) / (t1 - t0), "rss_mb": self.proc.rss_mb()}
-        if stats:
-            self.result["stats"] = http_json(url + "/stats")
-
-    def join(self) -> dict[str, Any]:
-        """Wait for the window; the samples."""
-        self._thread.join()
-        return dict(self.result)
+def conditions_text(c: dict[str, Any]) -> str:
+    """One line of :func:`conditions`."""
+    return (
+        f"server on core {c['server_core']}, load generator + emulator ({c['emulator']}) on core "
+        f"{c['load_core']} of {c['cpus']}; calls {c['hold_secs']:g} s, ramp {c['ramp_secs']:g} s; "
+        f"{c['event_loop']}, Python {c['python']}; load average at start "
+        f"{'/'.join(str(x) for x in c['loadavg_at_start'])}"
+    )
 
 
-def run_level(
-    args: argparse.Namespace, server: Proc, calls: int, scenario: Path, stats: bool
+def profile_level(
+    args: argparse.Namespace, emulator: Proc, calls: int, scenario: Path, procs: list[Proc]
 ) -> dict[str, Any]:
-    """One load level against ``server``."""
-    name = f"{server.name}-{calls}"
-    report = args.out / name
-    url = f"http://127.0.0.1:{server.port}"
-    load = start_loadtest(
-        url, calls, args.ramp, scenario, report, args.load_core, args.out, f"loadtest-{name}"
-    )
-    window = max(3.0, args.hold - 6.0)
-    sampler = Sampler(server, args.ramp + 3.0, window, stats)
-    rc = load.popen.wait(args.ramp + args.hold + 120)
-    samples = sampler.join()
-    if rc not in (0, 1):
-        raise RuntimeError(f"bench: loadtest {name} exited with {rc}; see {load.log}")
-    out = {"level": calls, **_summarize_load(report), **samples}
-    lat = out["lateness_p99_ms"] or 0.0
-    out["measurable"] = lat < LATENESS_LIMIT_MS
-    out["held"] = bool(
-        out["failed"] == 0
-        and (out["interarrival_p99_ms"] or 1e9) < GAP_LIMIT_MS
-        and out["delivered_pct"] >= DELIVERED_MIN_PCT
-        and out["measurable"]
-    )
-    print(
-        f"  {server.name:8s} {calls:4d} calls: held={out['held']!s:5s} "
-        f"failed={out['failed']} frame-gap p99={out['interarrival_p99_ms']} ms "
-        f"delivered={out['delivered_pct']}% cpu={out['cpu_pct']:.0f}% rss={out['rss_mb']:.0f} MB "
-        f"gen-lateness p99={lat} ms",
-        flush=True,
-    )
-    return out
-
-
-def run_server(
-    args: argparse.Namespace, server: Proc, levels: list[int], scenario: Path, stats: bool
-) -> dict[str, Any]:
-    """Idle figures, then the levels upwards until two in a row are not held."""
-    time.sleep(2.0)
-    cpu0, t0 = server.cpu_secs(), time.monotonic()
-    time.sleep(3.0)
-    idle = {
-        "cpu_pct": 100.0 * (server.cpu_secs() - cpu0) / (time.monotonic() - t0),
-        "rss_mb": server.rss_mb(),
-    }
-    results, misses = [], 0
-    for n in levels:
-        results.append(run_level(args, server, n, scenario, stats))
-        misses = 0 if results[-1]["held"] else misses + 1
-        if misses >= 2:
-            break
-        time.sleep(3.0)  # let the calls end
-    held = [r for r in results if r["held"]]
-    best = max(held, key=lambda r: r["level"]) if held else None
-    out: dict[str, Any] = {"idle": idle, "levels": results, "held": best["level"] if best else 0}
-    ref = best or (results[0] if results else None)
-    if ref:
-        out["cpu_per_call_pct"] = (ref["cpu_pct"] - idle["cpu_pct"]) / ref["level"]
-        out["mem_per_call_mb"] = (ref["rss_mb"] - idle["rss_mb"]) / ref["level"]
-        out["ref"] = ref
-    return out
-
-
-def run_burst(args: argparse.Namespace, server: Proc, scenario: Path) -> dict[str, Any]:
-    """``--burst-base`` calls up, then 20 more at once: loop stall and the gap it causes."""
-    url = f"http://127.0.0.1:{server.port}"
-    base_report = args.out / "burst-base"
-    base = start_loadtest(
-        url, args.burst_base, args.ramp, scenario, base_report, args.load_core, args.out, "lt-base"
-    )
-    time.sleep(args.ramp + 4.0)
-    http_json(url + "/stats/reset", "POST")
-    burst = start_loadtest(
-        url, BURST_CALLS, 0.0, scenario, args.out / "burst", args.load_core, args.out, "lt-burst"
-    )
-    time.sleep(4.0)
-    stats = http_json(url + "/stats")
-    base.popen.wait(args.ramp + args.hold + 120)
-    burst.popen.wait(args.hold + 120)
-    existing = _summarize_load(base_report)
-    return {
-        "base_calls": args.burst_base,
-        "longest_callback_ms": stats["slow_callbacks_ms"]["max"],
-        "slow_callbacks": stats["slow_callbacks_ms"]["count"],
-        "loop_lag_max_ms": stats["loop_lag_ms"]["max"],
-        "gc_pause_max_ms": stats["gc_pause_ms"]["max"],
-        "loop_lag_p99_ms": stats["loop_lag_ms"]["p99"],
-        "existing_frame_gap_p99_ms": existing["interarrival_p99_ms"],
-        "existing_failed": existing["failed"],
-    }
-
-
-def run_overload(
-    args: argparse.Namespace, server: Proc, calls: int, scenario: Path
-) -> dict[str, Any]:
-    """``calls`` (beyond what the server holds) against a server with its lag guard on."""
-    report = args.out / f"overload-{calls}"
-    load = start_loadtest(
-        f"http://127.0.0.1:{server.port}", calls, args.ramp, scenario, report, args.load_core,
-        args.out, f"loadtest-overload-{calls}",
+    """One level on a fresh server with the stage sampler on: the per-stage breakdown."""
+    path = args.out / "stage-profile.json"
+    path.unlink(missing_ok=True)
+    server = start_server(
+        args.port + 2, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0,
+        name="server-profiled", profile=path,
     )  # fmt: skip
-    load.popen.wait(args.ramp + args.hold + 120)
-    data = json.loads((report / "report.json").read_text())
-    calls_out = data["calls"]
-    refused = [
-        c for c in calls_out if not c["ok"] and "twiml" in str(c.get("failure") or "").lower()
-    ]
-    admitted = [c for c in calls_out if c not in refused]
-    recv = sum(c["audio_received_secs"] for c in admitted)
-    gaps = sum(sum(c["gaps_ms"]) for c in admitted) / 1000.0
-    inter = sorted(c["interarrival_p99_ms"] for c in admitted if c["interarrival_p99_ms"])
-    return {
-        "offered": calls,
-        "admitted": len(admitted),
-        "refused": len(refused),
-        "admitted_failed": sum(1 for c in admitted if not c["ok"]),
-        "admitted_frame_gap_p99_ms": inter[int(0.99 * (len(inter) - 1))] if inter else None,
-        "admitted_delivered_pct": round(100.0 * recv / (recv + gaps), 3) if recv else 0.0,
-    }
+    procs.append(server)
+    try:
+        res = run_server(args, server, [calls], scenario, stats=True, tag="profile")
+    finally:
+        server.stop()
+    ref = res["levels"][0]
+    counts = ref.get("profile")
+    if not counts:
+        return {"error": f"no sampler counts in {path}; see {server.log}", "calls": calls}
+    return {**breakdown(counts, ref["cpu_pct"], calls), "level": ref}
 
 
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def print_table(
-    ours: dict[str, Any],
-    base: dict[str, Any] | None,
-    burst: dict[str, Any],
-    overload: dict[str, Any] | None,
-) -> None:
-    """The summary table: our figures and the ratio to the baseline's."""
-    o_ref, b_ref = ours.get("ref", {}), (base or {}).get("ref", {})
-    st = o_ref.get("stats", {})
-
-    def ratio(a: Any, b: Any) -> str:
-        return f"{a / b:.2f}x" if isinstance(a, int | float) and b else "-"
-
-    b = base or {}
-    rows = [
-        ("calls held (one core)", ours["held"], b.get("held")),
-        ("CPU per call (% of a core)", ours.get("cpu_per_call_pct"), b.get("cpu_per_call_pct")),
-        ("memory per call (MB)", ours.get("mem_per_call_mb"), b.get("mem_per_call_mb")),
-        ("bot-frame gap p99 (ms) at held", o_ref.get("interarrival_p99_ms"),
-         b_ref.get("interarrival_p99_ms")),
-        ("bot audio delivered (%)", o_ref.get("delivered_pct"), b_ref.get("delivered_pct")),
-    ]  # fmt: skip
+def report(result: dict[str, Any], lines: list[Any], ref_text: str) -> None:
+    """Print the report and add its derived figures (ratios, silence vs noise) to ``result``."""
+    base, ours = result.get("baseline"), result["ours"]
+    result["summary"] = {key: table.line_summary(run, base) for key, run in ours.items()}
+    result["silence_vs_noise"] = table.silence_vs_noise(ours)
+    print(f"\nconditions: {conditions_text(result['conditions'])}")
+    table.print_lines([line.to_dict() for line in lines], ours, base, ref_text)
+    if result.get("speaking"):
+        table.print_speaking(result["speaking"], ref_text)
+    prof = result.get("profile")
+    if prof and "stages" in prof:
+        same = [
+            lv["cpu_pct"]
+            for lv in ours[result["reference_line"]]["levels"]
+            if lv["level"] == prof["calls"]
+        ]
+        prof["unprofiled_cpu_pct"] = round(same[0], 1) if same else None
+        table.print_stages(prof, ref_text)
+    elif prof:
+        print(f"\nstage profile: {prof.get('error')}")
     print()
-    print(f"{'metric':36s} {'ours':>10s} {'baseline':>10s} {'ours/base':>10s}")
-    print("-" * 70)
-    for label, a, b in rows:
-        digits = 3 if "CPU" in label or "memory" in label or "delivered" in label else 1
-        print(f"{label:36s} {_fmt(a, digits):>10s} {_fmt(b, digits):>10s} {ratio(a, b):>10s}")
-    for key, label in (("bridge_in_ms", "bridge in (caller->model)"),
-                       ("bridge_out_ms", "bridge out (model->Twilio)")):  # fmt: skip
-        h = st.get(key, {})
-        print(f"{label + ' p50/p99 (ms)':36s} {_fmt(h.get('p50'))}/{_fmt(h.get('p99')):>5s}")
-    lag = st.get("loop_lag_ms", {})
-    print(f"{'loop lag p99/max (ms) at held':36s} {_fmt(lag.get('p99'))}/{_fmt(lag.get('max'))}")
-    print(
-        f"{'setup burst: longest callback (ms)':36s} {_fmt(burst.get('longest_callback_ms'))} "
-        f"({BURST_CALLS} new calls onto {burst.get('base_calls')}; "
-        f"{burst.get('slow_callbacks')} callbacks >= 1 ms in 4 s; longest GC pause "
-        f"{_fmt(burst.get('gc_pause_max_ms'))} ms)"
-    )
-    print(
-        f"{'setup burst: loop lag max (ms)':36s} {_fmt(burst.get('loop_lag_max_ms'))} "
-        f"(existing calls' frame-gap p99 {_fmt(burst.get('existing_frame_gap_p99_ms'))} ms, "
-        f"failed {burst.get('existing_failed')})"
-    )
-    if overload:
-        print(
-            f"{'overload, lag guard on':36s} {overload['offered']} offered: "
-            f"{overload['admitted']} admitted, {overload['refused']} refused with busy TwiML; "
-            f"admitted: failed {overload['admitted_failed']}, frame-gap p99 "
-            f"{_fmt(overload['admitted_frame_gap_p99_ms'])} ms, delivered "
-            f"{_fmt(overload['admitted_delivered_pct'], 3)}%"
-        )
+    table.print_bridge(ours[result["reference_line"]])
+    table.print_burst_overload(result.get("burst"), result.get("overload"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; exit status 0 when it ran (targets are read from the table)."""
+    """Run the benchmark; exit status 0 when it ran (targets are read from the report)."""
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    scenario = args.out / "hold.yaml"
     spec, delay = line_from_args(args)
-    line = describe_line({**spec.model_dump(), "playout_delay_ms": delay})
-    scenario.write_text(
-        HOLD_SCENARIO.format(
-            hold=args.hold, limit=args.hold + 30, line=json.dumps(spec.model_dump()), delay=delay
-        )
-    )
+    lines = parse_lines(args.lines, spec, delay)
+    ref_line = noisy_reference(lines)
+    cond = conditions(args)
     procs: list[Proc] = []
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the `finally` below stops the
     # emulator, servers and load generators this run started instead of leaving them running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-    result["line"] = {**spec.model_dump(), "playout_delay_ms": delay, "text": line}
-    print(f"callers' line: {line}", flush=True)
+    result: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "conditions": cond,
+        "lines": [line.to_dict() for line in lines],
+        "reference_line": ref_line.key,
+        "ours": {},
+    }
+    print(f"conditions: {conditions_text(cond)}", flush=True)
+    print(f"lines: {'; '.join(line.text for line in lines)}", flush=True)
     try:
         emulator = start_emulator(args.out, args.load_core, tone_secs=args.hold + 60)
         procs.append(emulator)
+        ref_hold = write_hold(args.out, ref_line, args.hold)
         base = None
         if not args.no_baseline:
-            print(f"baseline: {args.baseline}", flush=True)
+            print(f"baseline: {args.baseline} on {ref_line.text}", flush=True)
             relay = start_baseline(
                 args.baseline, args.port, args.out, args.server_core, args.uvloop
             )
             procs.append(relay)
-            base = run_server(args, relay, _levels(args.base), scenario, stats=False)
+            base = run_server(args, relay, levels_of(args.base), ref_hold, stats=False, tag="")
             relay.stop()
-            result["baseline"] = base
-        print("our server", flush=True)
-        server = start_server(
-            args.port + 1, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0
-        )
-        procs.append(server)
-        ours = run_server(args, server, _levels(args.ours), scenario, stats=True)
-        result["ours"] = ours
+            result["baseline"] = {**base, "line": ref_line.key, "script": str(args.baseline)}
+        for line in lines:
+            print(f"our server, hold scenario on {line.text}", flush=True)
+            server = start_server(
+                args.port + 1, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0
+            )
+            procs.append(server)
+            scenario = write_hold(args.out, line, args.hold)
+            result["ours"][line.key] = run_server(
+                args, server, levels_of(args.ours), scenario, stats=True, tag=line.key
+            )
+            server.stop()
+        ours_ref = result["ours"][ref_line.key]
+        held = ours_ref["held"] or min(levels_of(args.ours))
+        speaking = None
+        if args.speaking != "off":
+            levels = [held] if args.speaking == "held" else levels_of(args.speaking or args.ours)
+            print(f"our server, speaking scenario on {ref_line.text}", flush=True)
+            server = start_server(
+                args.port + 1, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0,
+                name="server-speaking",
+            )  # fmt: skip
+            procs.append(server)
+            scenario = write_speaking(args.out, ref_line, args.hold)
+            speaking = run_server(args, server, levels, scenario, stats=True, tag="speaking")
+            server.stop()
+            result["speaking"] = {**speaking, "line": ref_line.key}
+        if args.profile_calls >= 0:
+            calls = args.profile_calls or held
+            print(f"stage profile: {calls} calls on {ref_line.text}", flush=True)
+            result["profile"] = profile_level(args, emulator, calls, ref_hold, procs)
         # The burst lands on calls the server holds (at most --burst-base of them), on a fresh
         # server whose callbacks are timed one by one (the probe costs ~1 % of a core).
-        if ours["held"]:
-            args.burst_base = min(args.burst_base, ours["held"])
-        server.stop()
+        if ours_ref["held"]:
+            args.burst_base = min(args.burst_base, ours_ref["held"])
         probed = start_server(
             args.port + 2, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0,
             stall_probe=True, name="server-probed",
         )  # fmt: skip
         procs.append(probed)
-        burst = run_burst(args, probed, scenario)
-        result["burst"] = burst
+        result["burst"] = run_burst(args, probed, ref_hold)
         probed.stop()
-        overload = None
         if args.overload >= 0:
-            calls = args.overload or int(round(1.6 * max(ours["held"], 50), -1))
+            calls = args.overload or int(round(1.6 * max(ours_ref["held"], 50), -1))
             guarded = start_server(
                 args.port + 1, emulator, args.out, args.server_core, args.uvloop,
                 lag_guard_ms=LAG_GUARD_MS, name="server-guarded",
             )  # fmt: skip
             procs.append(guarded)
-            overload = run_overload(args, guarded, calls, scenario)
-            result["overload"] = overload
-        print_table(ours, base, burst, overload)
-        print(f"{'measured on the line':36s} {line}")
+            result["overload"] = run_overload(args, guarded, calls, ref_hold)
+        report(result, lines, ref_line.text)
         print("\nresampling quality (python -m sim.bench.audio_quality):")
         audio_quality.main([])
     finally:

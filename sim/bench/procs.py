@@ -19,6 +19,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+EMULATOR_PACE = 1.5  # the emulator streams replies this much faster than real time
+OUR_BASELINE = Path(__file__).resolve().parent / "relay_baseline.py"
 
 
 @dataclass
@@ -114,9 +116,10 @@ def _spawn_http(
 
 
 def start_emulator(log_dir: Path, core: int, tone_secs: float) -> Proc:
-    """The Live API emulator, speaking one long tone per turn at 1.5x real time."""
+    """The Live API emulator, speaking one long tone per turn at ``EMULATOR_PACE``."""
     cmd = [str(BIN / "voicebot"), "emulator", "--port", "0", "--voice", "tone"]
-    cmd += ["--tone-secs", str(tone_secs), "--pace", "1.5", "--log-level", "WARNING"]
+    cmd += ["--tone-secs", str(tone_secs), "--pace", str(EMULATOR_PACE)]
+    cmd += ["--log-level", "WARNING"]
     proc = _spawn("emulator", cmd, core, log_dir, {})
 
     def ready() -> dict[str, Any] | None:
@@ -130,11 +133,11 @@ def start_emulator(log_dir: Path, core: int, tone_secs: float) -> Proc:
 
 
 def start_baseline(script: Path, port: int, log_dir: Path, core: int, uvloop: bool) -> Proc:
-    """``relay_baseline.py PORT``."""
+    """``relay_baseline.py PORT`` (ours, ``sim/bench/relay_baseline.py``, unless told)."""
     if not script.is_file():
         raise RuntimeError(
             f"bench: relay baseline not found at {script}; pass --baseline PATH "
-            "(default ../shared/bench/relay_baseline.py from the repository)"
+            "(default: the project's own sim/bench/relay_baseline.py)"
         )
     cmd = [sys.executable, str(script), str(port), *(["--uvloop"] if uvloop else [])]
     return _spawn_http("baseline", cmd, core, log_dir, {}, port)
@@ -149,8 +152,13 @@ def start_server(
     lag_guard_ms: float,
     stall_probe: bool = False,
     name: str = "server",
+    profile: Path | None = None,
 ) -> Proc:
-    """``voicebot serve`` pointed at the emulator (``stall_probe``: time loop callbacks)."""
+    """``voicebot serve`` pointed at the emulator.
+
+    ``stall_probe`` times loop callbacks; ``profile`` runs the stage sampler
+    (``VOICEBOT_PROFILE``, :mod:`bot.stage_profile`) writing its counts to that file.
+    """
     env = {
         "GEMINI_API_KEY": "bench",
         "GEMINI_BASE_URL": emulator.info["url"],
@@ -159,9 +167,13 @@ def start_server(
         "VOICEBOT_LAG_GUARD_MS": str(lag_guard_ms),
         "VOICEBOT_LOG_LEVEL": "WARNING",
         "VOICEBOT_STALL_PROBE": "1" if stall_probe else "0",
+        "VOICEBOT_PROFILE": str(profile) if profile else "",
     }
     cmd = [str(BIN / "voicebot"), "serve", "--port", str(port), *(["--uvloop"] if uvloop else [])]
-    return _spawn_http(name, cmd, core, log_dir, env, port)
+    proc = _spawn_http(name, cmd, core, log_dir, env, port)
+    if profile:
+        proc.info["profile"] = str(profile)
+    return proc
 
 
 def start_loadtest(
