@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -205,3 +206,43 @@ def test_quiet_gc_freezes_records_pauses_and_restores() -> None:
         gc.collect(0)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     assert stats.summary()["collections"][0] == 1 and stats.summary()["pause_max_ms"] >= 0
+
+
+def test_dead_air_over_calls_is_summarized_gated_and_set_by_the_scenario(tmp_path: Path) -> None:
+    recs = [record(i) | {"dead_air_secs": float(i)} for i in range(5)]  # 0, 1, 2, 3, 4 s
+    summary = summarize(recs, LatenessHistogram(), [(0.0, 5)])
+    assert summary["metrics"]["dead_air_secs"] == {
+        "count": 5, "p50": 2.0, "p95": 3.8, "p99": 3.96, "max": 4.0,
+    }  # fmt: skip
+    assert check_slos(summary, {"max_dead_air_secs": 2}) == ["max_dead_air_secs: 4 > 2"]
+    assert check_slos(summary, {"p50_dead_air_secs": 2}) == []
+    _, hp = write_report(tmp_path, summary, recs, [(0.0, 5)])
+    assert "longest dead air per call (s)" in hp.read_text()
+    sc = parse_scenario("steps:\n  - hangup\nslo: {max_dead_air_secs: 2.5}\n", "s.yaml")
+    assert sc.slo == {"max_dead_air_secs": 2.5}
+    with pytest.raises(ScenarioError, match=r"s\.yaml: slo: .*unknown SLO name\(s\) max_dead_air"):
+        parse_scenario("steps:\n  - hangup\nslo: {max_dead_air: 2}\n", "s.yaml")
+
+
+def test_a_scenario_slo_fails_the_run_and_the_command_line_overrides_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim.loadtest import runner
+
+    rec = record(0) | {"dead_air_secs": 3.0}
+
+    def fake_run_load(cfg: runner.LoadConfig, progress: object) -> runner.LoadOutcome:
+        return runner.LoadOutcome(
+            records=[rec], lateness=LatenessHistogram(), concurrency=[(0.0, 1)],
+            wall_secs=1.0, cpu_secs=0.1, workers=1, gc={}, host={},
+        )  # fmt: skip
+
+    monkeypatch.setattr(runner, "run_load", fake_run_load)
+    path = tmp_path / "s.yaml"
+    path.write_text("steps:\n  - hangup\nslo: {max_dead_air_secs: 2}\n")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    base = ["--url", "http://127.0.0.1:1", "--calls", "1", "--scenario", str(path)]
+    assert run(parser.parse_args(base)) == EXIT_SLO
+    assert "SLO missed: max_dead_air_secs: 3 > 2" in capsys.readouterr().err
+    assert run(parser.parse_args([*base, "--slo", "max_dead_air_secs=5"])) == 0

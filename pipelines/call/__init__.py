@@ -1,6 +1,8 @@
 """One call put together: the pipeline, its control (limits, tools), the caller audio route.
 
 ``pipeline`` (``CallPipeline``, ``ProcessResources``), ``control`` (``CallControl``),
-``caller_audio`` (transport input -> local VAD -> the model) and ``setup_gate``. The top layer
+``caller_audio`` (transport input -> local VAD -> the model), ``setup_gate``, ``watchdog``
+(holding phrase, reconnect and apology when the model goes silent) and ``clip_audio`` (its
+pre-recorded clips; the shipped ones in ``clips/``). The top layer
 of the library: may import every other subpackage of ``pipelines``, Pipecat and aiohttp.
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +41,15 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.caller_audio import CallerAudioRoute
+from pipelines.call.clip_audio import CLIP_RATE_HZ, Clip, load_clip
 from pipelines.call.control import CallControl, CallTap
 from pipelines.call.setup_gate import SetupGate, SetupSlot
+from pipelines.call.watchdog import (
+    NUDGE_CUT_OFF,
+    NUDGE_NO_REPLY,
+    ModelWatchdog,
+    WatchdogSettings,
+)
 from pipelines.gemini.service import CallGeminiLive, GeminiClients
 from pipelines.personas import enabled_tools
 from pipelines.ports import (
@@ -111,6 +119,8 @@ PLAYOUT_LEAD_SECS = 0.4
 # Twilio sends a media message every 20 ms while a call is up: this long with nothing from it
 # (after `start`) and the stream is dead; the call ends and frees its Gemini session and slot.
 MEDIA_TIMEOUT_SECS = 10.0
+# After the watchdog's reconnect, the model is asked to answer once the new connection is live.
+NUDGE_WAIT_SECS = 3.0
 
 
 def _scaled(secs: float | None, scale: float) -> float | None:
@@ -155,6 +165,7 @@ class CallPipeline:
         self._marks = 0
         self.rejection: tuple[int | None, str] | None = None
         self._setup_slot: SetupSlot | None = None
+        self._started_at = time.monotonic()
 
         # The serializer hangs up through the server's REST client after the output has
         # drained and the end mark came back (the goodbye was played); every other ending
@@ -189,12 +200,27 @@ class CallPipeline:
             model=model,
             config=config,
             on_session_failed=self._on_session_failed,
-            on_session_ready=self._on_session_ready,
+            on_session_ready=self._on_live_session_ready,
             metrics=resources.metrics,
             audio_stream_end_secs=_scaled(persona.audio_stream_end_silence_secs, scale),
             time_scale=scale,
             inference_on_context_initialization=self._greeting is not None,
         )
+        # The model watchdog: holding phrase, reconnect, apology (pipelines.call.watchdog).
+        hold_path, apology_path = persona.clip_paths()
+        self.watchdog = ModelWatchdog(
+            WatchdogSettings.for_persona(persona, scale),
+            hold=load_clip(hold_path),
+            apology=load_clip(apology_path),
+            play=self._play_clip,
+            reconnect=self.llm.reconnect,
+            give_up=self._give_up,
+            nudge=self._nudge,
+            expect_greeting=self._greeting is not None,
+            label=f"call {info.call_sid}:",
+        )
+        self.llm.watchdog = self.watchdog
+        self.llm.connection.on_gap = self.watchdog.connection_gap
         self.context = LLMContext()
         user_agg, assistant_agg = LLMContextAggregatorPair(
             self.context,
@@ -281,6 +307,7 @@ class CallPipeline:
             await runner.add_workers(self.worker)
             await runner.run()
         finally:
+            self.watchdog.stop()
             self._on_session_ready()
             await self.control.stop()
             if self.end_reason is None:
@@ -289,6 +316,7 @@ class CallPipeline:
     # events ----------------------------------------------------------------------------
 
     async def _on_connected(self, _transport: Any, _client: Any) -> None:
+        self.watchdog.start(since=self._started_at)
         if self._greeting:
             self.context.add_message({"role": "developer", "content": self._greeting})
         await self.worker.queue_frames([LLMRunFrame()])
@@ -304,6 +332,10 @@ class CallPipeline:
         # The stream is open but dead: free the Gemini session and the admission slot now, not
         # at the persona's maximum duration; Twilio, if it still hears us, plays the apology.
         await self.abort(f"no media from Twilio for {secs:g} s")
+
+    def _on_live_session_ready(self) -> None:
+        self.watchdog.session_ready()
+        self._on_session_ready()
 
     def _on_session_ready(self) -> None:
         if self._setup_slot is not None:
@@ -333,7 +365,25 @@ class CallPipeline:
     # call control hooks ----------------------------------------------------------------
 
     async def _instruct(self, text: str) -> bool:
-        return await self.llm.instruct(text)
+        sent = await self.llm.instruct(text)
+        if sent:
+            self.watchdog.expect_reply()
+        return sent
+
+    async def _play_clip(self, clip: Clip, final: bool) -> None:
+        await self.llm.play_clip(clip.audio, CLIP_RATE_HZ, final=final)
+
+    async def _nudge(self, cut_off: bool) -> None:
+        """After the watchdog's reconnect: have the model answer (once re-sent input is in)."""
+        try:
+            await asyncio.wait_for(self.llm.connection.connected.wait(), NUDGE_WAIT_SECS)
+        except TimeoutError:
+            return
+        await self.llm.instruct(NUDGE_CUT_OFF if cut_off else NUDGE_NO_REPLY)
+
+    async def _give_up(self, reason: str) -> None:
+        """The model stayed unresponsive: after the apology, end the call normally."""
+        await self._hang_up(reason)
 
     async def _wait_played(self, timeout_secs: float) -> None:
         """Wait until the audio sent so far has been played (a Twilio mark comes back)."""

@@ -10,6 +10,9 @@ hands it each caller frame and the caller's speech turns from local VAD):
 - **audioStreamEnd.** After the persona's seconds of caller silence, ``audioStreamEnd`` is sent
   and streaming stops; a rolling ``STREAM_END_PREROLL_SECS`` pre-roll is kept and sent first
   when the caller speaks again, so the speech onset is not lost.
+- **Outages.** During a handover or reconnect the connection keeps what is sent (bounded) and
+  sends it, in order, once the next connection is ready (``connection``, ``resend``): input
+  is not dropped for want of a socket, only before the first connection's history was sent.
 - **Server VAD off** (``automaticActivityDetection.disabled``): local VAD drives the turns with
   ``activityStart`` / ``activityEnd``; audio outside a turn is only kept as a pre-roll (sized
   from the VAD's ``start_secs``) sent right after ``activityStart``.
@@ -94,7 +97,7 @@ class CallerInput:
             self._keep_stream_preroll(frame)
             return
         conn = self._conn
-        if conn.session is None or conn.closing or not self.ready:
+        if not self._can_send():
             return
         if self._vad_disabled and not self.user_speaking:
             self._keep_turn_preroll(frame)
@@ -108,13 +111,22 @@ class CallerInput:
         except Exception as e:
             await self._on_send_error(e)
 
+    def _can_send(self) -> bool:
+        """Caller input may go to the connection: it sends it, or keeps it during an outage.
+
+        Dropped while a live connection's history has not been sent yet (``ready``), and
+        before the first connection or after the end (the connection then refuses it).
+        """
+        conn = self._conn
+        return not conn.closing and (self.ready or not conn.live)
+
     async def user_started(self) -> None:
         """The caller started speaking (local VAD)."""
         self._conn.user_quiet.clear()
         self.cancel_stream_end()
         await self._resume_stream()
         self.user_speaking = True
-        if self._vad_disabled and self._conn.session is not None and self.ready:
+        if self._vad_disabled and self._can_send():
             try:
                 await self._conn.send_realtime_input(activity_start=ActivityStart())
                 await self._flush_turn_preroll()  # the onset, inside the activity window
@@ -124,10 +136,11 @@ class CallerInput:
     async def user_stopped(self) -> None:
         """The caller stopped speaking (local VAD)."""
         self._conn.user_quiet.set()
+        self._conn.caller_turn_ended()  # a connection about to go hands over now
         self.schedule_stream_end()
         self.user_speaking = False
         self._turn_preroll = bytearray()
-        if self._vad_disabled and self._conn.session is not None and self.ready:
+        if self._vad_disabled and self._can_send():
             try:
                 await self._conn.send_realtime_input(activity_end=ActivityEnd())
             except Exception as e:
@@ -151,7 +164,7 @@ class CallerInput:
     async def _end_stream_later(self) -> None:
         assert self._stream_end_secs is not None
         await asyncio.sleep(self._stream_end_secs)
-        if self._conn.session is None or not self.ready or self.user_speaking:
+        if not self._can_send() or self.user_speaking:
             return
         try:
             await self._conn.send_realtime_input(audio_stream_end=True)
@@ -177,7 +190,7 @@ class CallerInput:
             self._preroll_bytes = 0
             if not audio:
                 self._paused = False
-            elif self._conn.session is not None and self.ready:
+            elif self._can_send():
                 mime = f"audio/pcm;rate={self._preroll_rate}"
                 try:
                     await self._conn.send_realtime_input(audio=Blob(data=audio, mime_type=mime))

@@ -7,22 +7,38 @@ each new connection, ``on_message(message)`` for each message, and ``on_failed(c
 once when the call cannot go on. What it keeps for the call:
 
 - **Resumption.** The newest handle of a ``sessionResumptionUpdate`` that says ``resumable``,
-  and its ``lastConsumedClientMessageIndex``; each connection is opened with the handle
-  (``session_resumption`` added to the caller's ``LiveConnectConfig`` per connection), and
-  ``sent`` counts the client messages sent on the current connection (issue 12 re-sends those
-  the server had not consumed).
-- **GoAway handover.** A ``goAway`` starts a handover: at the next moment when neither side
-  speaks (``bot_quiet`` / ``user_quiet``, set by the service), never later than
-  ``HANDOVER_MARGIN_SECS`` before the deadline, the socket is closed and a new connection
-  resumes the session. A call that is ending (``can_hand_over()`` False) keeps its socket.
-- **Drops.** A socket that drops is reopened with the handle at once, then with backoff and
-  jitter; ``MAX_CONSECUTIVE_FAILURES`` drops in a row (a connection that stayed up
-  ``STABLE_SECS`` resets the count) fail the call. Permanent closes (1007/1008) and a setup
-  the server refuses fail it at once.
+  and its ``lastConsumedClientMessageIndex``; each connection is opened with the handle.
+- **No caller word lost** (``resend.ClientLog``, whose docstring says why this is exact). Every
+  client message is logged until a handle covers it; caller input sent while no connection is
+  live is kept (bounded, ~10 s). A new connection, once ``on_ready`` has run (the service seeds
+  a fresh session there, with ``direct=True`` sends), gets the old connection's unconsumed
+  messages, then the kept input, in order; only then does it go live.
+- **Planned handover** (when: ``handover``). After a ``goAway``, once the model is not
+  generating and the caller not speaking, or at the end of a caller turn (``caller_turn_ended``)
+  if the connection must go; never later than a margin before the deadline. Not when playback
+  ends: received audio keeps playing while the next connection opens, and nothing received is
+  dropped. A call that is ending (``can_hand_over()`` False) keeps its socket.
+- **Drops** (1011, network, a refused reconnect): reconnect within a per-call time budget
+  (``reconnect``), then ``on_failed``. Permanent closes (1007/1008) fail at once; so does a
+  refused *first* connection (the call never started: admission's business).
 - **Futile resumption.** A resumed connection that ends within ``FUTILE_RESUME_SECS`` resumed a
-  session the server will not keep (the 15-minute audio-session limit, a session it lost):
-  the next connection starts a fresh session and the service re-seeds it from the call's
-  context (``on_ready(resumed=False)``).
+  session the server will not keep (the 15-minute audio-session limit, a session it lost): the
+  next connection starts a fresh session, which the service re-seeds (``on_ready(False)``); a
+  stale handle refused at setup (1008) does the same.
+
+**Outage interface** (for the call's watchdogs, ``pipelines.call.watchdog``; stable):
+
+- ``connected: asyncio.Event``: set while a connection is live (ready, its re-send done),
+  cleared the moment it ends (handover or drop). Never set again after ``close()``/failure.
+- ``offline_since: float | None``: ``time.monotonic()`` when the current outage began (None
+  while live, and before the first connection).
+- ``on_gap: Callable[[float], Awaitable[None]] | None``: assign it; awaited in its own task
+  once per outage when no connection has been live for ``reconnect.GAP_SECS`` x
+  ``time_scale``, with the seconds offline so far. Not before the first connection, nor once
+  the call failed or closed. Exceptions are logged.
+- ``reconnecting``: True while an outage is being repaired (the call goes on).
+- ``restart()``: move to a new connection now, resuming the session (a stalled reply); the
+  outage it causes is reported like any other.
 
 Private access: only the raw socket, through ``pipelines._compat.genai_session``.
 """
@@ -30,7 +46,6 @@ Private access: only the raw socket, through ``pipelines._compat.genai_session``
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,19 +58,21 @@ from loguru import logger
 
 from pipelines._compat import genai_session
 from pipelines.gemini import live_receive
+from pipelines.gemini.handover import HandoverPlan
+from pipelines.gemini.reconnect import (
+    PERMANENT_CLOSE_CODES,
+    GapCallback,
+    GapWatch,
+    ReconnectBudget,
+    close_code,
+    refusal,
+)
+from pipelines.gemini.resend import ClientLog, Entry, Kind
 
-# Close codes the Live API uses for setups and requests that will never succeed as sent.
-PERMANENT_CLOSE_CODES = frozenset({1007, 1008})
-# A GoAway handover waits for a quiet moment, but never past this much before the deadline.
-HANDOVER_MARGIN_SECS = 1.0
+# How often a pending GoAway handover looks for its moment (``handover.HandoverPlan``).
+HANDOVER_POLL_SECS = 0.02
 # A resumed connection that ends this soon resumed a session the server will not keep.
 FUTILE_RESUME_SECS = 3.0
-# Drops in a row that fail the call; a connection up this long resets the count.
-MAX_CONSECUTIVE_FAILURES = 3
-STABLE_SECS = 10.0
-# Reconnect backoff after the first (immediate) retry: base * 2^(n-1), capped, with jitter.
-BACKOFF_BASE_SECS = 0.2
-BACKOFF_MAX_SECS = 2.0
 # How long closing waits for the connection task to end.
 CLOSE_TIMEOUT_SECS = 1.0
 
@@ -74,14 +91,6 @@ def parse_duration_secs(value: str | None, default: float = 10.0) -> float:
         return default
 
 
-def backoff_secs(failures: int, rng: random.Random | None = None) -> float:
-    """The wait before reconnect attempt ``failures`` (1-based): 0 first, then jittered."""
-    if failures <= 1:
-        return 0.0
-    base = min(BACKOFF_MAX_SECS, BACKOFF_BASE_SECS * 2 ** (failures - 2))
-    return base * (0.5 + 0.5 * (rng or random).random())
-
-
 class LiveConnection:
     """The Live API connection of one call (see the module docstring).
 
@@ -93,7 +102,9 @@ class LiveConnection:
         on_message: Awaited for each server message, in order.
         on_failed: Awaited once when the call cannot go on: ``(close_code, reason)``.
         can_hand_over: False while the call is ending (a GoAway handover then waits it out).
-        time_scale: Multiplies the handover margin and the futile-resume window.
+        time_scale: Multiplies the handover margin, the futile-resume window, the reconnect
+            budget, the stable time and the gap.
+        context_notes: The model takes mid-session ``clientContent`` (``resend.ClientLog``).
     """
 
     def __init__(
@@ -107,6 +118,7 @@ class LiveConnection:
         on_failed: FailedCallback,
         can_hand_over: Callable[[], bool] = lambda: True,
         time_scale: float = 1.0,
+        context_notes: bool = True,
     ) -> None:
         self._client = client
         self.model = model
@@ -116,17 +128,25 @@ class LiveConnection:
         self._on_failed = on_failed
         self._can_hand_over = can_hand_over
         self._time_scale = time_scale
+        self._notes = context_notes
         self.raw_sends = not client.vertexai
         self.session: AsyncSession | None = None
         self.handle: str | None = None
         self.last_consumed_index: int | None = None
-        self.sent = 0
         self.connections = 0
+        self.handovers = 0
+        self.drops = 0
         self.bot_quiet = asyncio.Event()
         self.bot_quiet.set()
         self.user_quiet = asyncio.Event()
         self.user_quiet.set()
         self.message_rx_at = 0.0
+        self.live = False
+        self.connected = asyncio.Event()
+        self._gap = GapWatch(time_scale, lambda: self._closing or self._failed)
+        self.log = ClientLog()
+        self.plan = HandoverPlan(time_scale)
+        self._suppress = False
         self._closing = False
         self._failed = False
         self._handing_over = False
@@ -144,6 +164,9 @@ class LiveConnection:
     async def close(self) -> None:
         """Close the connection for good; no callback runs after this returns."""
         self._closing = True
+        self.live = False
+        self.connected.clear()
+        self._gap.stop()
         tasks = [t for t in (self._handover_task, self._task) if t is not None and not t.done()]
         for task in tasks:
             if task is not asyncio.current_task():
@@ -158,6 +181,30 @@ class LiveConnection:
         """Whether ``close()`` was called."""
         return self._closing
 
+    @property
+    def offline_since(self) -> float | None:
+        """``time.monotonic()`` when the current outage began; None while live."""
+        return self._gap.offline_since
+
+    @property
+    def on_gap(self) -> GapCallback | None:
+        """Awaited once per outage that the caller can hear (see the module docstring)."""
+        return self._gap.on_gap
+
+    @on_gap.setter
+    def on_gap(self, callback: GapCallback | None) -> None:
+        self._gap.on_gap = callback
+
+    @property
+    def reconnecting(self) -> bool:
+        """No live connection, but the call goes on (an outage being repaired)."""
+        return self.offline_since is not None and not (self._closing or self._failed)
+
+    @property
+    def sent(self) -> int:
+        """Client messages sent on the current connection (the last one's index)."""
+        return self.log.sent
+
     def connect_config(self) -> LiveConnectConfig:
         """The config for the next connection: the caller's, with the newest handle."""
         resumption = SessionResumptionConfig(handle=self.handle)
@@ -165,41 +212,56 @@ class LiveConnection:
 
     # sending -------------------------------------------------------------------------------
 
-    async def send_json(self, text: str) -> bool:
-        """Send a prebuilt JSON client message (hot path); False without an open session."""
-        session = self.session
-        if session is None:
-            return False
-        self.sent += 1
-        await genai_session.send_text(session, text)
-        return True
+    async def send_json(self, text: str, *, direct: bool = False) -> bool:
+        """Send a prebuilt JSON client message (hot path); see ``_send``."""
+        return await self._send("json", text, direct)
 
-    async def send_realtime_input(self, **kwargs: Any) -> bool:
-        """``AsyncSession.send_realtime_input``; False without an open session."""
-        session = self.session
-        if session is None:
-            return False
-        self.sent += 1
-        await session.send_realtime_input(**kwargs)
-        return True
+    async def send_realtime_input(self, *, direct: bool = False, **kwargs: Any) -> bool:
+        """``AsyncSession.send_realtime_input``; see ``_send``."""
+        return await self._send("realtime", kwargs, direct)
 
-    async def send_client_content(self, **kwargs: Any) -> bool:
-        """``AsyncSession.send_client_content``; False without an open session."""
-        session = self.session
-        if session is None:
-            return False
-        self.sent += 1
-        await session.send_client_content(**kwargs)
-        return True
+    async def send_client_content(self, *, direct: bool = False, **kwargs: Any) -> bool:
+        """``AsyncSession.send_client_content``; see ``_send``."""
+        return await self._send("content", kwargs, direct)
 
     async def send_tool_response(self, **kwargs: Any) -> bool:
-        """``AsyncSession.send_tool_response``; False without an open session."""
+        """``AsyncSession.send_tool_response``; False without a live connection (not kept)."""
+        for response in kwargs.get("function_responses") or ():
+            self.plan.tools_pending.discard(getattr(response, "id", None) or "")
         session = self.session
-        if session is None:
+        if session is None or not self.live:
             return False
-        self.sent += 1
+        self.log.count_only()
         await session.send_tool_response(**kwargs)
         return True
+
+    async def _send(self, kind: Kind, payload: Any, direct: bool) -> bool:
+        """Send on the live connection (``direct``: on the open one, from ``on_ready``).
+
+        Without a live connection, during an outage, the message is kept and sent once the
+        next connection is ready; True then too. False when nothing was sent nor kept: before
+        the first connection, or after the call failed or closed.
+        """
+        session = self.session
+        if session is not None and (self.live or direct):
+            self.log.record(kind, payload)
+            await self._deliver(session, kind, payload)
+            return True
+        if self.connections and not (self._closing or self._failed):
+            return self.log.queue_offline(kind, payload)
+        return False
+
+    async def _deliver(self, session: AsyncSession, kind: Kind, payload: Any) -> None:
+        if kind == "json":
+            await genai_session.send_text(session, payload)
+        elif kind == "realtime":
+            await session.send_realtime_input(**payload)
+        else:
+            await session.send_client_content(**payload)
+
+    async def _resend(self, session: AsyncSession, entry: Entry) -> None:
+        self.log.record(entry.kind, entry.payload)
+        await self._deliver(session, entry.kind, entry.payload)
 
     # the connection task -----------------------------------------------------------------
 
@@ -207,78 +269,98 @@ class LiveConnection:
         if self._failed or self._closing:
             return
         self._failed = True
+        self._gap.stop()
         await self._on_failed(code, reason)
 
     async def _run(self) -> None:
-        failures = 0
+        budget = ReconnectBudget(self._time_scale)
         while not self._closing:
             resumed = self.handle is not None
+            opened_at: float | None = None
+            error: Exception
             try:
                 async with self._client.aio.live.connect(
                     model=self.model, config=self.connect_config()
                 ) as session:
-                    started = time.monotonic()
+                    opened_at = time.monotonic()
                     error = await self._serve(session, resumed)
             except APIError as e:
-                # Raised by connect(): the setup was refused (or the service is unavailable).
-                await self._fail(e.code, e.details or e.message or str(e))
-                return
+                error = e  # raised by connect(): the setup was refused
             except OSError as e:
-                await self._fail(None, f"cannot reach the Live API: {e}")
-                return
+                error = OSError(f"cannot reach the Live API: {e}")
             except Exception as e:
                 # e.g. an HTTP error at the WebSocket handshake (websockets.InvalidStatus), or
-                # an answer the SDK cannot parse: the call must not stay connected in silence.
-                await self._fail(None, f"Live API connection failed: {e!r}"[:200])
-                return
+                # an answer the SDK cannot parse.
+                error = e
             finally:
                 self.session = None
+                self._went_offline()
             if self._closing:
                 return
-            if self._handing_over:
-                self._handing_over = False
-                failures = 0
-                continue
-            if time.monotonic() - started >= STABLE_SECS:
-                failures = 0
-            failures += 1
-            if not await self._after_drop(error, failures):
+            if opened_at is None and self.connections == 0:
+                await self._fail(*refusal(error))  # the first connection: the call never began
                 return
-            wait = backoff_secs(failures)
+            if opened_at is not None and self._handing_over:
+                self._handing_over = False
+                self.handovers += 1
+                continue
+            self.drops += 1
+            spent = budget.failed(time.monotonic(), opened_at)
+            if not await self._after_drop(error, opened_at is not None, spent, budget):
+                return
+            wait = budget.wait_secs(spent)
             if wait:
                 await asyncio.sleep(wait)
 
-    async def _after_drop(self, error: Exception, failures: int) -> bool:
-        """Decide after an unplanned end of a connection; True to reconnect."""
+    async def _after_drop(
+        self, error: Exception, was_open: bool, spent: float, budget: ReconnectBudget
+    ) -> bool:
+        """Decide after an unplanned end of a connection (or a refused reconnect)."""
         task = self._handover_task
         if task is not None and not task.done():
             task.cancel()  # the socket dropped before the GoAway handover ran: reconnect now
-        if self._resume_was_futile():
+        if was_open and self._resume_was_futile():
             self.handle = None
-        if isinstance(error, APIError) and error.code in PERMANENT_CLOSE_CODES:
-            await self._fail(error.code, error.details or str(error))
+        code = close_code(error)
+        if not was_open and code == 1008 and self.handle is not None:
+            logger.debug("the resumption handle was refused: starting a fresh session")
+            self.handle = None  # stale or lost: a fresh session, re-seeded by the service
+        elif code in PERMANENT_CLOSE_CODES:
+            await self._fail(*refusal(error))
             return False
+        what = "connection error" if was_open else "reconnect refused"
         logger.warning(
-            f"Live API connection error (failure {failures}/{MAX_CONSECUTIVE_FAILURES}): "
-            f"{error.__class__.__name__}: {error}"[:300]
+            f"Live API {what} (attempt {budget.attempt}, {spent:.1f}/{budget.secs:.1f} s of the "
+            f"reconnect budget): {error.__class__.__name__}: {error}"[:300]
         )
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            code = error.code if isinstance(error, APIError) else None
-            await self._fail(code, f"Live API connection lost: {error}")
+        if spent >= budget.secs:
+            await self._fail(code, f"Live API connection lost for {spent:.1f} s: {error}"[:300])
             return False
         return True
 
     async def _serve(self, session: AsyncSession, resumed: bool) -> Exception:
         """Run one connection until it ends; the error that ended it."""
         self.session = session
-        self.sent = 0
         self.connections += 1
         self._resumed_at = time.monotonic() if resumed else None
-        logger.debug(f"Live API connected ({'resumed' if resumed else 'new session'})")
+        self.plan.connected(time.monotonic())
+        self._suppress = False
+        resend = self.log.take(resumed=resumed, notes=self._notes)
+        logger.debug(
+            f"Live API connected ({'resumed' if resumed else 'new session'}; "
+            f"re-sending {len(resend)} messages)"
+        )
         try:
             await self._on_ready(resumed)
+            for entry in resend:
+                await self._resend(session, entry)
+            while (kept := self.log.pop_offline()) is not None:  # caller input meanwhile
+                await self._resend(session, kept)
+            self._go_live()
             while True:
                 raw = await genai_session.receive_raw(session)
+                if self._suppress:
+                    continue  # switching: the next connection answers (``handover``)
                 self.message_rx_at = time.monotonic()
                 message = live_receive.parse(raw)
                 self._track(message)
@@ -290,24 +372,84 @@ class LiveConnection:
 
     def _track(self, message: LiveServerMessage) -> None:
         update = message.session_resumption_update
-        if update is not None:
-            if update.resumable and update.new_handle:
-                self.handle = update.new_handle
-            if update.last_consumed_client_message_index is not None:
-                self.last_consumed_index = update.last_consumed_client_message_index
+        if update is not None and update.resumable and update.new_handle:
+            self.handle = update.new_handle
+            index = update.last_consumed_client_message_index
+            if index is not None:
+                self.last_consumed_index = index
+                self.log.covered(index)
+            else:  # no index: the handle holds at least the input of the finished answers
+                self.log.covered(self.log.answered_index)
+        self.plan.observe(message, self.message_rx_at, self.log)
         if message.go_away is not None:
             self._start_handover(message.go_away.time_left)
+
+    # outages -----------------------------------------------------------------------------
+
+    def _go_live(self) -> None:
+        self.live = True
+        self._gap.online()
+        self.connected.set()
+
+    def _went_offline(self) -> None:
+        self.live = False
+        self.connected.clear()
+        if self.connections:
+            self._gap.offline()
 
     # GoAway handover -----------------------------------------------------------------------
 
     def _start_handover(self, time_left: str | None) -> None:
         if self._handover_task is not None and not self._handover_task.done():
             return
-        margin = HANDOVER_MARGIN_SECS * self._time_scale
-        deadline = time.monotonic() + parse_duration_secs(time_left) - margin
+        now = time.monotonic()
+        left = parse_duration_secs(time_left)
+        deadline = self.plan.go_away(now, left)
         fresh = self._resume_was_futile()
+        if self.plan.restart_on_go_away(now, left) and self._can_hand_over():
+            logger.debug("GoAway shorter than an answer that just began: the next one gives it")
+            deadline = now  # switch at once, the old connection's rest unplayed
+            self._suppress = True
         self._handover_task = asyncio.create_task(
             self._handover(deadline, fresh), name="gemini-live-handover"
+        )
+
+    def restart(self) -> bool:
+        """Move to a new connection now, resuming the session (a watchdog's reconnect).
+
+        The old connection's messages from now on are not played; what it had not consumed
+        is re-sent. False without an open connection, or while the call is ending.
+        """
+        if self.session is None or self._closing or not self._can_hand_over():
+            return False
+        task = self._handover_task
+        if task is not None and not task.done():
+            task.cancel()
+        self._suppress = True
+        self._handover_task = asyncio.create_task(
+            self._handover(time.monotonic(), self._resume_was_futile()),
+            name="gemini-live-handover",
+        )
+        return True
+
+    def caller_turn_ended(self) -> None:
+        """The caller stopped speaking (local VAD): switch now if this connection must go.
+
+        A goAway is pending, or the connection will not last an answer (``handover``): the
+        next connection gets the caller's words re-sent and answers them whole.
+        """
+        if self.session is None or not self.live or self._closing:
+            return
+        if not self.plan.switch_at_turn_end(time.monotonic()) or not self._can_hand_over():
+            return
+        logger.debug("handing over at the end of the caller's turn")
+        task = self._handover_task
+        if task is not None and not task.done():
+            task.cancel()
+        self._suppress = True
+        self._handover_task = asyncio.create_task(
+            self._handover(time.monotonic(), self._resume_was_futile()),
+            name="gemini-live-handover",
         )
 
     def _resume_was_futile(self) -> bool:
@@ -315,24 +457,27 @@ class LiveConnection:
         if at is None or time.monotonic() - at >= FUTILE_RESUME_SECS * self._time_scale:
             return False
         logger.debug("a resumed Live API connection ended at once: starting a fresh session")
+        self.plan.lifetime = None  # that goAway was the session's limit, not the connection's
         return True
 
     async def _handover(self, deadline: float, fresh: bool = False) -> None:
-        """Close the socket at a quiet moment before the deadline; ``_run`` then resumes.
+        """Close the socket once the model is idle and the caller quiet, or at the deadline.
 
-        Waits for a moment when neither side speaks (audio sent while reconnecting is lost),
-        but not past the deadline. A call already ending keeps its old connection.
+        ``_run`` then resumes on a new connection, which re-sends what this one had not
+        consumed. A call already ending keeps its old connection.
         """
-        while time.monotonic() < deadline:
-            try:
-                for quiet in (self.bot_quiet, self.user_quiet):
-                    await asyncio.wait_for(quiet.wait(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            if self.bot_quiet.is_set() and self.user_quiet.is_set():
-                break
         session = self.session
-        if session is None or self._closing or not self._can_hand_over():
+        while time.monotonic() < deadline:
+            if self.plan.idle and self.user_quiet.is_set():
+                break
+            await asyncio.sleep(HANDOVER_POLL_SECS)
+        else:
+            if not self._suppress:
+                logger.debug("GoAway: the deadline forces the handover (received audio plays)")
+        if session is None or session is not self.session or self._closing:
+            return
+        if not self._can_hand_over():
+            self._suppress = False
             return
         logger.debug("GoAway: handing over to a new Live API connection")
         if fresh:

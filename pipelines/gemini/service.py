@@ -44,6 +44,9 @@ from pipecat.frames.frames import (
     LLMServiceMetadataFrame,
     LLMSetToolsFrame,
     SpeechControlParamsFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -130,6 +133,7 @@ class CallGeminiLive(LLMService):
             on_failed=on_session_failed,
             can_hand_over=lambda: self._replies.held_end is None,
             time_scale=time_scale,
+            context_notes=self._client_content_mid_session,
         )
         ric = config.realtime_input_config
         aad = ric.automatic_activity_detection if ric is not None else None
@@ -144,6 +148,9 @@ class CallGeminiLive(LLMService):
         self._context: LLMContext | None = None
         self._run_when_ready = False
         self._needs_turn_complete = False  # 2.5 seeded without inference (see _seed)
+        # The call's model watchdog (``pipelines.call.watchdog.ModelWatchdog``), if any: told
+        # of model audio, generation ends, caller turns and interruptions.
+        self.watchdog: Any = None
 
     # public interface ------------------------------------------------------------------
 
@@ -183,6 +190,37 @@ class CallGeminiLive(LLMService):
     async def caller_audio(self, frame: InputAudioRawFrame) -> None:
         """One frame of caller audio, from ``pipelines.call.caller_audio`` (not the pipeline)."""
         await self._input.audio(frame)
+
+    async def play_clip(self, audio: bytes, sample_rate: int, *, final: bool = False) -> None:
+        """Play pre-recorded audio (the watchdog's clips) as bot audio, in order with replies.
+
+        Pushed downstream as ``TTSAudioRawFrame`` like model audio (paced, cleared by a
+        barge-in, marked); bracketed as a turn of its own, kept out of the context, unless a
+        reply is in progress (a stalled one: the clip joins it). ``final``: the last thing the
+        call says: the reply in progress ends, the connection closes (nothing may talk over
+        it), and the clip cannot be interrupted.
+        """
+        if final:
+            await self._replies.interrupted_locally()
+            await self._conn.close()
+        own_turn = not self._replies.responding
+        if own_turn:
+            await super().push_frame(TTSStartedFrame(append_to_context=False))
+        frame = TTSAudioRawFrame(audio=audio, sample_rate=sample_rate, num_channels=1)
+        frame.interruptible = not final
+        await super().push_frame(frame)
+        if own_turn:
+            await super().push_frame(TTSStoppedFrame())
+
+    async def reconnect(self) -> bool:
+        """Move to a new Live API connection now, resuming the session (the watchdog).
+
+        ``LiveConnection.restart``; False without an open connection or while ending.
+        """
+        conn = self._conn
+        if conn.session is None or conn.closing:
+            return False
+        return conn.restart()
 
     async def instruct(self, text: str) -> bool:
         """Give the model an instruction and have it answer now.
@@ -257,8 +295,12 @@ class CallGeminiLive(LLMService):
             await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
             await self._replies.interrupted_locally()
+            if self.watchdog is not None:
+                self.watchdog.interrupted()
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStartedSpeakingFrame):
+            if self.watchdog is not None:
+                self.watchdog.caller_started()
             await self._input.user_started()
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStoppedSpeakingFrame):
@@ -277,9 +319,13 @@ class CallGeminiLive(LLMService):
         """Push a frame; a function call result is sent to the model on its way."""
         if direction == FrameDirection.DOWNSTREAM and isinstance(frame, FunctionCallResultFrame):
             await self._tool_result(frame)
+        elif isinstance(frame, TTSAudioRawFrame) and self.watchdog is not None:
+            self.watchdog.model_audio(len(frame.audio) / (frame.sample_rate * 2))
         await super().push_frame(frame, direction)
 
     async def _user_stopped(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.caller_turn_ended()
         await self._input.user_stopped()
         await self.start_ttfb_metrics()
         if self._needs_turn_complete and self._conn.session is not None:
@@ -318,10 +364,11 @@ class CallGeminiLive(LLMService):
             messages.append(Content(role="user", parts=[Part(text=" ")]))  # 2.5 needs a user turn
         await self.start_ttfb_metrics()
         try:
-            await self._conn.send_client_content(turns=messages, turn_complete=trigger)
+            # direct: sent from on_ready too, before the connection re-sends and goes live
+            await self._conn.send_client_content(turns=messages, turn_complete=trigger, direct=True)
             if self._gemini_3 and trigger:
                 # Gemini 3.x runs inference on a completed turn only after realtime input.
-                await self._conn.send_realtime_input(text=" ")
+                await self._conn.send_realtime_input(text=" ", direct=True)
         except Exception as e:
             await self._send_error(e)
         if not trigger and not self._gemini_3:
@@ -346,6 +393,8 @@ class CallGeminiLive(LLMService):
 
     async def _on_server_message(self, message: LiveServerMessage) -> None:
         await self._replies.message(message)
+        if self.watchdog is not None and message.server_content is not None:
+            self.watchdog.server_content(message.server_content)
 
     async def _send_error(self, error: Exception) -> None:
         if self._conn.closing or self._conn.session is None:

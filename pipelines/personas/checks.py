@@ -7,8 +7,10 @@ table drives the emulator, so a persona that passes here is a setup the emulator
 from __future__ import annotations
 
 import difflib
+import wave
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pipelines import gemini_models
@@ -57,6 +59,7 @@ def check_persona(persona: Persona) -> list[Issue]:
 def _check(p: Persona) -> Iterator[Issue]:
     yield from _check_templates(p)
     yield from _check_runtime_rules(p)
+    yield from _check_clips(p)
     model = gemini_models.bare_model_name(p.model)
     spec = gemini_models.lookup(model)
     if spec is None:
@@ -245,4 +248,43 @@ def _check_runtime_rules(p: Persona) -> Iterator[Issue]:
             ("tools", "transfer_call", "to"),
             f"got {transfer.to!r}, expected a number this persona does not answer itself "
             "(a transfer to it would loop)",
+        )
+
+
+CLIP_RATES_HZ = (8000, 16000, 24000)
+
+
+def clip_problem(path: Path) -> str | None:
+    """What is wrong with a watchdog clip file (``None``: a mono 16-bit 8/16/24 kHz WAV)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            frames = w.getnframes()
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, EOFError, wave.Error) as e:
+        return f"not a readable WAV file ({e})"
+    found = []
+    if channels != 1:
+        found.append(f"{channels} channels")
+    if width != 2:
+        found.append(f"{8 * width}-bit samples")
+    if rate not in CLIP_RATES_HZ:
+        found.append(f"{rate} Hz")
+    if not frames:
+        found.append("no audio")
+    return ", ".join(found) or None
+
+
+def _check_clips(p: Persona) -> Iterator[Issue]:
+    for field, path in zip(("holding_clip", "apology_clip"), p.clip_paths(), strict=True):
+        problem = clip_problem(path)
+        if problem is None:
+            continue
+        given = getattr(p.watchdog, field)
+        yield Issue(
+            ("watchdog", field),
+            f"got {given or str(path)!r} ({path}: {problem}), expected a mono 16-bit WAV at "
+            "8, 16 or 24 kHz, relative to the persona file. Fix: convert it, e.g. "
+            "`sox IN.wav -r 8000 -c 1 -b 16 OUT.wav`, or remove the key to use the shipped clip",
         )

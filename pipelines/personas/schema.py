@@ -26,6 +26,8 @@ E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 BUILTIN_VARIABLES: tuple[str, ...] = (
     "caller", "called", "local_time", "local_date", "weekday", "timezone", "persona",
 )  # fmt: skip
+# The holding and apology clips shipped with the package (``Watchdog``).
+SHIPPED_CLIPS = Path(__file__).resolve().parent.parent / "call" / "clips"
 DEFAULT_GREETING = "Greet the caller briefly and ask how you can help."
 
 
@@ -201,6 +203,35 @@ class Limits(_Strict):
         return self
 
 
+class Watchdog(_Strict):
+    """When the model leaves the caller in silence (``pipelines.call.watchdog``).
+
+    A silence the caller did not cause (no setup, no reply after the caller's turn, a reply
+    that stops mid-answer) gets the holding clip after ``hold_after_secs`` (again after each
+    further ``hold_after_secs``), a reconnect that resumes the session after
+    ``reconnect_after_secs``, and after ``give_up_after_secs`` of such trouble in a call, the
+    apology clip and a normal hang-up. Clips are WAV files (mono, 16-bit, 8/16/24 kHz) relative
+    to the persona file; unset, the shipped clips in the persona's language (English unless
+    ``language`` is Spanish).
+    """
+
+    hold_after_secs: float = Field(default=3.0, gt=0, le=30)
+    reconnect_after_secs: float = Field(default=8.0, gt=0, le=120)
+    give_up_after_secs: float = Field(default=15.0, gt=0, le=600)
+    holding_clip: str | None = None
+    apology_clip: str | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Watchdog:
+        if not self.hold_after_secs < self.reconnect_after_secs < self.give_up_after_secs:
+            raise ValueError(
+                f"got hold_after_secs {self.hold_after_secs:g}, reconnect_after_secs "
+                f"{self.reconnect_after_secs:g}, give_up_after_secs {self.give_up_after_secs:g}; "
+                "expected hold < reconnect < give_up (hold first, give up last)"
+            )
+        return self
+
+
 class Persona(_Strict):
     """One bot persona, validated; immutable so a call keeps the one it started with.
 
@@ -225,6 +256,7 @@ class Persona(_Strict):
     barge_in: BargeIn = BargeIn()
     tools: Tools = Tools()
     limits: Limits = Limits()
+    watchdog: Watchdog = Watchdog()
 
     @field_validator("response_modality")
     @classmethod
@@ -335,6 +367,15 @@ class Persona(_Strict):
                 f"word for word, and nothing else:\n{rendered}"
             )
         return f"The call has just connected. {rendered}"
+
+    def clip_paths(self) -> tuple[Path, Path]:
+        """The holding and apology clips: the persona's own, else the shipped ones."""
+        lang = "es" if (self.language or "").startswith("es") else "en"
+        base = self.source.parent if self.source is not None else Path.cwd()
+        w = self.watchdog
+        hold = base / w.holding_clip if w.holding_clip else SHIPPED_CLIPS / f"hold_{lang}.wav"
+        sorry = base / w.apology_clip if w.apology_clip else SHIPPED_CLIPS / f"apology_{lang}.wav"
+        return hold, sorry
 
     def connect_config(self, system_instruction: str) -> tuple[str, LiveConnectConfig]:
         """The model (``models/<name>``) and complete ``LiveConnectConfig`` of a call."""

@@ -154,6 +154,8 @@ def format_timeline(d: dict[str, Any]) -> str:
         f"clears / stale frames           {d['clears']} / {d['stale_frames']}",
         f"gaps (underruns in replies)     {len(d['gaps_ms'])}, max {d['gap_max_ms']:.0f} ms; "
         f"inter-arrival p99 {ms(d['interarrival_p99_ms'])}, max {ms(d['interarrival_max_ms'])}",
+        f"dead air (longest wait)         {d.get('dead_air_secs', 0.0):.2f} s"
+        + _waits(d.get("dead_air") or []),
         f"audio received / played / cleared  {d['audio_received_secs']:.2f} / "
         f"{d['audio_played_secs']:.2f} / {d['audio_cleared_secs']:.2f} s",
         f"generator send lateness max     {d['send_lateness_max_ms']:.1f} ms",
@@ -162,6 +164,13 @@ def format_timeline(d: dict[str, Any]) -> str:
         "result: OK" if d["ok"] else f"result: FAILED ({d['failure']})",
     ]
     return "\n".join(lines)
+
+
+def _waits(waits: list[dict[str, Any]]) -> str:
+    """The dead-air waits of a second or more, as ``t=+S (kind) SECS s``."""
+    long = [w for w in waits if w["secs"] >= 1.0]
+    parts = [f"t=+{w['t']:.2f} ({w['kind']}) {w['secs']:.2f} s" for w in long]
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _counts(by_kind: dict[str, int]) -> str:

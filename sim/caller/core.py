@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from sim.caller.dead_air import DeadAirTracker
 from sim.caller.line_noise import (
     SILENT_FRAME,
     FrameSet,
@@ -113,6 +114,8 @@ class CallerCore(PlanSteps):
         self._last_media_at: float | None = None
         self._reply_boundary = True
         self._interarrival: list[float] = []
+        self.dead_air = DeadAirTracker(t0)
+        self._ended_at: float | None = None
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -184,6 +187,7 @@ class CallerCore(PlanSteps):
             },
         )
         self._step_started = now
+        self.dead_air.call_started(now)
         return [connected, start]
 
     def on_message(self, text: str, now: float) -> list[str]:
@@ -234,7 +238,7 @@ class CallerCore(PlanSteps):
             and last is not None
             and now - last < self.plan.reply_break_secs
         )
-        busy_before = self.buffer.busy_until
+        busy_before, audible_before = self.buffer.busy_until, self.buffer.audible_until
         start, dry = self.buffer.push(ulaw, now, audible)
         if same_reply and last is not None:
             self._interarrival.append(now - last)
@@ -244,6 +248,7 @@ class CallerCore(PlanSteps):
         self._reply_boundary = False
         if not audible:
             return
+        self._note_dead_air(now, self.dead_air.bot_audio(start, audible_before))
         # latencies run to when the caller hears the audio, not to when it arrived
         if res.greeting_ms is None and self.t_start is not None:
             res.greeting_ms = (start - self.t_start) * 1000
@@ -281,6 +286,8 @@ class CallerCore(PlanSteps):
     def on_closed(self, now: float, code: int | None, reason: str) -> None:
         """The server closed the WebSocket (or the connection dropped)."""
         self.closed = True
+        if self._ended_at is None:
+            self._ended_at = now
         self.res.duration_secs = now - (self.t_start if self.t_start is not None else self.t0)
         if self.done:
             return
@@ -300,6 +307,8 @@ class CallerCore(PlanSteps):
             self.res.failure = failure
             self.event(now, "failure", failure)
         self.done = True
+        if self._ended_at is None:
+            self._ended_at = now
         if not self.res.end_reason:
             self.res.end_reason = f"error: {failure}"
 
@@ -354,6 +363,7 @@ class CallerCore(PlanSteps):
             self._pending_response = None
         line = self.plan.line_noise
         self._speech = _Speech(utt, speech_mix(utt, line.dbfs, line.color), kind)
+        self._note_dead_air(now, self.dead_air.caller_speaks(now, self.buffer.audible_until))
         self.event(now, "say" if kind == "say" else "barge-in", f"{utt.name} starts")
 
     def _end_speech(self, now: float) -> None:
@@ -362,6 +372,7 @@ class CallerCore(PlanSteps):
         self._speech = None
         self._reply_boundary = True
         self._reply_audible_start = None
+        self.dead_air.caller_stopped(now)
         self.event(now, "said", f"{sp.utterance.name} ended ({sp.utterance.duration_secs:.2f} s)")
         if self.buffer.audible_until > now and not sp.stale_window:
             self.res.talkovers += 1
@@ -371,6 +382,8 @@ class CallerCore(PlanSteps):
 
     def _hangup(self, now: float, how: str) -> list[str]:
         self.done = True
+        if self._ended_at is None:
+            self._ended_at = now
         self.res.end_reason = how
         self.res.duration_secs = now - (self.t_start or now)
         self.event(now, "end", how)
@@ -390,6 +403,7 @@ class CallerCore(PlanSteps):
             res.duration_secs = now - self.t_start
         res.audio_played_secs = self.buffer.played_secs - self.buffer.unplayed_secs(now)
         res.audio_cleared_secs = self.buffer.cleared_secs
+        self._finish_dead_air(now)
         if self._interarrival:
             res.interarrival_p99_ms = (percentile(self._interarrival, 99) or 0.0) * 1000
             res.interarrival_max_ms = max(self._interarrival) * 1000

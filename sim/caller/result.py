@@ -19,8 +19,22 @@ plan's ``silence_rms``):
 - ``gaps_ms``: playback underruns inside a bot reply: the phone buffer ran dry for at least
   ``gap_min_secs`` and more audio of the same reply arrived later. Bot audio belongs to the same
   reply unless a ``clear``, the end of a caller utterance, or ``reply_break_secs`` of no bot audio
-  came in between. ``interarrival_p99_ms`` / ``interarrival_max_ms``: time between consecutive bot
-  media messages within a reply.
+  came in between.
+- ``interarrival_p99_ms`` / ``interarrival_max_ms`` (the "bot-frame gap"): time between consecutive
+  bot media messages of the same reply, by the rule above (never across a ``clear``, a caller
+  utterance or a reply's end). It measures how evenly the server sends, not what the caller
+  hears: a server that sends ahead of playout and then waits for the model's next burst shows
+  a long gap here while the phone still has audio queued (a reply's start on the bench's
+  speaking scenario: ~280 and ~120 ms, no underrun). ``gaps_ms`` says whether a hole was heard.
+- ``dead_air_secs``: the longest silence the caller sat through that it did not cause (0.0 when
+  none): from the moment it waited for the bot (the stream started and no greeting yet; its
+  utterance ended; bot audio stopped and more bot audio followed before the caller spoke again)
+  to the next bot audio heard, or to when the caller spoke again (an owed greeting or reply), or
+  to the call's end if it was still waiting. Silence after the bot finished while the caller
+  chose to stay quiet (a ``pause`` step) is the caller's. ``dead_air``: every such wait of at
+  least 0.3 s (start ``t`` on the timeline, ``secs``, ``kind``, what ended it); see
+  :mod:`sim.caller.dead_air`. Unlike ``gaps_ms`` it does not split a long silence into a "new
+  reply": a 5 s stall mid-answer is 5 s of dead air.
 - ``send_lateness_max_ms``: this call's latest frame send against its 20 ms deadline (the
   generator's own delay). ``frames_backpressured``: frames that could not be written at once
   because the server had stopped reading this call's stream (its socket buffer was full): they
@@ -43,6 +57,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from sim.caller.dead_air import DeadAir
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -89,6 +105,8 @@ class CallResult:
     stale_frames: int = 0
     marks_echoed: int = 0
     gaps_ms: list[float] = field(default_factory=list)
+    dead_air_secs: float = 0.0
+    dead_air: list[DeadAir] = field(default_factory=list)
     interarrival_p99_ms: float | None = None
     interarrival_max_ms: float | None = None
     audio_sent_secs: float = 0.0
@@ -128,4 +146,5 @@ class CallResult:
         """Inverse of :meth:`to_dict`."""
         d = {k: v for k, v in d.items() if k != "gap_max_ms"}
         d["events"] = [CallEvent(**e) for e in d.get("events", [])]
+        d["dead_air"] = [DeadAir(**w) for w in d.get("dead_air", [])]
         return cls(**d)

@@ -3,13 +3,17 @@
 :class:`PlanSteps` is the part of :class:`sim.caller.core.CallerCore` that walks the
 :class:`sim.caller.plan.CallPlan`: when to speak, wait, barge in, press keys and hang up, and
 whether a barge-in was answered. It reads the state the core keeps (the phone buffer, the
-pending reply) and starts speech and hang-ups through the core.
+pending reply) and starts speech and hang-ups through the core. What the steps mean for dead air
+(a ``pause`` after the bot finished is the caller's silence; a wait step still running at the
+call's end means the caller was still waiting) is told to :mod:`sim.caller.dead_air` here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from sim.caller.dead_air import DeadAir, DeadAirTracker
 from sim.caller.phone import PhoneBuffer
 from sim.caller.plan import (
     BargeIn,
@@ -49,6 +53,9 @@ class PlanSteps:
     _pending_response: float | None
     _reply_audible_start: float | None
     _barge: BargeInState | None
+    _speech: Any
+    _ended_at: float | None
+    dead_air: DeadAirTracker
 
     def event(self, now: float, kind: str, detail: str = "") -> None:
         """Append a timeline event (the core's)."""
@@ -62,6 +69,22 @@ class PlanSteps:
 
     def _start_speech(self, now: float, utt: Utterance, kind: str) -> None:
         raise NotImplementedError
+
+    def _pause_started(self, now: float) -> None:
+        self.dead_air.caller_pauses(now, self.buffer.audible_until)
+
+    def _note_dead_air(self, now: float, w: DeadAir | None) -> None:
+        if w is not None and w.secs >= 1.0:  # the timeline notes the silences one notices
+            self.event(now, "dead-air", f"{w.secs:.2f} s of silence ({w.kind}) from t=+{w.t:.3f}")
+
+    def _finish_dead_air(self, now: float) -> None:
+        """Close the caller's last wait at the call's end and fill in the dead-air figures."""
+        step = self.plan.steps[self._step] if self._step < len(self.plan.steps) else None
+        end = self._ended_at if self._ended_at is not None else now
+        waiting = isinstance(step, WaitForGreeting | WaitForReply) and self._speech is None
+        self._note_dead_air(end, self.dead_air.call_ended(end, self.buffer.audible_until, waiting))
+        self.res.dead_air = self.dead_air.waits
+        self.res.dead_air_secs = self.dead_air.longest_secs
 
     def _next_step(self, now: float) -> None:
         self._step += 1
@@ -133,6 +156,9 @@ class PlanSteps:
                 self.event(now, "dtmf", f"digit {digit}")
             return False
         if isinstance(step, Pause):
+            if self._step_state == 0:
+                self._step_state = 1
+                self._pause_started(now)
             if elapsed >= step.secs:
                 self._next_step(now)
                 return True

@@ -131,6 +131,9 @@ class FaultPlan:
         close_after: Close with ``close_code``/``close_reason`` after this many seconds.
         close_code: Close code for ``close_after``.
         close_reason: Close reason for ``close_after``.
+        close_sessions: 1-based numbers of the emulator's sessions (connections, in the order
+            they opened), joined by ``+``, that ``close_after`` applies to; empty: all.
+            ``"2+4"`` drops the second and fourth connections only (a long call's two drops).
         lifetime: Connection lifetime limit: ``goAway`` ``min(60, lifetime/10)`` seconds
             before, then 1011 ``Deadline expired ...`` at the limit (the service: ~10 min).
         max_sessions: Concurrent-session quota for the whole emulator; the session over it
@@ -138,6 +141,9 @@ class FaultPlan:
         setup_delay: Seconds to wait before ``setupComplete``.
         stall_after: Stall each reply after this many seconds of audio were sent ...
         stall_secs: ... for this long.
+        refuse_connects: After the emulator's first close of a session (a drop), the next this
+            many connection attempts are refused at setup with 1011 ``The service is currently
+            unavailable.`` (a reconnect refused, as the service does when overloaded).
         handle_ttl: Seconds a resumption handle stays valid (the service: 2 h).
         forget_handles: Treat every resumption handle as stale (1008 on resume).
         missed_bargein: Caller speech during a reply does not interrupt it. A probability
@@ -153,11 +159,13 @@ class FaultPlan:
     close_after: float | None = None
     close_code: int = 1011
     close_reason: str = "Internal error encountered."
+    close_sessions: str = ""
     lifetime: float | None = None
     max_sessions: int | None = None
     setup_delay: float = 0.0
     stall_after: float | None = None
     stall_secs: float = 3.0
+    refuse_connects: int = 0
     handle_ttl: float = 7200.0
     forget_handles: bool = False
     missed_bargein: str = ""
@@ -171,10 +179,12 @@ FAULT_HELP = """\
 --fault KEY=VALUE[,KEY=VALUE...] (repeatable; keys merge):
   goaway_after=SECS,time_left=SECS   goAway then 1011 'Deadline expired ...' (time_left default 2)
   close_after=SECS[,close_code=N][,close_reason=TEXT]  close at a time (default 1011 Internal error)
+  close_sessions=N+N...              close_after only on these sessions (1-based, opening order)
   lifetime=SECS                      connection lifetime limit (goAway shortly before, then 1011)
   max_sessions=N                     concurrent-session quota (1011 'You exceeded your quota ...')
   setup_delay=SECS                   delay before setupComplete
   stall_after=SECS,stall_secs=SECS   pause each reply after SECS of audio
+  refuse_connects=N                  after the first drop, the next N connections refused (1011)
   handle_ttl=SECS | forget_handles=true   resumption handles expire / are always stale (1008)
 Misbehaviour like the real model's; each takes a probability P (0..1) or turn:N (the reply to
 caller turn N); draws are seeded (seed=N, or --seed):

@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from sim.emulator.session import LiveSession
 
 
+def _chosen(session_id: str, numbers: str) -> bool:
+    """Whether session ``s<N>`` is one of ``numbers`` (joined by ``+``; empty: all)."""
+    wanted = numbers.replace("+", " ").split()
+    return not wanted or session_id.removeprefix("s") in wanted
+
+
 async def fault_timer(session: LiveSession) -> None:
     """Run a session's limits (`sim.emulator.limits`) and timed faults: goAway and closes."""
     faults, cfg = session.emu.faults, session.cfg
@@ -21,7 +27,7 @@ async def fault_timer(session: LiveSession) -> None:
     if faults.goaway_after is not None:
         plan.append((faults.goaway_after, "goaway", faults.time_left))
         plan.append((faults.goaway_after + faults.time_left, "deadline", 0.0))
-    if faults.close_after is not None:
+    if faults.close_after is not None and _chosen(session.id, faults.close_sessions):
         plan.append((faults.close_after, "close", 0.0))
     if faults.lifetime is not None:
         lead = min(60.0, faults.lifetime / 10)

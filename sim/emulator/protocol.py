@@ -28,6 +28,7 @@ _URLSAFE = bytes.maketrans(b"-_", b"+/")
 SESSION_NOT_FOUND = "BidiGenerateContent session not found"
 DEADLINE_EXPIRED = "Deadline expired before operation could complete."
 QUOTA_EXCEEDED = "You exceeded your current quota, please check your plan and billing details."
+UNAVAILABLE = "The service is currently unavailable."
 MISSING_KEY = (
     "Method doesn't allow unregistered callers (callers without established identity). "
     "Please use API Key or other form of API consumer identity to call this API."

@@ -66,6 +66,7 @@ class LiveEmulator:
         self.recorder = Recorder(record_path, in_memory=self.config.record_in_memory)
         self.closes: list[tuple[str, int, str]] = []
         self.sessions_total = 0
+        self.refused_connects = 0  # FaultPlan.refuse_connects so far
         self.lag = LoopLagSampler()
         self._tls: TlsMaterial | None = None
         self._runner: web.AppRunner | None = None

@@ -140,6 +140,10 @@ class LiveSession:
         faults = self.emu.faults
         if faults.max_sessions is not None and self.emu.active_sessions >= faults.max_sessions:
             raise Rejection(1011, p.QUOTA_EXCEEDED, f"quota of {faults.max_sessions} sessions")
+        if self.emu.closes and self.emu.refused_connects < faults.refuse_connects:
+            self.emu.refused_connects += 1
+            raise Rejection(1011, p.UNAVAILABLE, f"fault: reconnect {self.emu.refused_connects} "
+                            f"of {faults.refuse_connects} refused")  # fmt: skip
         if info.resume_handle:
             restored = self.emu.restore_handle(info.resume_handle)
             if restored is None:

@@ -22,9 +22,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "SLO names: p50_|p95_|p99_|max_ + setup_ms, setup_audio_ms, greeting_ms, response_ms,\n"
-        "  bargein_clear_ms, bargein_silence_ms, gap_ms, interarrival_ms, send_lateness_ms;\n"
+        "  bargein_clear_ms, bargein_silence_ms, gap_ms, interarrival_ms, send_lateness_ms,\n"
+        "  dead_air_secs (each call's longest silence it did not cause, seconds);\n"
         f"  {', '.join(RATIO_SLOS)} (percent); max_stale_frames, max_protocol_errors (totals).\n"
-        "  e.g. --slo p95_response_ms=1200 --slo max_failed_pct=1 --slo max_protocol_errors=0\n"
+        "  e.g. --slo p95_response_ms=1200 --slo max_failed_pct=1 --slo max_dead_air_secs=2\n"
+        "  A scenario's own `slo:` mapping applies too; --slo overrides it name by name.\n"
         "Exit status: 0 all SLOs met, 1 an SLO missed, 2 bad arguments, 3 the run failed."
     )
     parser.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8080")
@@ -224,10 +226,10 @@ def run(args: argparse.Namespace) -> int:
     from sim.loadtest.scenario import ScenarioError, load_scenario
 
     try:
-        slos = dict(parse_slo(s) for s in args.slo)
         scenario = load_scenario(args.scenario).with_line(
             args.line_noise_dbfs, args.line_noise_color, args.echo_db, args.playout_delay_ms
         )
+        slos = {**scenario.slo, **dict(parse_slo(s) for s in args.slo)}
         if args.calls < 1 or args.concurrency < 1 or args.workers < 1:
             raise ValueError("--calls, --concurrency and --workers must be at least 1")
     except (ValueError, ScenarioError) as e:

@@ -6,6 +6,9 @@ SLO names (``--slo NAME=VALUE``):
   ``response_ms``, ``bargein_clear_ms``, ``bargein_silence_ms``, ``gap_ms``, ``interarrival_ms``
   (per-call p99 inter-arrival), ``send_lateness_ms`` (the generator's own): the percentile must be
   at most VALUE; a metric with no samples misses its SLO.
+- ``p50_/p95_/p99_/max_dead_air_secs``: each call's longest silence the caller did not cause
+  (seconds; :mod:`sim.caller.dead_air`), over calls: ``max_dead_air_secs=2`` fails the run when
+  any caller sat through more than 2 s of dead air.
 - ``max_failed_pct``, ``max_missed_reply_pct``, ``max_unanswered_bargein_pct``: percentages.
 - ``max_stale_frames``: total stale frames after ``clear`` over all calls.
 - ``max_protocol_errors``: total messages from the server that Twilio would have dropped
@@ -36,6 +39,7 @@ METRICS = {  # summary name -> (record field, flattened list?)
     "bargein_silence_ms": ("bargein_to_silence_ms", True),
     "gap_ms": ("gaps_ms", True),
     "interarrival_ms": ("interarrival_p99_ms", False),
+    "dead_air_secs": ("dead_air_secs", False),
 }
 LABELS = {
     "setup_ms": "call setup (webhook -> start)",
@@ -46,6 +50,7 @@ LABELS = {
     "bargein_silence_ms": "barge-in -> silence",
     "gap_ms": "bot-audio gaps (underruns)",
     "interarrival_ms": "bot frame inter-arrival p99 per call",
+    "dead_air_secs": "longest dead air per call (s)",
     "send_lateness_ms": "generator send lateness",
 }
 RATIO_SLOS = ("max_failed_pct", "max_missed_reply_pct", "max_unanswered_bargein_pct")
@@ -303,10 +308,12 @@ def render_html(
         "bargein_clear_ms",
         "bargein_silence_ms",
         "gap_ms",
+        "dead_air_secs",
     ):
         vs = values(records, name)
-        charts.append(svg_histogram(vs, f"{LABELS[name]} (histogram)"))
-        charts.append(svg_cdf(vs, f"{LABELS[name]} (CDF)"))
+        unit = "s" if name.endswith("_secs") else "ms"
+        charts.append(svg_histogram(vs, f"{LABELS[name]} (histogram)", unit))
+        charts.append(svg_cdf(vs, f"{LABELS[name]} (CDF)", unit))
     meta = html.escape(json.dumps(summary["meta"]))
     line = html.escape(describe_line(summary["meta"].get("line") or {}))
     errors = summary.get("protocol_errors_by_kind") or {}

@@ -14,11 +14,14 @@ Example (``sim/loadtest/scenarios/bargein.yaml``)::
       - dtmf: {digits: "12#"}
       - pause: {secs: 0.5, max_secs: 1.5}  # uniform random think time
       - hangup: {}
+    slo: {max_dead_air_secs: 3, p95_response_ms: 1500}  # optional: fail the run when missed
 
 Every step takes ``probability`` (0-1, default 1): the chance that a given call performs it.
 Audio paths resolve relative to the scenario file, then ``sim/assets``. Without ``line_noise``
 the caller is on the default line (:data:`sim.caller.line_noise.DEFAULT_LINE_NOISE_DBFS`);
-``voicebot loadtest --line-noise-dbfs`` overrides the scenario's.
+``voicebot loadtest --line-noise-dbfs`` overrides the scenario's. ``slo`` takes the names of
+``voicebot loadtest --slo`` (:mod:`sim.loadtest.report`), e.g. ``max_dead_air_secs``: the
+longest silence any caller sat through that it did not cause; ``--slo`` overrides them by name.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sim.caller.line_noise import (
 )
 from sim.caller.line_spec import LineError, LineNoiseSpec, override_line
 from sim.caller.plan import DEFAULT_PLAYOUT_DELAY_SECS, CallPlan, Utterance, resolve_audio_path
+from sim.loadtest.report import slo_names
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 
@@ -160,8 +164,21 @@ class Scenario(BaseModel):
     line_noise: LineNoiseSpec = Field(default_factory=LineNoiseSpec)
     playout_delay_ms: float = Field(DEFAULT_PLAYOUT_DELAY_SECS * 1000, ge=0, le=1000)
     steps: list[ScenarioStep] = Field(min_length=1)
+    slo: dict[str, float] = Field(default_factory=dict)
     base_dir: Path | None = Field(None, exclude=True)
     source: str = Field("<scenario>", exclude=True)
+
+    @field_validator("slo")
+    @classmethod
+    def _known_slos(cls, v: dict[str, float]) -> dict[str, float]:
+        valid = slo_names()
+        unknown = [k for k in v if k not in valid]
+        if unknown:
+            raise ValueError(
+                f"unknown SLO name(s) {', '.join(unknown)}; expected names from: "
+                f"{', '.join(valid)} (e.g. max_dead_air_secs: 2)"
+            )
+        return v
 
     def with_line(
         self,
