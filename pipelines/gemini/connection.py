@@ -1,7 +1,8 @@
 """One call's Live API connection on google-genai's public session API, kept alive across drops.
 
-``LiveConnection`` holds ``client.aio.live.connect(model, config)`` open in a task and reads
-every server message (``live_receive.parse`` on the raw socket: the audio fast path). It knows
+``LiveConnection`` holds ``client.aio.live.connect(model, config)`` open in a task
+(``connection_loop``) and reads every server message (``live_receive.parse`` on the raw socket:
+the audio fast path). It knows
 nothing of frames: the service (``pipelines.gemini.service``) gets ``on_ready(resumed)`` for
 each new connection, ``on_message(message)`` for each message, and ``on_failed(code, reason)``
 once when the call cannot go on. What it keeps for the call:
@@ -47,26 +48,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from google import genai
-from google.genai.errors import APIError
 from google.genai.live import AsyncSession
-from google.genai.types import LiveConnectConfig, LiveServerMessage, SessionResumptionConfig
+from google.genai.types import LiveConnectConfig, SessionResumptionConfig
 from loguru import logger
 
 from pipelines._compat import genai_session
-from pipelines.gemini import live_receive
-from pipelines.gemini.handover import HandoverPlan
-from pipelines.gemini.reconnect import (
-    PERMANENT_CLOSE_CODES,
-    GapCallback,
-    GapWatch,
-    ReconnectBudget,
-    close_code,
-    refusal,
+from pipelines.gemini.connection_loop import (
+    ConnectionLoop,
+    FailedCallback,
+    MessageCallback,
+    ReadyCallback,
 )
+from pipelines.gemini.handover import HandoverPlan
+from pipelines.gemini.reconnect import GapCallback, GapWatch
 from pipelines.gemini.resend import ClientLog, Entry, Kind
 
 # How often a pending GoAway handover looks for its moment (``handover.HandoverPlan``).
@@ -75,10 +73,6 @@ HANDOVER_POLL_SECS = 0.02
 FUTILE_RESUME_SECS = 3.0
 # How long closing waits for the connection task to end.
 CLOSE_TIMEOUT_SECS = 1.0
-
-ReadyCallback = Callable[[bool], Awaitable[None]]
-MessageCallback = Callable[[LiveServerMessage], Awaitable[None]]
-FailedCallback = Callable[[int | None, str], Awaitable[None]]
 
 
 def parse_duration_secs(value: str | None, default: float = 10.0) -> float:
@@ -91,7 +85,7 @@ def parse_duration_secs(value: str | None, default: float = 10.0) -> float:
         return default
 
 
-class LiveConnection:
+class LiveConnection(ConnectionLoop):
     """The Live API connection of one call (see the module docstring).
 
     Args:
@@ -262,140 +256,6 @@ class LiveConnection:
     async def _resend(self, session: AsyncSession, entry: Entry) -> None:
         self.log.record(entry.kind, entry.payload)
         await self._deliver(session, entry.kind, entry.payload)
-
-    # the connection task -----------------------------------------------------------------
-
-    async def _fail(self, code: int | None, reason: str) -> None:
-        if self._failed or self._closing:
-            return
-        self._failed = True
-        self._gap.stop()
-        await self._on_failed(code, reason)
-
-    async def _run(self) -> None:
-        budget = ReconnectBudget(self._time_scale)
-        while not self._closing:
-            resumed = self.handle is not None
-            opened_at: float | None = None
-            error: Exception
-            try:
-                async with self._client.aio.live.connect(
-                    model=self.model, config=self.connect_config()
-                ) as session:
-                    opened_at = time.monotonic()
-                    error = await self._serve(session, resumed)
-            except APIError as e:
-                error = e  # raised by connect(): the setup was refused
-            except OSError as e:
-                error = OSError(f"cannot reach the Live API: {e}")
-            except Exception as e:
-                # e.g. an HTTP error at the WebSocket handshake (websockets.InvalidStatus), or
-                # an answer the SDK cannot parse.
-                error = e
-            finally:
-                self.session = None
-                self._went_offline()
-            if self._closing:
-                return
-            if opened_at is None and self.connections == 0:
-                await self._fail(*refusal(error))  # the first connection: the call never began
-                return
-            if opened_at is not None and self._handing_over:
-                self._handing_over = False
-                self.handovers += 1
-                continue
-            self.drops += 1
-            spent = budget.failed(time.monotonic(), opened_at)
-            if not await self._after_drop(error, opened_at is not None, spent, budget):
-                return
-            wait = budget.wait_secs(spent)
-            if wait:
-                await asyncio.sleep(wait)
-
-    async def _after_drop(
-        self, error: Exception, was_open: bool, spent: float, budget: ReconnectBudget
-    ) -> bool:
-        """Decide after an unplanned end of a connection (or a refused reconnect)."""
-        task = self._handover_task
-        if task is not None and not task.done():
-            task.cancel()  # the socket dropped before the GoAway handover ran: reconnect now
-        if was_open and self._resume_was_futile():
-            self.handle = None
-        code = close_code(error)
-        if not was_open and code == 1008 and self.handle is not None:
-            logger.debug("the resumption handle was refused: starting a fresh session")
-            self.handle = None  # stale or lost: a fresh session, re-seeded by the service
-        elif code in PERMANENT_CLOSE_CODES:
-            await self._fail(*refusal(error))
-            return False
-        what = "connection error" if was_open else "reconnect refused"
-        logger.warning(
-            f"Live API {what} (attempt {budget.attempt}, {spent:.1f}/{budget.secs:.1f} s of the "
-            f"reconnect budget): {error.__class__.__name__}: {error}"[:300]
-        )
-        if spent >= budget.secs:
-            await self._fail(code, f"Live API connection lost for {spent:.1f} s: {error}"[:300])
-            return False
-        return True
-
-    async def _serve(self, session: AsyncSession, resumed: bool) -> Exception:
-        """Run one connection until it ends; the error that ended it."""
-        self.session = session
-        self.connections += 1
-        self._resumed_at = time.monotonic() if resumed else None
-        self.plan.connected(time.monotonic())
-        self._suppress = False
-        resend = self.log.take(resumed=resumed, notes=self._notes)
-        logger.debug(
-            f"Live API connected ({'resumed' if resumed else 'new session'}; "
-            f"re-sending {len(resend)} messages)"
-        )
-        try:
-            await self._on_ready(resumed)
-            for entry in resend:
-                await self._resend(session, entry)
-            while (kept := self.log.pop_offline()) is not None:  # caller input meanwhile
-                await self._resend(session, kept)
-            self._go_live()
-            while True:
-                raw = await genai_session.receive_raw(session)
-                if self._suppress:
-                    continue  # switching: the next connection answers (``handover``)
-                self.message_rx_at = time.monotonic()
-                message = live_receive.parse(raw)
-                self._track(message)
-                await self._on_message(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            return e
-
-    def _track(self, message: LiveServerMessage) -> None:
-        update = message.session_resumption_update
-        if update is not None and update.resumable and update.new_handle:
-            self.handle = update.new_handle
-            index = update.last_consumed_client_message_index
-            if index is not None:
-                self.last_consumed_index = index
-                self.log.covered(index)
-            else:  # no index: the handle holds at least the input of the finished answers
-                self.log.covered(self.log.answered_index)
-        self.plan.observe(message, self.message_rx_at, self.log)
-        if message.go_away is not None:
-            self._start_handover(message.go_away.time_left)
-
-    # outages -----------------------------------------------------------------------------
-
-    def _go_live(self) -> None:
-        self.live = True
-        self._gap.online()
-        self.connected.set()
-
-    def _went_offline(self) -> None:
-        self.live = False
-        self.connected.clear()
-        if self.connections:
-            self._gap.offline()
 
     # GoAway handover -----------------------------------------------------------------------
 
