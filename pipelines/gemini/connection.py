@@ -282,14 +282,7 @@ class LiveConnection(ConnectionLoop):
         """
         if self.session is None or self._closing or not self._can_hand_over():
             return False
-        task = self._handover_task
-        if task is not None and not task.done():
-            task.cancel()
-        self._suppress = True
-        self._handover_task = asyncio.create_task(
-            self._handover(time.monotonic(), self._resume_was_futile()),
-            name="gemini-live-handover",
-        )
+        self._hand_over_now()
         return True
 
     def caller_turn_ended(self) -> None:
@@ -303,6 +296,10 @@ class LiveConnection(ConnectionLoop):
         if not self.plan.switch_at_turn_end(time.monotonic()) or not self._can_hand_over():
             return
         logger.debug("handing over at the end of the caller's turn")
+        self._hand_over_now()
+
+    def _hand_over_now(self) -> None:
+        """Start a handover at once (replacing one that waits for a quiet moment)."""
         task = self._handover_task
         if task is not None and not task.done():
             task.cancel()
