@@ -11,14 +11,32 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES, SETTINGS, SETUP_GATE, VAD_MODEL
+from bot.app_keys import (
+    AUTH,
+    CALLS,
+    PERSONAS,
+    POST_CALL,
+    RECORDS,
+    RESOURCES,
+    SETTINGS,
+    SETUP_GATE,
+    VAD_MODEL,
+)
 from bot.calls import WRAP_UP_SECS, CallRegistry
 from bot.gc_policy import GC_POLICY
 from bot.media_stream import media
+from bot.metrics import METRICS, ServerMetrics, count_http_refusals, load_pricing
+from bot.metrics_process import RecordsCollector
 from bot.persona_store import PersonaStore
-from bot.settings import Settings
+from bot.post_call import RETRY_FIRST_SECS as WEBHOOK_RETRY_FIRST_SECS
+from bot.post_call import RETRY_MAX_SECS as WEBHOOK_RETRY_MAX_SECS
+from bot.post_call import PostCallSender
+from bot.records.database import Database
+from bot.records.writer import RETRY_FIRST_SECS, RETRY_MAX_SECS, RecordWriter
+from bot.request_limits import WEBHOOK_MAX_BODY_BYTES, webhook_limits
+from bot.settings import Settings, env_value
 from bot.stall_probe import StallProbe
-from bot.stats import STATS, add_stats_routes, lag_guard, monitor_loop_lag
+from bot.stats import STATS, lag_guard, monitor_loop_lag
 from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
@@ -56,19 +74,44 @@ def create_app(
     # The installed Pipecat/google-genai must be the ones our private accesses were written for
     # (a clear CompatError otherwise).
     _compat.check()
-    app = web.Application()
+    # Every POST here is a Twilio webhook: bodies capped, read in bounded time, and refused on
+    # the headers alone when unsigned (bot.request_limits).
+    app = web.Application(middlewares=[webhook_limits], client_max_size=WEBHOOK_MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
     app[CALLS] = CallRegistry.from_settings(settings)
+    # Prometheus metrics in an app-owned registry, served on the ops listener (bot.ops).
+    app[METRICS] = ServerMetrics(load_pricing(settings.pricing_file), STATS)
+    app[CALLS].metrics = app[METRICS]
+    count_http_refusals(app, app[METRICS])
     lag_limit_ms = settings.lag_guard_ms
     if lag_limit_ms > 0:
         app[CALLS].guard = lambda: lag_guard(STATS, lag_limit_ms)
     app[PERSONAS] = personas
     app[SETUP_GATE] = SetupGate()
     app[VAD_MODEL] = BatchedSileroVAD()
+    # Call records (bot.records): written off the calls' path; absent when the URL is off.
+    if (records_url := settings.records_url) is not None:
+        app[RECORDS] = RecordWriter(
+            Database(records_url),
+            retention_days=settings.records_retention_days,
+            numbers=settings.record_numbers,
+            retry_first_secs=RETRY_FIRST_SECS * settings.time_scale,
+            retry_max_secs=RETRY_MAX_SECS * settings.time_scale,
+        )
+        app[METRICS].registry.register(RecordsCollector(app[RECORDS].stats))
+    # Personas' post-call webhooks (bot.post_call): queued at a call's end, sent off its path.
+    post_call_counter = app[METRICS].post_call_webhooks
+    app[POST_CALL] = PostCallSender(
+        env_value,
+        numbers=settings.record_numbers,
+        retry_first_secs=WEBHOOK_RETRY_FIRST_SECS * settings.time_scale,
+        retry_max_secs=WEBHOOK_RETRY_MAX_SECS * settings.time_scale,
+        on_outcome=lambda persona, outcome: post_call_counter.labels(persona, outcome).inc(),
+    )
     add_routes(app)
     app.router.add_get("/twilio/media", media)
-    add_stats_routes(app, lambda: len(app[CALLS]))
+    # /stats is served by the operations listener only (bot.ops), never here.
 
     async def shared_resources(app: web.Application) -> AsyncIterator[None]:
         # The VAD model loads once, off the event loop, before the first call (the batched
@@ -93,12 +136,18 @@ def create_app(
             setup_gate=app[SETUP_GATE],
             vad_model=app[VAD_MODEL],
             metrics=STATS,
+            call_metrics=app[METRICS].call,
             rest=rest,
             call_ready=GC_POLICY.call_ready,
             session_failed=app[CALLS].session_failed,
+            turn_ended=app[CALLS].turn_ended,  # the calls page's live lines
             time_scale=settings.time_scale,
         )
         await personas.start()
+        records = app.get(RECORDS)
+        if records is not None:
+            records.start()  # migrates the schema first, retrying while the database is down
+        app[POST_CALL].start()
         lag_task = asyncio.create_task(monitor_loop_lag(STATS), name="stats:loop-lag")
         probe = StallProbe(STATS.slow_callbacks.add_secs) if settings.stall_probe else None
         if probe is not None and not probe.install():
@@ -119,6 +168,10 @@ def create_app(
                 await lag_task
             await personas.stop()
             await session.close()
+            await app[POST_CALL].stop()  # after the drain: the last calls' records are queued
+            if records is not None:
+                await records.stop()  # after the drain: the last calls' records are queued
+                await records.database.close()
 
     async def drain(app: web.Application) -> None:
         calls = app[CALLS]

@@ -9,6 +9,8 @@ from aiohttp import web
 if TYPE_CHECKING:
     from bot.calls import CallRegistry
     from bot.persona_store import PersonaStore
+    from bot.post_call import PostCallSender
+    from bot.records.writer import RecordWriter
     from bot.settings import Settings
     from bot.twilio_security import Authenticator
     from pipelines.audio.batched_vad import BatchedSileroVAD
@@ -24,3 +26,7 @@ RESOURCES: web.AppKey[ProcessResources] = web.AppKey("resources")
 # for local VAD.
 SETUP_GATE: web.AppKey[SetupGate] = web.AppKey("setup_gate")
 VAD_MODEL: web.AppKey[BatchedSileroVAD] = web.AppKey("vad_model")
+# The call records writer (bot.records); absent when VOICEBOT_DATABASE_URL=off.
+RECORDS: web.AppKey[RecordWriter] = web.AppKey("records")
+# Personas' post-call webhooks (bot.post_call); always present, idle unless a persona has one.
+POST_CALL: web.AppKey[PostCallSender] = web.AppKey("post_call")

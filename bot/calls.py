@@ -22,8 +22,11 @@ from typing import Any
 
 from loguru import logger
 
+from bot.calls_page.live import LiveView
+from bot.metrics import ServerMetrics
 from bot.session_quota import SessionQuota, is_quota_refusal
 from bot.settings import Settings
+from pipelines.ports import TranscriptTurn
 
 # After the drain deadline: how long the goodbyes may take (the bot's current answer finishing,
 # up to 15 s, then the goodbye played, up to 10 s, then the REST hang-up). Real time at every
@@ -31,6 +34,16 @@ from bot.settings import Settings
 # drain seconds + this + the preStop pause (deploy/k8s/deployment.yaml).
 WRAP_UP_SECS = 30.0
 SHUTDOWN_REASON = "server shutting down"
+# ``totals`` keys of refusals -> the ``voicebot_calls_refused`` cause (``bot.metrics``).
+REFUSAL_CAUSES = {
+    "refused_draining": "draining",
+    "refused_full": "capacity",
+    "refused_quota": "quota",
+    "refused_overload": "lag_guard",
+    "refused_unreserved": "unreserved_stream",
+    "refused_stream": "stream_refused",
+    "duplicate_stream": "duplicate_stream",
+}
 
 
 @dataclass
@@ -48,6 +61,9 @@ class CallRecord:
         wrap_up: Ends the call politely with a reason: the current answer finishes, then a
             goodbye is played and the call is hung up; False if the call was already ending.
         end_reason: Why the call ended, set once.
+        bad_input: Invalid messages of the stream by kind (before and after ``start``), set at
+            the end for the metrics.
+        live: Its state and last transcript lines, for the calls page (``bot.calls_page``).
     """
 
     call_sid: str
@@ -58,6 +74,8 @@ class CallRecord:
     abort: Callable[[str], Awaitable[None]] | None = None
     wrap_up: Callable[[str], Coroutine[Any, Any, bool]] | None = None
     end_reason: str | None = None
+    bad_input: dict[str, int] = field(default_factory=dict)
+    live: LiveView = field(default_factory=LiveView, repr=False)
     _wrapping: asyncio.Task[bool] | None = field(default=None, repr=False)
 
     @property
@@ -112,6 +130,8 @@ class CallRegistry:
         self._closing = False  # past the drain window: no stream is taken any more
         # Overload guard: returns why new calls must be refused now (e.g. event-loop lag).
         self.guard: Callable[[], str | None] | None = None
+        # Prometheus metrics: starts, ends and refusals (the app sets it).
+        self.metrics: ServerMetrics | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallRegistry:
@@ -148,22 +168,22 @@ class CallRegistry:
     def reserve(self, call_sid: str) -> bool:
         """Reserve a place for a call about to stream; False when full or draining."""
         if not self.accepting:
-            self.totals["refused_draining"] += 1
+            self._refused("refused_draining")
             return False
         if call_sid in self._reservations or call_sid in self._calls:
             return True
         load = self.load()
         if load >= self.max_calls:
-            self.totals["refused_full"] += 1
+            self._refused("refused_full")
             return False
         if not self.quota.admits(load):
-            self.totals["refused_quota"] += 1
+            self._refused("refused_quota")
             logger.warning(
                 f"call {call_sid} refused: Gemini session limit {self.quota.limit} reached"
             )
             return False
         if self.guard is not None and (why := self.guard()) is not None:
-            self.totals["refused_overload"] += 1
+            self._refused("refused_overload")
             logger.warning(f"call {call_sid} refused: overloaded ({why})")
             return False
         self._reservations[call_sid] = time.monotonic()
@@ -183,20 +203,33 @@ class CallRegistry:
         """
         reserved = self._reservations.pop(record.call_sid, None) is not None
         if require_reservation and not reserved:
-            self.totals["refused_unreserved"] += 1
+            self._refused("refused_unreserved")
             return False
         if self._closing or (
             not reserved and (not self.accepting or self.load() >= self.max_calls)
         ):
-            self.totals["refused_stream"] += 1
+            self._refused("refused_stream")
             return False
         if record.call_sid in self._calls:
-            self.totals["duplicate_stream"] += 1
+            self._refused("duplicate_stream")
             return False
         self._calls[record.call_sid] = record
         self._idle.clear()
         self.totals["started"] += 1
+        if self.metrics is not None:
+            self.metrics.call_started(record.persona_id)
         return True
+
+    def _refused(self, key: str) -> None:
+        self.totals[key] += 1
+        if self.metrics is not None:
+            self.metrics.refused(REFUSAL_CAUSES[key])
+
+    def note_refused(self, cause: str) -> None:
+        """A call refused outside admission (e.g. ``call_token`` at its stream's start)."""
+        self.totals[f"refused_{cause}"] += 1
+        if self.metrics is not None:
+            self.metrics.refused(cause)
 
     def unregister(self, record: CallRecord) -> None:
         """Forget a call that ended."""
@@ -205,8 +238,16 @@ class CallRegistry:
         if self._calls.get(record.call_sid) is record:
             del self._calls[record.call_sid]
             self.totals["ended"] += 1
+            if self.metrics is not None:
+                self.metrics.call_ended(record.persona_id, record.end_reason, record.bad_input)
             if not self._calls:
                 self._idle.set()
+
+    def turn_ended(self, call_sid: str, turn: TranscriptTurn) -> None:
+        """A turn of a live call's transcript closed (``ProcessResources.turn_ended``)."""
+        record = self._calls.get(call_sid)
+        if record is not None:
+            record.live.turn_ended(turn)
 
     def get(self, call_sid: str) -> CallRecord | None:
         """The live call with this SID, if any."""

@@ -1,4 +1,4 @@
-"""The ``voicebot`` command: serve, emulator, call, loadtest, personas.
+"""The ``voicebot`` command: serve, emulator, call, loadtest, personas, calls.
 
 Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
 those modules import nothing heavy at the top, so ``voicebot --help`` stays instant.
@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "call": ("sim.caller.cmd", "place one simulated Twilio call and print its timeline"),
     "loadtest": ("sim.loadtest.cmd", "place many simulated calls and report what callers felt"),
     "personas": ("bot.personas_cmd", "check personas, or show the Live API setup one produces"),
+    "calls": ("bot.calls_cmd", "list past calls, or show one's record and transcript"),
 }
 
 

@@ -9,19 +9,24 @@ itself (Pipecat's serializer ignores ``start``). Answers to bad input in this ph
 | unknown event                    | ignored and counted                                      |
 | ``media`` / ``dtmf`` / ``mark``  | closed 1008 "protocol error: '<event>' before 'start'"   |
 | ``start`` without stream/call SID| closed 1008 "protocol error: 'start' lacks …"            |
-| bad or missing ``call_token``    | closed 1008 (only when signatures are enforced)          |
+| bad ``call_token`` (forged, other call or URL, missing while signatures are enforced) | 1008 |
+| ``call_token`` expired           | closed 1008 "call token expired"                         |
+| ``call_token`` used before       | closed 1008 "call token replay: …" (WARNING: replay)     |
+| parameters the token did not sign| closed 1008 "parameters differ from the signed call (…)" |
 | no ``start`` within 10 s         | closed 1008 "protocol error: no 'start' within 10 s"     |
 | ``stop`` or socket closed        | nothing opened; ends quietly                             |
 
 After ``start``, the pipeline's serializer answers bad input (see ``pipelines/twilio/serializer``).
-No Gemini session is opened for a connection that does not pass this phase.
+No Gemini session is opened for a connection that does not pass this phase. The persona,
+caller, called number and custom parameters of the call come from the signed ``call_token``
+(``Authenticator.authorise_start``), never from the ``start`` message itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -29,13 +34,18 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from bot.app_keys import AUTH, CALLS, PERSONAS, RESOURCES
+from bot.app_keys import AUTH, CALLS, PERSONAS, POST_CALL, RECORDS, RESOURCES, SETTINGS
+from bot.call_tokens import CallGrant, CallTokenError, CallTokenReplay, LedgerFull
 from bot.calls import CallRecord
 from bot.gc_policy import GC_POLICY
 from pipelines.call.pipeline import CallInfo, CallPipeline
 from pipelines.personas import call_variables, explain_rejection
+from pipelines.twilio.input_limits import parse_message
 
-MAX_MESSAGE_BYTES = 64 * 1024
+# Twilio's largest message is `start` (a few hundred bytes plus the <Parameter>s, each under
+# 500 chars; ours carry a handful); a 20 ms `media` message is ~350 B. 16 KiB leaves a wide
+# margin and caps what one message costs to buffer and parse (bigger: closed 1009).
+MAX_MESSAGE_BYTES = 16 * 1024
 START_TIMEOUT_SECS = 10.0
 MAX_JUNK_BEFORE_START = 20
 CLOSE_POLICY = 1008
@@ -46,17 +56,23 @@ class ProtocolError(Exception):
     """The peer broke the Media Streams protocol before the call started."""
 
 
-async def _read_start(ws: web.WebSocketResponse, junk: Counter[str]) -> dict[str, Any] | None:
-    """Read up to Twilio's ``start`` message; ``None`` if the peer left first."""
-    deadline = time.monotonic() + START_TIMEOUT_SECS
+async def _read_start(
+    ws: web.WebSocketResponse, junk: Counter[str], timeout_secs: float = START_TIMEOUT_SECS
+) -> dict[str, Any] | None:
+    """Read up to Twilio's ``start`` message; ``None`` if the peer left first.
+
+    Every parse goes through ``input_limits.parse_message``: JSON nested too deep is junk
+    (``too_deep``), never a ``RecursionError``.
+    """
+    deadline = time.monotonic() + timeout_secs
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ProtocolError(f"no 'start' within {START_TIMEOUT_SECS:.0f} s")
+            raise ProtocolError(f"no 'start' within {timeout_secs:g} s")
         try:
             msg = await ws.receive(timeout=remaining)
         except TimeoutError:
-            raise ProtocolError(f"no 'start' within {START_TIMEOUT_SECS:.0f} s") from None
+            raise ProtocolError(f"no 'start' within {timeout_secs:g} s") from None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return None
         if sum(junk.values()) >= MAX_JUNK_BEFORE_START:
@@ -64,10 +80,9 @@ async def _read_start(ws: web.WebSocketResponse, junk: Counter[str]) -> dict[str
         if msg.type != WSMsgType.TEXT:
             junk["binary"] += 1
             continue
-        try:
-            data = json.loads(msg.data)
-        except ValueError:
-            junk["invalid_json"] += 1
+        data, bad = parse_message(msg.data)
+        if bad is not None:
+            junk[bad] += 1  # invalid_json or too_deep
             continue
         event = data.get("event") if isinstance(data, dict) else None
         if event == "connected":
@@ -81,7 +96,8 @@ async def _read_start(ws: web.WebSocketResponse, junk: Counter[str]) -> dict[str
         junk["unknown_event"] += 1
 
 
-def _call_info(start: dict[str, Any]) -> CallInfo:
+def _start_fields(start: dict[str, Any]) -> tuple[str, str, str, dict[str, str]]:
+    """``(callSid, streamSid, accountSid, customParameters)`` of a ``start`` message."""
     body = start.get("start")
     if not isinstance(body, dict):
         raise ProtocolError("'start' has no 'start' object")
@@ -94,15 +110,24 @@ def _call_info(start: dict[str, Any]) -> CallInfo:
     custom = body.get("customParameters") or {}
     if not isinstance(custom, dict):
         custom = {}
-    custom = {str(k): str(v) for k, v in custom.items()}
+    params = {str(k): str(v) for k, v in custom.items()}
+    return call_sid, stream_sid, str(body.get("accountSid") or ""), params
+
+
+def _call_info(call_sid: str, stream_sid: str, account_sid: str, grant: CallGrant) -> CallInfo:
     return CallInfo(
         call_sid=call_sid,
         stream_sid=stream_sid,
-        account_sid=str(body.get("accountSid") or ""),
-        caller=custom.get("from", ""),
-        called=custom.get("to", ""),
-        custom=custom,
+        account_sid=account_sid,
+        caller=grant.caller,
+        called=grant.called,
+        custom=dict(grant.custom),
     )
+
+
+def _sid_for_log(sid: str) -> str:
+    """A callSid fit for a log line (it is the peer's text until a token vouches for it)."""
+    return sid if re.fullmatch(r"[A-Za-z0-9]{1,64}", sid) else "(malformed callSid)"
 
 
 async def media(request: web.Request) -> web.StreamResponse:
@@ -117,19 +142,31 @@ async def media(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     junk: Counter[str] = Counter()
     try:
-        start = await _read_start(ws, junk)
+        start = await _read_start(ws, junk, START_TIMEOUT_SECS * app[SETTINGS].time_scale)
         if start is None:
             return ws
-        info = _call_info(start)
-        if not app[AUTH].check_call_token(info.call_sid, info.custom.get("call_token")):
-            raise ProtocolError("invalid call_token parameter")
+        call_sid, stream_sid, account_sid, params = _start_fields(start)
     except ProtocolError as e:
         logger.warning(f"media stream closed: protocol error: {e}")
         await ws.close(code=CLOSE_POLICY, message=f"protocol error: {e}"[:120].encode())
         return ws
+    try:
+        grant = app[AUTH].authorise_start(request, call_sid, params)
+    except LedgerFull as e:
+        logger.error(f"call {_sid_for_log(call_sid)} refused at stream start: {e}")
+        await ws.close(code=CLOSE_TRY_AGAIN, message=b"server busy")
+        return ws
+    except CallTokenError as e:
+        # A replay is a captured TwiML or stream used again: worth its own word in the log.
+        kind = "replay refused" if isinstance(e, CallTokenReplay) else "refused"
+        app[CALLS].note_refused("call_token")
+        logger.warning(f"call {_sid_for_log(call_sid)} {kind} at stream start: {e}")
+        await ws.close(code=CLOSE_POLICY, message=str(e)[:120].encode())
+        return ws
+    info = _call_info(call_sid, stream_sid, account_sid, grant)
 
     personas = app[PERSONAS].current
-    persona = personas.get(info.custom.get("persona", "")) or personas.for_number(info.called)
+    persona = personas.get(grant.persona) or personas.for_number(info.called)
     record = CallRecord(info.call_sid, info.stream_sid, persona.id)
     calls = app[CALLS]
     if not calls.register(record, require_reservation=app[AUTH].enforcing):
@@ -161,6 +198,7 @@ async def _run_call(
         GC_POLICY.call_ready()  # the pipeline is built: freeze it while it waits its setup turn
         record.abort = functools.partial(call.abort, close_code=1001)
         record.wrap_up = call.control.wrap_up
+        record.live.attach(call)  # the calls page reads its state and open turn
         await call.run()
         record.end_reason = record.end_reason or call.end_reason
     except asyncio.CancelledError:
@@ -185,5 +223,14 @@ async def _run_call(
             f"call {info.call_sid} ended after {record.duration_secs:.1f} s: "
             f"{record.end_reason}{extra}"
         )
+        record.bad_input = bad
+        if RECORDS in app:  # queued for the records writer (bot.records): no I/O here
+            app[RECORDS].call_ended(
+                info, persona.id, record.duration_secs, record.end_reason or "", call, bad
+            )
+        if POST_CALL in app:  # the persona's post-call webhook (bot.post_call): queued, no I/O
+            app[POST_CALL].call_ended(
+                info, persona, record.duration_secs, record.end_reason or "", call, bad
+            )
         app[CALLS].unregister(record)
         GC_POLICY.call_ended(len(app[CALLS]))

@@ -3,6 +3,10 @@
 The embedded emulator is wired here, in the command, with a lazy import of ``sim``: the server
 module (``bot.server``) and the app never import the lab. So is the benchmark's stage sampler
 (``bot.stage_profile``), started only when ``VOICEBOT_PROFILE=PATH`` is set.
+
+Production mode: a server reachable from outside (``TWILIO_AUTH_TOKEN`` set, or ``--host``
+not loopback) never falls back to the emulator silently; without ``GEMINI_API_KEY`` it refuses
+to start unless ``--emulator`` asks for the emulator explicitly.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     parser.add_argument(
+        "--ops-port",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="operations listener (/stats, health): HOST:PORT, PORT on 127.0.0.1, 0 for any "
+        "free port, or off (default VOICEBOT_OPS_PORT, else 127.0.0.1:9464); a non-loopback "
+        "HOST needs VOICEBOT_OPS_TOKEN",
+    )
+    parser.add_argument(
         "--personas", type=Path, default=None, help="persona folder (default config/personas)"
     )
     parser.add_argument(
@@ -41,6 +53,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="on SIGINT/SIGTERM, how long live calls may run on to their natural end before "
         "each hears a goodbye and is hung up (up to 30 s more); a second signal ends it "
         "early (default 2; multiplied by VOICEBOT_TIME_SCALE)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text: dated lines (default); json: one object per line with ts, level, message, "
+        "logger, call_sid, persona (default VOICEBOT_LOG_FORMAT, else text)",
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop when installed")
 
@@ -70,11 +89,33 @@ def embedded_emulator(why: str) -> GeminiSource:
     return source
 
 
-def gemini_source(settings: Settings, force_emulator: bool) -> GeminiSource | None:
-    """The embedded emulator when asked for or when there is no key; else None (the key)."""
+class NoKeyInProduction(RuntimeError):
+    """No ``GEMINI_API_KEY`` on a server reachable from outside, and no ``--emulator``."""
+
+
+def gemini_source(
+    settings: Settings, force_emulator: bool, exposed: str | None = None
+) -> GeminiSource | None:
+    """The embedded emulator when asked for or when there is no key; else None (the key).
+
+    Args:
+        settings: Process settings.
+        force_emulator: ``--emulator`` was given.
+        exposed: Why the server is reachable from outside (``reachable_from_outside``), if it is.
+
+    Raises:
+        NoKeyInProduction: no key, reachable from outside, and no ``--emulator``.
+    """
     if force_emulator:
         return embedded_emulator("--emulator given")
     if settings.use_emulator:
+        if exposed:
+            raise NoKeyInProduction(
+                f"GEMINI_API_KEY is not set, and this server is reachable from outside "
+                f"({exposed}): callers would get the Live API emulator, not Gemini. Fix: set "
+                "GEMINI_API_KEY to your Gemini API key, or pass --emulator to serve the "
+                "emulator on purpose."
+            )
         return embedded_emulator("GEMINI_API_KEY is not set")
     return None
 
@@ -85,15 +126,25 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bot.logs import setup_logging
-    from bot.server import ServeOptions, serve
     from bot.settings import Settings, SettingsError
 
     try:
-        settings = Settings.from_env(personas_dir=args.personas)
+        settings = Settings.from_env(
+            personas_dir=args.personas, ops_listen=args.ops_port, log_format=args.log_format
+        )
     except SettingsError as e:
         print(f"voicebot serve: {e}", file=sys.stderr)
         return 1
-    setup_logging(settings.log_level)
+    # Before bot.server imports Pipecat, which logs at import: every line in the chosen form.
+    setup_logging(settings.log_level, settings.log_format)
+    from bot.server import ServeOptions, reachable_from_outside, serve
+
+    exposed = reachable_from_outside(settings, args.host)
+    try:
+        source = gemini_source(settings, args.emulator, exposed)
+    except NoKeyInProduction as e:
+        print(f"voicebot serve: {e}", file=sys.stderr)
+        return 1
     options = ServeOptions(
         host=args.host,
         port=args.port,
@@ -110,4 +161,4 @@ def run(args: argparse.Namespace) -> int:
         from bot.stage_profile import start_sampler
 
         start_sampler(Path(profile))
-    return asyncio.run(serve(settings, options, gemini_source(settings, args.emulator)))
+    return asyncio.run(serve(settings, options, source))

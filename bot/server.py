@@ -6,6 +6,11 @@ SIGTERM or SIGINT starts the drain (``bot.calls``): no new calls, live calls run
 Where the Gemini clients come from is the caller's choice (``GeminiSource``): by default the
 key and endpoint in the settings; ``voicebot serve`` passes the embedded Live API emulator when
 there is no key (``bot.serve_cmd``), so this module does not depend on ``sim``.
+
+Two listeners on one event loop: the public one (Twilio webhooks, media streams, health) and
+the operations one (``/stats``, health; ``bot.ops``). Production mode: a server reachable from
+outside (``reachable_from_outside``) needs a real key, and a key is checked once with Google
+before either listener opens (``bot.gemini_key``): a rejected key stops the start, exit 1.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from loguru import logger
 
 from bot.app import create_app
 from bot.app_keys import CALLS
+from bot.gemini_key import KeyRejected, check_gemini_key
+from bot.listen_address import is_loopback_host
+from bot.ops import OpsExposureError, OpsListener, check_ops_exposure
 from bot.persona_store import PersonaStore
+from bot.request_limits import runner_options
 from bot.settings import Settings
 from pipelines._compat import CompatError
 from pipelines.gemini.clients import GeminiClients
@@ -40,6 +49,19 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     drain_secs: float = 2.0  # the drain window; the goodbyes after it take up to WRAP_UP_SECS
+
+
+def reachable_from_outside(settings: Settings, host: str) -> str | None:
+    """Why this server is reachable from outside (production mode), or None when it is not.
+
+    A Twilio auth token means Twilio is meant to reach it; a non-loopback bind address means
+    anyone on that network can.
+    """
+    if settings.signatures_required:
+        return "TWILIO_AUTH_TOKEN is set"
+    if not is_loopback_host(host):
+        return f"--host {host} is not a loopback address"
+    return None
 
 
 def settings_gemini(settings: Settings) -> GeminiSource:
@@ -90,11 +112,22 @@ async def serve(
         gemini_source: Where the Gemini clients come from (default: ``settings_gemini``).
     """
     try:
+        check_ops_exposure(settings)
+    except OpsExposureError as e:
+        print(f"voicebot serve: {e}", file=sys.stderr)
+        return 1
+    try:
         store = PersonaStore(settings.personas_dir)
     except PersonaConfigError as e:
         print(f"voicebot serve: invalid personas:\n{e}", file=sys.stderr)
         return 1
     async with (gemini_source or settings_gemini(settings))() as gemini:
+        if gemini_source is None:  # the settings' key: ask Google once, before serving
+            try:
+                await check_gemini_key(gemini, settings.gemini_base_url or "Google")
+            except KeyRejected as e:
+                print(f"voicebot serve: {e}", file=sys.stderr)
+                return 1
         return await _serve(settings, options, store, gemini)
 
 
@@ -107,7 +140,9 @@ async def _serve(
     except CompatError as e:
         print(f"voicebot serve: {e}", file=sys.stderr)
         return 1
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, **runner_options(settings.time_scale)
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, options.host, options.port, backlog=1024)
@@ -118,10 +153,25 @@ async def _serve(
         await runner.cleanup()
         return 1
 
+    ops = None
+    if (ops_address := settings.ops_address) is not None:
+        ops = OpsListener(app, settings, ops_address)
+        try:
+            await ops.start()
+        except OSError as e:
+            print(
+                f"voicebot serve: cannot listen for operations on {settings.ops_listen}: {e}; "
+                "pick another with --ops-port / VOICEBOT_OPS_PORT (HOST:PORT, PORT, 0 or off)",
+                file=sys.stderr,
+            )
+            await runner.cleanup()
+            return 1
     names = ", ".join(sorted(store.current.personas))
+    where_ops = ops.describe() if ops else "off (VOICEBOT_OPS_PORT=off)"
     logger.info(
         f"voicebot serving on http://{options.host}:{options.port} "
-        f"(webhook POST /twilio/voice, media /twilio/media; personas: {names})"
+        f"(webhook POST /twilio/voice, media /twilio/media; personas: {names}); "
+        f"operations on {where_ops}"
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,5 +191,7 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        if ops is not None:
+            await ops.stop()
         logger.info("stopped")
     return 0

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from bot.listen_address import DEFAULT_OPS_LISTEN, ListenAddress, parse_listen
+from bot.records.database import DEFAULT_DATABASE_URL, database_url
+
 DEFAULT_PERSONAS_DIR = Path("config/personas")
+DEFAULT_PRICING_FILE = Path("config/pricing.yaml")
 
 
 class SettingsError(ValueError):
@@ -32,6 +36,8 @@ class Settings(BaseModel):
         lag_guard_ms: New calls are refused while the event loop lags more than this (an
             overloaded process keeps its live calls whole); 0 turns the guard off.
         log_level: loguru level for the console.
+        log_format: ``text`` (dated lines for people) or ``json`` (one object per line for
+            log collectors; ``bot.logs``).
         stall_probe: Time every event-loop callback and report the long ones in ``/stats``
             (``bot.stall_probe``; for benchmarks, it costs ~1 % of a core at 150 calls).
         time_scale: Multiplies the server's own timers (call limits, idle re-prompts, the
@@ -43,6 +49,17 @@ class Settings(BaseModel):
             it get the busy TwiML (``bot.session_quota``; a limit is also learned from
             refusals).
         gemini_handover_reserve: Sessions kept free for live calls' connection handovers.
+        call_token_ttl_secs: How long the signed ``call_token`` a webhook issues stays valid
+            for its stream's ``start`` (``bot.call_tokens``).
+        ops_listen: Where the operations listener binds (``/stats``, health; ``bot.ops``):
+            ``HOST:PORT``, ``PORT`` (on 127.0.0.1), ``0`` (ephemeral) or ``off``.
+        ops_token: Bearer token the operations listener requires (required when it binds a
+            non-loopback address).
+        database_url: Where call records go (``bot.records``): a ``sqlite://`` or
+            ``postgresql://`` URL (given its async driver), or ``off`` for none.
+        records_retention_days: Records older than this are deleted (None: kept).
+        record_numbers: How caller and called numbers are kept: ``last4``
+            (``+1******0123``), ``full`` or ``none``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,10 +74,18 @@ class Settings(BaseModel):
     max_calls: int = Field(default=200, ge=1)
     lag_guard_ms: float = Field(default=25.0, ge=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     stall_probe: bool = False
     time_scale: float = Field(default=1.0, gt=0)
     gemini_max_sessions: int | None = Field(default=None, ge=1)
     gemini_handover_reserve: int = Field(default=0, ge=0)
+    call_token_ttl_secs: float = Field(default=300.0, gt=0)
+    ops_listen: str = DEFAULT_OPS_LISTEN
+    ops_token: SecretStr | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    records_retention_days: float | None = Field(default=90.0, gt=0)
+    record_numbers: Literal["last4", "full", "none"] = "last4"
+    pricing_file: Path = DEFAULT_PRICING_FILE  # model prices for the cost metric (bot.pricing)
 
     @field_validator("public_url", "gemini_base_url")
     @classmethod
@@ -71,6 +96,28 @@ class Settings(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"got {value!r}, expected an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        database_url(value)  # DatabaseError (a ValueError) names the value and the forms
+        return value.strip()
+
+    @field_validator("records_retention_days", mode="before")
+    @classmethod
+    def _retention_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("off", "0") else value
+
+    @property
+    def records_url(self) -> str | None:
+        """The records database URL with its async driver; None when records are off."""
+        return database_url(self.database_url)
+
+    @field_validator("ops_listen")
+    @classmethod
+    def _check_ops_listen(cls, value: str) -> str:
+        parse_listen(value)  # ValueError names the value and the accepted forms
+        return value.strip()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -91,10 +138,18 @@ class Settings(BaseModel):
             "max_calls": "VOICEBOT_MAX_CALLS",
             "lag_guard_ms": "VOICEBOT_LAG_GUARD_MS",
             "log_level": "VOICEBOT_LOG_LEVEL",
+            "log_format": "VOICEBOT_LOG_FORMAT",
             "stall_probe": "VOICEBOT_STALL_PROBE",
             "time_scale": "VOICEBOT_TIME_SCALE",
             "gemini_max_sessions": "VOICEBOT_GEMINI_MAX_SESSIONS",
             "gemini_handover_reserve": "VOICEBOT_GEMINI_HANDOVER_RESERVE",
+            "call_token_ttl_secs": "VOICEBOT_CALL_TOKEN_TTL_SECS",
+            "ops_listen": "VOICEBOT_OPS_PORT",
+            "ops_token": "VOICEBOT_OPS_TOKEN",
+            "database_url": "VOICEBOT_DATABASE_URL",
+            "records_retention_days": "VOICEBOT_RECORDS_RETENTION_DAYS",
+            "record_numbers": "VOICEBOT_RECORD_NUMBERS",
+            "pricing_file": "VOICEBOT_PRICING_FILE",
         }
         values: dict[str, object] = {}
         for field, var in names.items():
@@ -119,9 +174,19 @@ class Settings(BaseModel):
         return self.gemini_api_key is None
 
     @property
+    def ops_address(self) -> ListenAddress | None:
+        """Where the operations listener binds; None when ``VOICEBOT_OPS_PORT=off``."""
+        return parse_listen(self.ops_listen)
+
+    @property
     def signatures_required(self) -> bool:
         """True when Twilio signatures are checked (an auth token is set)."""
         return self.twilio_auth_token is not None
+
+
+def env_value(name: str) -> str | None:
+    """An environment variable named by configuration (a persona's webhook ``secret_env``)."""
+    return os.environ.get(name) or None
 
 
 def stream_url(public_base: str, path: str = "/twilio/media") -> str:

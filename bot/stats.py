@@ -1,5 +1,7 @@
 """Per-process performance counters: bridge latency, event-loop lag; served as ``GET /stats``.
 
+``/stats`` lives on the operations listener (``bot.ops``), never on the public one.
+
 Cheap enough to leave on in production: recording a sample is one list-index increment
 (fixed-size histograms, no allocation, no logging). Percentiles are computed only when
 ``/stats`` is read.
@@ -18,6 +20,11 @@ Bridge latency is the time this server adds, each way:
 * ``vad`` (when the app's VAD detector has ``stats()``): its cumulative counters, as it
   reports them (windows, batches, seconds in inference and on the loop); not reset by
   ``POST /stats/reset`` (readers take differences).
+
+The same histograms and audio seconds are exported to Prometheus by ``bot.metrics``
+(``StatsCollector``, read at scrape time: one place records, two read). ``POST /stats/reset``
+only moves ``/stats``'s baseline: each histogram keeps its lifetime counts and sum, and the
+audio totals their lifetime values, so Prometheus counters never go backwards.
 """
 
 from __future__ import annotations
@@ -44,15 +51,27 @@ LAG_GUARD_MIN_LATE = 10
 
 
 class Histogram:
-    """Fixed-bucket latency histogram in milliseconds (0.25 ms resolution up to 1 s)."""
+    """Fixed-bucket latency histogram in milliseconds (0.25 ms resolution up to 1 s).
 
-    __slots__ = ("counts", "n", "max_ms")
+    ``counts``, ``total_n`` and ``total_secs`` are lifetime figures (Prometheus reads them);
+    ``n``, the percentiles and ``max_ms`` count from the last ``reset()``.
+    """
+
+    __slots__ = ("counts", "total_n", "total_secs", "max_ms", "_base", "_base_n")
 
     def __init__(self) -> None:
         """Create an empty histogram."""
         self.counts = [0] * (NUM_BUCKETS + 1)
-        self.n = 0
+        self.total_n = 0
+        self.total_secs = 0.0
         self.max_ms = 0.0
+        self._base: list[int] | None = None  # lifetime counts at the last reset
+        self._base_n = 0
+
+    @property
+    def n(self) -> int:
+        """Samples since the last reset."""
+        return self.total_n - self._base_n
 
     def add_secs(self, secs: float) -> None:
         """Record one sample given in seconds."""
@@ -63,18 +82,31 @@ class Histogram:
         elif i > NUM_BUCKETS:
             i = NUM_BUCKETS
         self.counts[i] += 1
-        self.n += 1
+        self.total_n += 1
+        self.total_secs += secs
         if ms > self.max_ms:
             self.max_ms = ms
 
+    def cumulative(self, edges_secs: tuple[float, ...]) -> list[int]:
+        """Lifetime samples at or under each edge (Prometheus ``le`` buckets, from 0.25 ms)."""
+        out, seen, i = [], 0, 0
+        for edge in edges_secs:
+            stop = min(int(round(edge * 1000.0 / BUCKET_MS)), NUM_BUCKETS)
+            seen += sum(self.counts[i:stop])
+            i = max(i, stop)
+            out.append(seen)
+        return out
+
     def percentile(self, q: float) -> float | None:
         """Upper edge of the bucket holding the ``q``-th percentile (ms), None when empty."""
-        if not self.n:
+        n = self.n
+        if not n:
             return None
-        rank = max(1, round(q / 100.0 * self.n))
+        rank = max(1, round(q / 100.0 * n))
         seen = 0
+        base = self._base
         for i, c in enumerate(self.counts):
-            seen += c
+            seen += c - base[i] if base is not None else c
             if seen >= rank:
                 edge = min((i + 1) * BUCKET_MS, self.max_ms) if i < NUM_BUCKETS else self.max_ms
                 return round(edge, 2)
@@ -91,9 +123,9 @@ class Histogram:
         }
 
     def reset(self) -> None:
-        """Forget every sample."""
-        self.counts = [0] * (NUM_BUCKETS + 1)
-        self.n = 0
+        """Start ``/stats``'s figures afresh (the lifetime ones go on)."""
+        self._base = self.counts.copy()
+        self._base_n = self.total_n
         self.max_ms = 0.0
 
 
@@ -113,6 +145,9 @@ class ProcessStats:
         self._gc_started = 0.0
         self.model_audio_secs = 0.0
         self.twilio_audio_secs = 0.0
+        self.caller_audio_secs = 0.0
+        # Lifetime audio seconds (never reset; Prometheus counters): model, phone, caller.
+        self.audio_totals = [0.0, 0.0, 0.0]
         self._lag_marks: list[tuple[float, float]] = []  # (time, lag) of lags over 5 ms
         self.started = time.monotonic()
 
@@ -125,15 +160,23 @@ class ProcessStats:
         self.slow_callbacks.reset()
         self.model_audio_secs = 0.0
         self.twilio_audio_secs = 0.0
+        self.caller_audio_secs = 0.0
         self._lag_marks.clear()
 
     def add_model_audio_secs(self, secs: float) -> None:
         """Seconds of audio received from the model (``BridgeMetrics``)."""
         self.model_audio_secs += secs
+        self.audio_totals[0] += secs
 
     def add_twilio_audio_secs(self, secs: float) -> None:
         """Seconds of audio written to Twilio (``BridgeMetrics``)."""
         self.twilio_audio_secs += secs
+        self.audio_totals[1] += secs
+
+    def add_caller_audio_secs(self, secs: float) -> None:
+        """Seconds of caller audio received from Twilio (``BridgeMetrics``)."""
+        self.caller_audio_secs += secs
+        self.audio_totals[2] += secs
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """``gc.callbacks`` hook: time every collection (any generation stops the loop)."""
@@ -175,6 +218,7 @@ class ProcessStats:
             "bridge_out_ms": self.bridge_out.summary(),
             "model_audio_secs": round(self.model_audio_secs, 2),
             "twilio_audio_secs": round(self.twilio_audio_secs, 2),
+            "caller_audio_secs": round(self.caller_audio_secs, 2),
         }
 
 
@@ -201,8 +245,13 @@ def lag_guard(stats: ProcessStats, limit_ms: float) -> str | None:
     return None
 
 
-def add_stats_routes(app: web.Application, calls_count: Any) -> None:
-    """Add ``GET /stats`` and ``POST /stats/reset``; ``calls_count()`` gives live calls."""
+def add_stats_routes(
+    app: web.Application, calls_count: Any, *, reset_needs_loopback: bool = True
+) -> None:
+    """Add ``GET /stats`` and ``POST /stats/reset``; ``calls_count()`` gives live calls.
+
+    ``reset_needs_loopback``: only loopback peers may reset (when no ops token guards it).
+    """
 
     async def get_stats(request: web.Request) -> web.Response:
         snap = STATS.snapshot(calls_count())
@@ -214,7 +263,7 @@ def add_stats_routes(app: web.Application, calls_count: Any) -> None:
         return web.json_response(snap)
 
     async def reset_stats(request: web.Request) -> web.Response:
-        if request.remote not in ("127.0.0.1", "::1"):
+        if reset_needs_loopback and request.remote not in ("127.0.0.1", "::1"):
             raise web.HTTPForbidden(text="stats reset is loopback only\n")
         STATS.reset()
         logger.debug("stats reset")

@@ -1,7 +1,10 @@
 """Twilio HTTP webhooks: ``POST /twilio/voice`` (TwiML) and ``/twilio/status``.
 
 A caller the process cannot serve (at capacity, overloaded, draining, or over the Gemini
-session limit) gets the busy TwiML here, before any stream is opened.
+session limit) gets the busy TwiML here, before any stream is opened. A caller that is served
+gets a TwiML whose ``call_token`` ``<Parameter>`` signs everything decided here (persona, From,
+To, custom parameters from the webhook URL's query) for that call and stream only
+(``bot.call_tokens``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from loguru import logger
 from twilio.twiml.voice_response import VoiceResponse
 
 from bot.app_keys import AUTH, CALLS, PERSONAS
+from bot.call_tokens import MAX_TOKEN_CHARS, CallTokenTooLong
 from bot.health import add_health_routes
 from bot.settings import stream_url
 
@@ -36,16 +40,33 @@ def stream_twiml(url: str, parameters: dict[str, str]) -> str:
     connect = vr.connect()
     stream = connect.stream(url=url)
     for name, value in parameters.items():
-        stream.parameter(name=name, value=value[:499])
+        if len(value) > MAX_TOKEN_CHARS:  # Twilio would cut it; a cut token is no token
+            raise ValueError(
+                f"<Parameter> {name!r} is {len(value)} characters, expected at most "
+                f"{MAX_TOKEN_CHARS} (Twilio's limit)"
+            )
+        stream.parameter(name=name, value=value)
     vr.say(APOLOGY)
     vr.hangup()
     return str(vr)
 
 
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The webhook's form fields, or a 400 (never a traceback) for a body that is no form.
+
+    A multipart body without its boundary, an unknown charset or bytes that are not UTF-8.
+    """
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, AssertionError) as e:
+        logger.warning(f"webhook {request.path} refused 400: the body is not a form ({e!r:.80})")
+        raise web.HTTPBadRequest(text="Bad request: the body is not a valid form\n") from None
+    return {k: str(v) for k, v in form.items()}
+
+
 async def voice(request: web.Request) -> web.Response:
     """Answer Twilio's incoming-call webhook with the TwiML that opens our media stream."""
-    form = await request.post()
-    params = {k: str(v) for k, v in form.items()}
+    params = await read_form(request)
     refusal = request.app[AUTH].check_webhook(request, params)
     if refusal:
         logger.warning(f"voice webhook refused: {refusal}")
@@ -63,25 +84,31 @@ async def voice(request: web.Request) -> web.Response:
     else:
         persona = personas.for_number(params.get("To"))
 
+    auth = request.app[AUTH]
+    url = stream_url(auth.public_base(request))
+    # The operator's webhook URL (signed by Twilio) may set the persona's declared ${custom.X}.
+    custom = {k: v for k, v in request.query.items() if k in persona.custom_parameters}
+    try:
+        token = auth.issue_call_token(
+            call_sid=call_sid, stream_url=url, persona=persona.id,
+            caller=params.get("From", ""), called=params.get("To", ""), custom=custom,
+        )  # fmt: skip
+    except CallTokenTooLong as e:
+        logger.error(f"voice webhook failed: {e}")
+        raise web.HTTPInternalServerError(text=f"Server error: {e}\n") from None
+
     if not request.app[CALLS].reserve(call_sid):
         logger.warning(f"call {call_sid} refused: at capacity, draining or over the quota")
         return web.Response(text=busy_twiml(), content_type="text/xml")
 
-    auth = request.app[AUTH]
-    url = stream_url(auth.public_base(request))
-    parameters = {
-        "persona": persona.id,
-        "from": params.get("From", ""),
-        "to": params.get("To", ""),
-        "call_token": auth.call_token(call_sid),
-    }
+    # Only the token counts at the stream's start; `persona` is shown for people reading TwiML.
+    parameters = {"persona": persona.id, "call_token": token}
     return web.Response(text=stream_twiml(url, parameters), content_type="text/xml")
 
 
 async def status(request: web.Request) -> web.Response:
     """Accept Twilio's call and stream status callbacks (signed like every webhook)."""
-    form = await request.post()
-    params = {k: str(v) for k, v in form.items()}
+    params = await read_form(request)
     refusal = request.app[AUTH].check_webhook(request, params)
     if refusal:
         raise web.HTTPForbidden(text=f"Forbidden: {refusal}\n")

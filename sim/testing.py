@@ -5,8 +5,9 @@ Plain async context managers and helpers, no pytest: the test suite's fixtures
 
 - :func:`running_emulator`: the Live API emulator on loopback TLS.
 - :func:`running_server`: the real ``voicebot`` app (aiohttp, Pipecat, google-genai) on a
-  loopback port, talking to an emulator; :meth:`RunningServer.call` places a simulated Twilio
-  call to it and returns the :class:`~sim.caller.result.CallResult`.
+  loopback port, talking to an emulator, with its operations listener (``/stats``) on another
+  (:attr:`RunningServer.ops_url`); :meth:`RunningServer.call` places a simulated Twilio call to
+  it and returns the :class:`~sim.caller.result.CallResult`.
 - :func:`fake_twilio_rest`: a stand-in for Twilio's REST API that records hang-ups and redirects.
 - :func:`scripted_bot_app`: a tiny Twilio-side app that answers like the server (TwiML, a 0.4 s
   greeting, a mark) for tests of the caller itself.
@@ -37,6 +38,7 @@ from google.genai import types
 from bot.app import create_app
 from bot.app_keys import CALLS
 from bot.calls import CallRegistry
+from bot.ops import OpsListener
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
 from pipelines.gemini.service import GeminiClients
@@ -99,11 +101,19 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 @dataclass
 class RunningServer:
-    """The real server under test, on a loopback port."""
+    """The real server under test, on a loopback port.
+
+    Attributes:
+        url: The public listener (webhooks, media streams, health).
+        app: The public application.
+        emulator: The Live API it talks to.
+        ops_url: The operations listener (``/stats``, health); empty when ``ops_listen="off"``.
+    """
 
     url: str
     app: web.Application
     emulator: LiveEmulator
+    ops_url: str = ""
 
     @property
     def calls(self) -> CallRegistry:
@@ -135,11 +145,16 @@ async def running_server(
         wrap_up_secs: Then how long their goodbyes may take before they are closed.
         **settings: :class:`bot.settings.Settings` fields. ``lag_guard_ms`` defaults to 0: the
             overload guard reads process-wide loop-lag stats, and a stall in an earlier test must
-            not turn callers away here.
+            not turn callers away here. ``ops_listen`` defaults to ``"0"`` (a free loopback
+            port for the operations listener). ``database_url`` defaults to ``"off"`` (no call
+            records; a test of them passes a ``sqlite:///`` URL in its tmp_path).
     """
     settings.setdefault("lag_guard_ms", 0)
+    settings.setdefault("ops_listen", "0")
+    settings.setdefault("database_url", "off")  # no records unless the test asks for them
+    config = Settings(personas_dir=personas, **settings)
     app = create_app(
-        Settings(personas_dir=personas, **settings),
+        config,
         PersonaStore(personas),
         GeminiClients("test-key", emulator.url, emulator.ca_file),
         drain_secs=drain_secs,
@@ -147,10 +162,14 @@ async def running_server(
         twilio_api_base=twilio_api_base,
     )
     runner, url = await _serve(app)
+    ops = OpsListener(app, config, address) if (address := config.ops_address) else None
     try:
-        yield RunningServer(url, app, emulator)
+        ops_url = await ops.start() if ops else ""
+        yield RunningServer(url, app, emulator, ops_url)
     finally:
         await runner.cleanup()
+        if ops is not None:
+            await ops.stop()
 
 
 @dataclass

@@ -9,6 +9,7 @@ simulated caller talks to the server like Twilio. The fixtures are thin wrappers
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,13 @@ from sim.testing import (
     wait_until,
 )
 from sim.testing import fake_twilio_rest as _fake_twilio_rest
+
+# Longest-first ordering for xdist workers, and `--store-durations` (tests/schedule.py).
+pytest_plugins = ["tests.schedule"]
+
+# No call records from servers the tests start (in-process or as `voicebot serve` processes,
+# which inherit this): they would land in ./voicebot-calls.db. Records tests pass their own URL.
+os.environ.setdefault("VOICEBOT_DATABASE_URL", "off")
 
 __all__ = ["TEST_PERSONAS", "FakeTwilioRest", "RunningServer", "wait_until"]
 

@@ -73,7 +73,7 @@ def test_show_prints_exact_setup(capsys: pytest.CaptureFixture[str], examples: d
     assert run_cmd(argv) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"setup": setup_of(examples["receptionist"])}
-    assert "Campaign: spring" in out
+    assert 'Campaign: \\"spring\\"' in out  # JSON output: the quotes are escaped
     assert err.endswith("api_version: v1beta\n")
 
 
@@ -102,7 +102,7 @@ def test_receptionist_setup_fields(examples: dict) -> None:
     assert setup["inputAudioTranscription"] == {} and setup["outputAudioTranscription"] == {}
     text = setup["systemInstruction"]["parts"][0]["text"]
     assert "It is Monday, 08:05\n(America/New_York)" in text
-    assert "+15557654321; they dialled +15551230001. Campaign: spring." in text
+    assert '+15557654321; they dialled +15551230001. Campaign: "spring".' in text
     [decl] = setup["tools"][0]["functionDeclarations"]
     assert decl["name"] == "end_call" and decl["behavior"] == "BLOCKING"
     assert "Thank the caller for calling Acme Dental." in decl["description"]
@@ -130,7 +130,7 @@ def test_appointments_setup_fields(examples: dict) -> None:
     assert persona.tools_async is True
     assert {d["behavior"] for d in setup["tools"][0]["functionDeclarations"]} == {"NON_BLOCKING"}
     assert setup["systemInstruction"]["parts"][0]["text"].startswith(
-        "You run the appointment line of the Main Street clinic. It is Monday 2026-03-02,\n"
+        'You run the appointment line of the "Main Street" clinic. It is Monday 2026-03-02,\n'
         "07:05 local time."
     )
     assert persona.greeting_instruction({}) is None

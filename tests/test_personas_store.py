@@ -81,7 +81,7 @@ def test_call_variables_and_rendering(tmp_path: Path) -> None:
     )
     assert persona.greeting_instruction(variables) == (
         "The call has just connected. Greet the caller by saying exactly these words, word for "
-        "word, and nothing else:\nHello, Globex here."
+        'word, and nothing else:\nHello, "Globex" here.'
     )
     defaults = call_variables(persona, caller="a", called="b", custom={}, now=now)
     assert defaults["custom.company"] == "Acme"

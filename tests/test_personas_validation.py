@@ -431,9 +431,10 @@ def test_example_personas_use_every_field() -> None:
     used: set[tuple[str | int, ...]] = set()
     for file in (Path(__file__).parent.parent / "config" / "personas").glob("*.yaml"):
         used |= set(load_yaml(file.read_text()).lines)
-    missing = [
-        ".".join(k) for k in persona_fields() if k not in used and k[0] not in ("id", "source")
-    ]
+    # A post-call webhook needs its secret in the environment to load, so the shipped examples
+    # carry it commented out (appointments.yaml; README, Personas); tests/test_post_call.py.
+    skip = ("id", "source", "post_call_webhook")
+    missing = [".".join(k) for k in persona_fields() if k not in used and k[0] not in skip]
     assert missing == []
 
 

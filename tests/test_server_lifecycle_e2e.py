@@ -75,6 +75,8 @@ async def test_sigterm_wraps_up_live_calls_with_a_goodbye_and_exits():
         "serve",
         "--port",
         str(port),
+        "--ops-port",
+        "0",
         "--personas",
         str(TEST_PERSONAS),
         cwd=REPO,

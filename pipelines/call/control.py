@@ -332,15 +332,20 @@ class CallTap(FrameProcessor):
     where caller audio goes; the taps only observe.
     """
 
-    def __init__(self, control: CallControl, **kwargs: Any) -> None:
+    def __init__(self, control: CallControl, journal: Any = None, **kwargs: Any) -> None:
         # Direct mode: a pass-through needs no queue and task hop of its own.
         kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
         self._control = control
+        # The call's journal (``pipelines.call.journal``), fed downstream frames: given only
+        # to the tap after the transport output, where they have reached the phone.
+        self._journal = journal
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Observe every frame and pass it on."""
         await super().process_frame(frame, direction)
         if not isinstance(frame, InputAudioRawFrame):
             self._control.observe(frame)
+            if self._journal is not None and direction == FrameDirection.DOWNSTREAM:
+                self._journal.observe(frame)
         await self.push_frame(frame, direction)

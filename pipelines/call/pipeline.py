@@ -43,6 +43,7 @@ from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.caller_audio import CallerAudioRoute
 from pipelines.call.clip_audio import CLIP_RATE_HZ, Clip, load_clip
 from pipelines.call.control import CallControl, CallTap
+from pipelines.call.journal import CallJournal
 from pipelines.call.setup_gate import SetupGate, SetupSlot
 from pipelines.call.watchdog import (
     NUDGE_CUT_OFF,
@@ -55,9 +56,13 @@ from pipelines.personas import enabled_tools
 from pipelines.ports import (
     NO_METRICS,
     BridgeMetrics,
+    CallMetrics,
+    CallMetricsFactory,
     CallReadyHook,
     CallRest,
+    NoCallMetrics,
     SessionFailedHook,
+    TurnEndedHook,
 )
 from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
 from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
@@ -89,6 +94,9 @@ class ProcessResources:
         vad_model: The batched Silero detector every call's local VAD shares (the server
             loads its model at start).
         metrics: Where bridge latency and audio seconds go.
+        call_metrics: Makes each call's event metrics from its persona id and model (setup and
+            response latency, barge-ins, handovers, tokens; ``bot.metrics``). None: only
+            ``metrics`` is fed.
         rest: Twilio REST, when credentials are set: the hang-up at a normal call end (after
             the goodbye was played) and transfers. None: the stream is closed instead.
         call_ready: Called once per call when its Live API session is ready (or the setup
@@ -96,6 +104,8 @@ class ProcessResources:
         session_failed: Called with (call SID, close code, reason) the moment a call's Live
             API session is refused or lost for good, before the call ends: the server's
             admission learns the session quota there.
+        turn_ended: Called with (call SID, turn) as each turn of a call's transcript closes
+            (a live view; the whole journal is ``CallPipeline.journal``).
         time_scale: Multiplies every call's own timers (the persona's limits and idle
             timeout, its audioStreamEnd silence, GoAway handover margins), for tests and
             demos; audio and the bounds on audio being played stay real time.
@@ -105,10 +115,12 @@ class ProcessResources:
     setup_gate: SetupGate = field(default_factory=SetupGate)
     vad_model: BatchedSileroVAD = field(default_factory=BatchedSileroVAD)
     metrics: BridgeMetrics = NO_METRICS
+    call_metrics: CallMetricsFactory | None = None
     rest: CallRest | None = None
     call_ready: CallReadyHook | None = None
     session_failed: SessionFailedHook | None = None
     time_scale: float = 1.0
+    turn_ended: TurnEndedHook | None = None
 
 
 # How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out
@@ -166,6 +178,11 @@ class CallPipeline:
         self.rejection: tuple[int | None, str] | None = None
         self._setup_slot: SetupSlot | None = None
         self._started_at = time.monotonic()
+        self.metrics: CallMetrics = (
+            resources.call_metrics(persona.id, persona.model)
+            if resources.call_metrics is not None
+            else NoCallMetrics(resources.metrics)
+        )
 
         # The serializer hangs up through the server's REST client after the output has
         # drained and the end mark came back (the goodbye was played); every other ending
@@ -189,7 +206,7 @@ class CallPipeline:
                 max_lead_secs=PLAYOUT_LEAD_SECS,
                 media_timeout_secs=MEDIA_TIMEOUT_SECS * resources.time_scale,
             ),
-            metrics=resources.metrics,
+            metrics=self.metrics,
         )
         scale = resources.time_scale
         instruction = persona.render_system_instruction(variables)
@@ -201,7 +218,7 @@ class CallPipeline:
             config=config,
             on_session_failed=self._on_session_failed,
             on_session_ready=self._on_live_session_ready,
-            metrics=resources.metrics,
+            metrics=self.metrics,
             audio_stream_end_secs=_scaled(persona.audio_stream_end_silence_secs, scale),
             time_scale=scale,
             inference_on_context_initialization=self._greeting is not None,
@@ -220,6 +237,16 @@ class CallPipeline:
             label=f"call {info.call_sid}:",
         )
         self.llm.watchdog = self.watchdog
+        # The call's transcript and figures, for its record (pipelines.call.journal).
+        hook = resources.turn_ended
+        self.journal = CallJournal(
+            started=self._started_at,
+            keep_text=persona.records.transcript,
+            stop_lag_secs=persona.barge_in.stop_secs if persona.barge_in.local_vad else 0.0,
+            on_turn=functools.partial(hook, info.call_sid) if hook is not None else None,
+        )
+        self.setup_secs: float | None = None
+        self.llm.transcripts.listener = self.journal
         self.llm.connection.on_gap = self.watchdog.connection_gap
         self.context = LLMContext()
         user_agg, assistant_agg = LLMContextAggregatorPair(
@@ -255,7 +282,7 @@ class CallPipeline:
                 user_agg,
                 self.llm,
                 self.transport.output(),
-                CallTap(self.control),
+                CallTap(self.control, self.journal),
                 assistant_agg,
             ]
         )
@@ -282,6 +309,7 @@ class CallPipeline:
         self.transport.event_handler("on_client_connected")(self._on_connected)
         self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
         self.transport.event_handler("on_media_timeout")(self._on_media_timeout)
+        self.transport.event_handler("on_input_abuse")(self._on_input_abuse)
 
     @staticmethod
     def _vad_params(persona: Any) -> VADParams | None:
@@ -325,7 +353,12 @@ class CallPipeline:
         self.serializer.disable_hang_up()
         if self.end_reason is None:
             code = self._ws.close_code
-            self.end_reason = "caller hung up" if code in (None, 1000) else f"stream closed {code}"
+            if self.serializer.bad_input.get("too_large"):  # aiohttp closed it 1009 for us
+                self.end_reason = "stream closed 1009: message too large"
+            elif code in (None, 1000):
+                self.end_reason = "caller hung up"
+            else:
+                self.end_reason = f"stream closed {code}"
         await self.worker.cancel()
 
     async def _on_media_timeout(self, _transport: Any, secs: float) -> None:
@@ -333,7 +366,14 @@ class CallPipeline:
         # at the persona's maximum duration; Twilio, if it still hears us, plays the apology.
         await self.abort(f"no media from Twilio for {secs:g} s")
 
+    async def _on_input_abuse(self, _transport: Any, reason: str) -> None:
+        # Audio faster than real time or a message flood, beyond bounds (input_limits).
+        await self.abort(reason, close_code=1008)
+
     def _on_live_session_ready(self) -> None:
+        if self.setup_secs is None:
+            self.setup_secs = time.monotonic() - self._started_at
+        self.metrics.session_ready()
         self.watchdog.session_ready()
         self._on_session_ready()
 

@@ -87,6 +87,7 @@ class CallerInput:
         """One frame of caller audio."""
         if self._stream_end_task is None and not self._paused and not self.user_speaking:
             self.schedule_stream_end()  # the caller has not spoken yet
+        self._metrics.add_caller_audio_secs(len(frame.audio) / (frame.sample_rate * 2))
         each = frame.metadata.get(RX_EACH_KEY)
         if each is not None:
             now = time.monotonic()

@@ -66,6 +66,7 @@ from pipelines.gemini.connection_loop import (
 from pipelines.gemini.handover import HandoverPlan
 from pipelines.gemini.reconnect import GapCallback, GapWatch
 from pipelines.gemini.resend import ClientLog, Entry, Kind
+from pipelines.ports import NO_CALL_METRICS, CallMetrics
 
 # How often a pending GoAway handover looks for its moment (``handover.HandoverPlan``).
 HANDOVER_POLL_SECS = 0.02
@@ -99,6 +100,7 @@ class LiveConnection(ConnectionLoop):
         time_scale: Multiplies the handover margin, the futile-resume window, the reconnect
             budget, the stable time and the gap.
         context_notes: The model takes mid-session ``clientContent`` (``resend.ClientLog``).
+        metrics: Where handovers, reconnects and the Live API's closes are reported.
     """
 
     def __init__(
@@ -113,8 +115,11 @@ class LiveConnection(ConnectionLoop):
         can_hand_over: Callable[[], bool] = lambda: True,
         time_scale: float = 1.0,
         context_notes: bool = True,
+        metrics: CallMetrics = NO_CALL_METRICS,
     ) -> None:
         self._client = client
+        self.metrics = metrics
+        self.handover_cause = "go_away"  # of the handover in progress: go_away or watchdog
         self.model = model
         self._config = config
         self._on_ready = on_ready
@@ -266,6 +271,7 @@ class LiveConnection(ConnectionLoop):
         left = parse_duration_secs(time_left)
         deadline = self.plan.go_away(now, left)
         fresh = self._resume_was_futile()
+        self.handover_cause = "go_away"
         if self.plan.restart_on_go_away(now, left) and self._can_hand_over():
             logger.debug("GoAway shorter than an answer that just began: the next one gives it")
             deadline = now  # switch at once, the old connection's rest unplayed
@@ -282,6 +288,7 @@ class LiveConnection(ConnectionLoop):
         """
         if self.session is None or self._closing or not self._can_hand_over():
             return False
+        self.handover_cause = "watchdog"
         self._hand_over_now()
         return True
 
@@ -296,6 +303,7 @@ class LiveConnection(ConnectionLoop):
         if not self.plan.switch_at_turn_end(time.monotonic()) or not self._can_hand_over():
             return
         logger.debug("handing over at the end of the caller's turn")
+        self.handover_cause = "go_away"
         self._hand_over_now()
 
     def _hand_over_now(self) -> None:

@@ -39,6 +39,7 @@ from pipelines.gemini.reconnect import (
     refusal,
 )
 from pipelines.gemini.resend import ClientLog, Entry
+from pipelines.ports import CallMetrics
 
 ReadyCallback = Callable[[bool], Awaitable[None]]
 MessageCallback = Callable[[LiveServerMessage], Awaitable[None]]
@@ -73,6 +74,8 @@ class ConnectionLoop:
     _handing_over: bool
     _resumed_at: float | None
     _handover_task: asyncio.Task[None] | None
+    metrics: CallMetrics
+    handover_cause: str
 
     if TYPE_CHECKING:
 
@@ -124,16 +127,21 @@ class ConnectionLoop:
             if self._closing:
                 return
             if opened_at is None and self.connections == 0:
-                await self._fail(*refusal(error))  # the first connection: the call never began
+                code, reason = refusal(error)
+                self.metrics.gemini_closed(code)
+                await self._fail(code, reason)  # the first connection: the call never began
                 return
             if opened_at is not None and self._handing_over:
                 self._handing_over = False
                 self.handovers += 1
+                self.metrics.handover(self.handover_cause)
                 continue
             self.drops += 1
+            self.metrics.gemini_closed(close_code(error))
             spent = budget.failed(time.monotonic(), opened_at)
             if not await self._after_drop(error, opened_at is not None, spent, budget):
                 return
+            self.metrics.reconnect("dropped" if opened_at is not None else "refused")
             wait = budget.wait_secs(spent)
             if wait:
                 await asyncio.sleep(wait)

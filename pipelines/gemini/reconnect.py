@@ -33,6 +33,8 @@ BACKOFF_MAX_SECS = 2.0
 GAP_SECS = 1.0
 
 GapCallback = Callable[[float], Awaitable[None]]
+# Jitter has its own generator: the process's global one is the host's (tests seed it).
+_JITTER = random.Random()
 
 
 def backoff_secs(failures: int, rng: random.Random | None = None) -> float:
@@ -40,7 +42,7 @@ def backoff_secs(failures: int, rng: random.Random | None = None) -> float:
     if failures <= 1:
         return 0.0
     base = min(BACKOFF_MAX_SECS, BACKOFF_BASE_SECS * 2 ** (failures - 2))
-    return base * (0.5 + 0.5 * (rng or random).random())
+    return base * (0.5 + 0.5 * (rng or _JITTER).random())
 
 
 def close_code(error: Exception) -> int | None:

@@ -40,7 +40,8 @@ from pipelines.frame_metadata import RX_KEY
 from pipelines.gemini import live_receive
 from pipelines.gemini.connection import LiveConnection
 from pipelines.gemini.transcripts import Transcripts, token_usage
-from pipelines.ports import BridgeMetrics
+from pipelines.gemini.usage import token_counts
+from pipelines.ports import CallMetrics
 
 MODEL_RATE_HZ = 24000
 # An EndFrame held for the bot's turn is released after this long without its end.
@@ -68,7 +69,7 @@ class Replies:
     Args:
         processor: The call's service; frames are pushed and metrics reported through it.
         connection: The call's Live API connection (arrival time, ``bot_quiet``).
-        metrics: Where model audio seconds are reported.
+        metrics: Where model audio seconds, the model's interruptions and tokens go.
         on_tool_calls: Awaited with a message's function calls.
     """
 
@@ -76,7 +77,7 @@ class Replies:
         self,
         processor: Any,
         connection: LiveConnection,
-        metrics: BridgeMetrics,
+        metrics: CallMetrics,
         on_tool_calls: ToolCallsHandler,
     ) -> None:
         self._p = processor
@@ -142,6 +143,7 @@ class Replies:
                 self._generating = True
             if sc.interrupted:
                 logger.debug("Gemini VAD: interrupted")
+                self._metrics.barge_in("model")
                 await self._p.broadcast_interruption()
             if sc.model_turn is not None and not dropping:
                 await self._model_audio(sc.model_turn)
@@ -160,7 +162,10 @@ class Replies:
                     self._discard_held_turn()
                     await self._end_response()
                 if message.usage_metadata is not None:
+                    self.transcripts.usage(message.usage_metadata)
                     await self._p.start_llm_usage_metrics(token_usage(message.usage_metadata))
+                    for kind, modality, count in token_counts(message.usage_metadata):
+                        self._metrics.add_tokens(kind, modality, count)
             if turn_over:
                 self._generating = False
                 if self._dropping:

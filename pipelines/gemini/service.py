@@ -61,7 +61,8 @@ from pipelines.gemini.clients import GeminiClients
 from pipelines.gemini.connection import LiveConnection, parse_duration_secs
 from pipelines.gemini.replies import Replies
 from pipelines.gemini.tools import ToolBook
-from pipelines.ports import NO_METRICS, BridgeMetrics
+from pipelines.gemini.transcripts import Transcripts
+from pipelines.ports import NO_CALL_METRICS, CallMetrics
 
 __all__ = ["CallGeminiLive", "GeminiClients", "parse_duration_secs"]
 
@@ -85,7 +86,8 @@ class CallGeminiLive(LLMService):
         on_session_ready: Called each time a Live API session is ready.
         audio_stream_end_secs: Seconds of caller silence (local VAD) before
             ``audioStreamEnd``; ``None`` never sends it.
-        metrics: Where bridge latency in and model audio seconds are reported.
+        metrics: Where bridge latency in, audio seconds and the call's model events
+            (barge-ins, caller turns, handovers, Live API closes, tokens) are reported.
         time_scale: Multiplies the GoAway handover margin and the futile-resume window.
         inference_on_context_initialization: Have the model answer the initial history.
         **kwargs: Passed to ``LLMService``.
@@ -102,7 +104,7 @@ class CallGeminiLive(LLMService):
         on_session_failed: SessionFailedCallback,
         on_session_ready: Callable[[], None] | None = None,
         audio_stream_end_secs: float | None = None,
-        metrics: BridgeMetrics = NO_METRICS,
+        metrics: CallMetrics = NO_CALL_METRICS,
         time_scale: float = 1.0,
         inference_on_context_initialization: bool = True,
         **kwargs: Any,
@@ -120,7 +122,8 @@ class CallGeminiLive(LLMService):
         self._tools = ToolBook(version is None or version < (3, 0) or version >= (3, 8))
         spec = gemini_models.lookup(model)
         self._client_content_mid_session = spec is None or spec.mid_session_client_content
-        self._bridge_metrics = metrics
+        self._call_metrics = metrics
+        self._vad_stop_secs = 0.0  # the local VAD's stop_secs: how late it ends a caller turn
         self._on_session_ready = on_session_ready
         self._on_session_failed = on_session_failed
         self._inference_on_init = inference_on_context_initialization
@@ -134,6 +137,7 @@ class CallGeminiLive(LLMService):
             can_hand_over=lambda: self._replies.held_end is None,
             time_scale=time_scale,
             context_notes=self._client_content_mid_session,
+            metrics=metrics,
         )
         ric = config.realtime_input_config
         aad = ric.automatic_activity_detection if ric is not None else None
@@ -158,6 +162,11 @@ class CallGeminiLive(LLMService):
     def connection(self) -> LiveConnection:
         """The call's Live API connection."""
         return self._conn
+
+    @property
+    def transcripts(self) -> Transcripts:
+        """The call's transcripts (set ``listener`` to follow them)."""
+        return self._replies.transcripts
 
     def register_function(
         self,
@@ -294,11 +303,13 @@ class CallGeminiLive(LLMService):
             await self._input.audio(frame)
             await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
+            self._call_metrics.barge_in("local_vad")
             await self._replies.interrupted_locally()
             if self.watchdog is not None:
                 self.watchdog.interrupted()
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStartedSpeakingFrame):
+            self._call_metrics.caller_started()
             if self.watchdog is not None:
                 self.watchdog.caller_started()
             await self._input.user_started()
@@ -309,6 +320,7 @@ class CallGeminiLive(LLMService):
         elif isinstance(frame, SpeechControlParamsFrame):
             if frame.vad_params is not None:
                 self._input.set_vad_start_secs(frame.vad_params.start_secs)
+                self._vad_stop_secs = frame.vad_params.stop_secs
             await self.push_frame(frame, direction)
         elif not isinstance(frame, LLMSetToolsFrame):  # tools are fixed for the session
             await self.push_frame(frame, direction)
@@ -324,6 +336,7 @@ class CallGeminiLive(LLMService):
         await super().push_frame(frame, direction)
 
     async def _user_stopped(self) -> None:
+        self._call_metrics.caller_turn_ended(self._vad_stop_secs)
         if self.watchdog is not None:
             self.watchdog.caller_turn_ended()
         await self._input.user_stopped()

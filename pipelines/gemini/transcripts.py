@@ -7,7 +7,9 @@
   added to the context (for observers) and a ``TTSTextFrame`` (the assistant aggregator adds
   it to the context).
 - ``token_usage``: ``usageMetadata`` as ``LLMTokenUsage`` (tool-result prompts count as input,
-  thinking as output).
+  thinking as output); ``usage_by_kind``: the same counts by kind for the call's record.
+- ``Transcripts.listener`` (``pipelines.ports.TranscriptListener``): every caller sentence,
+  bot fragment and usage also goes there (the call's journal, ``pipelines.call.journal``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 from pipecat.utils.time import time_now_iso8601
 
+from pipelines.ports import TranscriptListener
+
 # A caller fragment with no sentence end is pushed after this long without another.
 CALLER_FLUSH_SECS = 0.5
 
@@ -38,6 +42,7 @@ class Transcripts:
         self._processor = processor
         self._caller = ""
         self._flush_task: asyncio.Task[None] | None = None
+        self.listener: TranscriptListener | None = None
 
     async def caller(self, text: str, message: LiveServerMessage | None) -> None:
         """A fragment of the caller's words."""
@@ -53,12 +58,19 @@ class Transcripts:
 
     async def bot(self, text: str) -> None:
         """A fragment of the bot's words."""
+        if self.listener is not None:
+            self.listener.bot_said(text)
         llm_text = LLMTextFrame(text)
         llm_text.append_to_context = False
         await self._processor.push_frame(llm_text)
         tts_text = TTSTextFrame(text, text_type=TextType.SENTENCE)
         tts_text.includes_inter_frame_spaces = True
         await self._processor.push_frame(tts_text)
+
+    def usage(self, usage: UsageMetadata | Any) -> None:
+        """A ``usageMetadata``: to the listener, by kind."""
+        if self.listener is not None:
+            self.listener.model_usage(usage_by_kind(usage))
 
     def close(self) -> None:
         """Stop the flush timer."""
@@ -76,6 +88,8 @@ class Transcripts:
             await self._push_caller(sentence, None)
 
     async def _push_caller(self, text: str, message: Any) -> None:
+        if self.listener is not None:
+            self.listener.caller_said(text)
         frame = TranscriptionFrame(
             text=text, user_id="", timestamp=time_now_iso8601(), result=message
         )
@@ -103,3 +117,21 @@ def token_usage(usage: UsageMetadata | Any) -> LLMTokenUsage:
         output_audio_tokens=_audio_tokens(usage.response_tokens_details),
         cache_read_input_audio_tokens=_audio_tokens(usage.cache_tokens_details),
     )
+
+
+def usage_by_kind(usage: UsageMetadata | Any) -> dict[str, int]:
+    """``usageMetadata`` counts by kind (absent counts are left out).
+
+    Kinds: prompt, response, thoughts, tool_prompt, cached, and the audio parts of the prompt
+    and the response (prompt_audio, response_audio).
+    """
+    counts = {
+        "prompt": usage.prompt_token_count,
+        "response": usage.response_token_count,
+        "thoughts": usage.thoughts_token_count,
+        "tool_prompt": usage.tool_use_prompt_token_count,
+        "cached": usage.cached_content_token_count,
+        "prompt_audio": _audio_tokens(usage.prompt_tokens_details),
+        "response_audio": _audio_tokens(usage.response_tokens_details),
+    }
+    return {k: int(v) for k, v in counts.items() if v}

@@ -92,6 +92,14 @@ def _fix(persona: Persona, code: int, reason: str) -> str:
     return "see the Live API close code table (docs) for this code"
 
 
+_KEY_PROBLEMS = ("api key not valid", "api_key_invalid", "unregistered callers", "api key expired")
+
+
+def _is_key_problem(reason: str) -> bool:
+    lowered = reason.lower()
+    return any(marker in lowered for marker in _KEY_PROBLEMS)
+
+
 def explain_rejection(persona: Persona, code: int, reason: str) -> str:
     """One line naming the persona file, the close code and reason, and the likely fix.
 
@@ -100,7 +108,13 @@ def explain_rejection(persona: Persona, code: int, reason: str) -> str:
         code: WebSocket close code (``APIError.code``), e.g. 1007, 1008, 1011.
         reason: Close reason (``APIError.details``), at most 123 bytes.
     """
-    where = str(persona.source) if persona.source else f"persona {persona.id!r}"
     shown = " ".join((reason or "").split()) or "(no reason given)"
+    if _is_key_problem(reason or ""):
+        # Not the persona's fault: name the variable to fix, not the persona file.
+        return (
+            f"GEMINI_API_KEY: Gemini closed the session with {code} ({shown}); fix: set "
+            "GEMINI_API_KEY to a valid Gemini API key (the persona is not the problem)"
+        )
+    where = str(persona.source) if persona.source else f"persona {persona.id!r}"
     fix = _fix(persona, code, reason or "")
     return f"{where}: Gemini closed the session with {code} ({shown}); fix: {fix}"

@@ -7,22 +7,31 @@ the Live API lives in ``setup`` (``connect_config`` below delegates to it).
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipelines import gemini_models
 from pipelines.personas import setup as persona_setup
+from pipelines.personas.quoting import E164, template_values
 
 if TYPE_CHECKING:
     from google.genai.types import LiveConnectConfig
 
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 BUILTIN_VARIABLES: tuple[str, ...] = (
     "caller", "called", "local_time", "local_date", "weekday", "timezone", "persona",
 )  # fmt: skip
@@ -232,6 +241,60 @@ class Watchdog(_Strict):
         return self
 
 
+class Records(_Strict):
+    """What the server keeps of this persona's calls (``bot.records``)."""
+
+    transcript: bool = True  # false: turns are timed and counted, their words not kept
+
+
+class PostCallWebhook(_Strict):
+    """Where a finished call's record is POSTed, signed (``bot.post_call``).
+
+    Attributes:
+        url: An ``http(s)://`` URL with a host.
+        secret_env: The name of the environment variable holding the signing secret (never
+            the secret itself: persona files are not secret); it must be set when the persona
+            loads. Pydantic's validation context may hand in ``{"environ": mapping}``
+            (tests); else the process environment is read, for presence only.
+        timeout_secs: One attempt's time limit (connect, send, answer).
+        max_attempts: Attempts in all, the first included (retries back off exponentially).
+    """
+
+    url: str
+    secret_env: str
+    timeout_secs: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"got {value!r}, expected an http:// or https:// URL with a host, "
+                "e.g. 'https://crm.example.com/hooks/calls'"
+            )
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, value: str, info: ValidationInfo) -> str:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value, re.ASCII):
+            raise ValueError(
+                f"got {value!r}, expected the NAME of an environment variable (A-Z, 0-9, _), "
+                "e.g. 'CRM_WEBHOOK_SECRET'; the secret itself never goes in a persona file"
+            )
+        context = info.context if isinstance(info.context, Mapping) else {}
+        environ = context.get("environ", os.environ)
+        if not str(environ.get(value, "")).strip():
+            raise ValueError(
+                f"got {value!r}, which is not set in the server's environment, expected it "
+                f"set to the signing secret; fix: export {value}=<a long random secret> "
+                "(e.g. `openssl rand -hex 32`) before starting the server"
+            )
+        return value
+
+
 class Persona(_Strict):
     """One bot persona, validated; immutable so a call keeps the one it started with.
 
@@ -257,6 +320,8 @@ class Persona(_Strict):
     tools: Tools = Tools()
     limits: Limits = Limits()
     watchdog: Watchdog = Watchdog()
+    records: Records = Records()
+    post_call_webhook: PostCallWebhook | None = None
 
     @field_validator("response_modality")
     @classmethod
@@ -349,10 +414,11 @@ class Persona(_Strict):
     def _render(self, text: str, variables: Mapping[str, str]) -> str:
         values = {f"custom.{k}": v for k, v in self.custom_parameters.items()}
         values.update(variables)
-        return VarTemplate(text).substitute(values)
+        # Every path to the model passes here: call values go in as data (``quoting``).
+        return VarTemplate(text).substitute(template_values(values))
 
     def render_system_instruction(self, variables: Mapping[str, str]) -> str:
-        """The system instruction with ``${…}`` variables filled (see ``call_variables``)."""
+        """The system instruction with ``${…}`` filled, call values as data (``quoting``)."""
         return self._render(self.system_instruction or "", variables)
 
     def greeting_instruction(self, variables: Mapping[str, str]) -> str | None:

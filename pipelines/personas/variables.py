@@ -1,4 +1,8 @@
-"""Template values for one call (``${caller}``, ``${local_time}``, ``${custom.X}``, ...)."""
+"""Template values for one call (``${caller}``, ``${local_time}``, ``${custom.X}``, ...).
+
+The values are raw here; rendering (``Persona._render``) passes them through
+``pipelines.personas.quoting`` so that call values reach the model as data only.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ def call_variables(
 
     Returns:
         ``caller``, ``called``, ``local_time`` (``14:05``), ``local_date`` (``2026-03-01``),
-        ``weekday``, ``timezone``, ``persona`` and ``custom.<name>`` for every parameter.
+        ``weekday``, ``timezone``, ``persona`` and ``custom.<name>`` for every parameter,
+        unquoted and unchecked (rendering checks and quotes them).
     """
     zone = ZoneInfo(persona.timezone)
     moment = now or datetime.now(zone)

@@ -1,6 +1,7 @@
 """The Twilio side of a call: the Media Streams serializer and the aiohttp WebSocket transport.
 
-``serializer`` (``TwilioSerializer``), ``transport`` (ties the pieces together) with
+``serializer`` (``TwilioSerializer``; ``input_limits``: the JSON parser and the audio and
+message rate limits; ``rest_hang_up``), ``transport`` (ties the pieces together) with
 ``transport_input``, ``transport_output`` and ``transport_client`` (the shared socket, marks,
 latency), ``output_queue``, ``output_sender`` and ``pacing`` (real-time bot audio). May import
 Pipecat, aiohttp, ``pipelines.audio``, ``pipelines._compat`` and the top-level leaf modules;

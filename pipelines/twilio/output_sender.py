@@ -18,7 +18,7 @@ from loguru import logger
 from pipecat.frames.frames import Frame, InterruptionFrame, OutputAudioRawFrame
 from pipecat.serializers.base_serializer import FrameSerializer
 
-from pipelines.ports import BridgeMetrics
+from pipelines.ports import CallMetrics
 from pipelines.twilio.pacing import Pacer
 from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
 from pipelines.twilio.transport_client import OutboundLatency, TransportOwner, WebsocketClient
@@ -34,7 +34,7 @@ class TwilioSender:
         transport: The transport (its ``marks``).
         client: The socket.
         serializer: The stream's serializer (``TwilioSerializer`` for the media fast path).
-        metrics: Where bridge latency and audio seconds go.
+        metrics: Where bridge latency, audio seconds, bot audio sent and ``clear`` go.
     """
 
     def __init__(
@@ -42,7 +42,7 @@ class TwilioSender:
         transport: TransportOwner,
         client: WebsocketClient,
         serializer: FrameSerializer | None,
-        metrics: BridgeMetrics,
+        metrics: CallMetrics,
     ) -> None:
         """Create the sender; ``configure`` it once the output rate is known."""
         self._transport = transport
@@ -96,6 +96,7 @@ class TwilioSender:
         secs = len(audio) / (self.sample_rate * 2)
         self.sent_audio_secs += secs
         self._metrics.add_twilio_audio_secs(secs)
+        self._metrics.bot_audio_sent()
         now = time.monotonic()
         self._last_audio_sent_at = now
         self.latency.audio_out(secs, now)
@@ -118,11 +119,14 @@ class TwilioSender:
         self.pacer.reset(now)
         if not playing:
             self.clears_skipped += 1
+            self._metrics.clear_done(False)
             return
         self._transport.marks.cleared()
-        if await self.write_frame(InterruptionFrame()):
+        sent = await self.write_frame(InterruptionFrame())
+        if sent:
             self.clears_sent += 1
             self._last_clear_at = now
+        self._metrics.clear_done(sent)
 
     async def mark(self, frame: TwilioMarkFrame) -> bool:
         """Send a mark, noting how much audio went before it; whether it was sent."""

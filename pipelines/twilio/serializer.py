@@ -11,6 +11,7 @@ WARNING on first occurrence, then only counted); the call goes on. The caller lo
 Input                  Answer                                                      Counter
 =====================  ==========================================================  ===============
 text that is not JSON  ignored                                                     invalid_json
+JSON nested > 16 deep  ignored (``input_limits.parse_message``; never a traceback)  too_deep
 JSON that is no object ignored                                                     invalid_json
 binary frame           ignored (counted by the transport's receive loop)           binary
 unknown ``event``      ignored                                                     unknown_event
@@ -21,8 +22,11 @@ missing/mistyped field ignored (media without payload, dtmf without digit, ...) 
 bad base64 / empty     ignored                                                     invalid_payload
   payload
 unknown DTMF digit     ignored                                                     invalid_dtmf
-message > 64 KiB       aiohttp closes with 1009 (``max_msg_size=65536``); the      too_large
-                       receive loop ends and ``on_client_disconnected`` fires
+message > 16 KiB       aiohttp closes with 1009 (``max_msg_size``); the receive    too_large
+                       loop ends and ``on_client_disconnected`` fires
+audio faster than      dropped by the transport (``input_limits``); beyond 10 s    audio_too_fast_ms
+  real time            dropped, ``on_input_abuse``: the call closes it 1008        (ms dropped)
+over 100 messages/s    dropped by the transport; beyond 500 dropped, closed 1008   too_many_messages
 other WebSocket error  receive loop ends, ``on_client_disconnected`` fires         ws_error
 ``stop``               end of call: receive loop ends, ``on_client_disconnected``  (none)
 ``mark``               ``on_mark(transport, name, played)`` event                  (none)
@@ -52,7 +56,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from loguru import logger
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import (
@@ -72,10 +75,10 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.serializers.base_serializer import FrameSerializer
 
 from pipelines.audio.resampling import FirStreamResampler
+from pipelines.twilio.input_limits import parse_message
+from pipelines.twilio.rest_hang_up import TWILIO_API_BASE, rest_hang_up
 
 TWILIO_SAMPLE_RATE_HZ = 8000
-TWILIO_API_BASE = "https://api.twilio.com"
-REST_TIMEOUT_SECS = 10.0
 KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 # How every Twilio media message starts, and its payload field (the input fast path).
 MEDIA_START = '{"event":"media",'
@@ -173,7 +176,7 @@ class TwilioSerializer(FrameSerializer):
                     f"account_sid and auth_token; missing: {missing}. "
                     "Pass them, a hang_up callback, or auto_hang_up=False"
                 )
-            hang_up = functools.partial(_rest_hang_up, base_url, account_sid, auth_token, call_sid)
+            hang_up = functools.partial(rest_hang_up, base_url, account_sid, auth_token, call_sid)
         super().__init__(params)
         self.params = params
         self.bad_input: dict[str, int] = {}
@@ -259,16 +262,17 @@ class TwilioSerializer(FrameSerializer):
         self.params.auto_hang_up = False
         self._hang_up_pending = False
 
-    def note_bad_input(self, kind: str, detail: str = "") -> None:
-        """Count one bad input of ``kind``; log a WARNING the first time it occurs.
+    def note_bad_input(self, kind: str, detail: str = "", amount: int = 1) -> None:
+        """Count bad input of ``kind``; log a WARNING the first time it occurs.
 
         Args:
             kind: Counter name (see the module table).
             detail: Short description without payload data, for the first log line.
+            amount: How much to count (1 message, or e.g. milliseconds of dropped audio).
         """
-        count = self.bad_input.get(kind, 0) + 1
-        self.bad_input[kind] = count
-        if count == 1:
+        before = self.bad_input.get(kind, 0)
+        self.bad_input[kind] = before + amount
+        if before == 0:
             logger.warning(
                 f"Twilio stream {self._stream_sid}: ignored bad input '{kind}'"
                 f"{f' ({detail})' if detail else ''}; further ones are only counted"
@@ -316,10 +320,9 @@ class TwilioSerializer(FrameSerializer):
         if isinstance(data, bytes):
             self.note_bad_input("binary", f"{len(data)} bytes")
             return None
-        try:
-            message = json.loads(data)
-        except ValueError:
-            self.note_bad_input("invalid_json", f"{len(data)} chars")
+        message, bad = parse_message(data)
+        if bad is not None:
+            self.note_bad_input(bad, f"{len(data)} chars")
             return None
         if not isinstance(message, dict):
             self.note_bad_input("invalid_json", f"top level is {type(message).__name__}")
@@ -386,23 +389,3 @@ def _field(message: dict[str, Any], section: str, name: str) -> Any:
     """Return ``message[section][name]`` or None when either level is missing or mistyped."""
     inner = message.get(section)
     return inner.get(name) if isinstance(inner, dict) else None
-
-
-async def _rest_hang_up(base_url: str, account_sid: str, auth_token: str, call_sid: str) -> bool:
-    """End the call with Twilio's REST API (the built-in hang-up); False (logged) on failure."""
-    url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
-    timeout = aiohttp.ClientTimeout(total=REST_TIMEOUT_SECS)
-    basic = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode("ascii")
-    headers = {"Authorization": f"Basic {basic}"}
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, data={"Status": "completed"}, headers=headers) as resp,
-        ):
-            if resp.status < 400 or resp.status == 404:  # 404: the call already ended
-                return True
-            body = (await resp.text())[:300]
-    except (aiohttp.ClientError, TimeoutError) as e:
-        body = f"{e.__class__.__name__}: {e}"
-    logger.error(f"Twilio REST hang-up of call {call_sid} failed: {body}; the call stays up")
-    return False

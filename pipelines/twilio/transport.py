@@ -19,7 +19,9 @@ marks, hang-up) and this module (the transport that ties them together).
 Events (registered with the public ``event_handler``/``add_event_handler``, kept in an
 ``EventHandlers`` registry of our own): ``on_client_connected(transport, ws)``,
 ``on_client_disconnected(transport, ws)``, ``on_mark(transport, name, played)``,
-``on_media_timeout(transport, secs)`` (nothing received for ``media_timeout_secs``).
+``on_media_timeout(transport, secs)`` (nothing received for ``media_timeout_secs``),
+``on_input_abuse(transport, reason)`` (the caller's input broke the rate limits of
+``input_limits`` beyond bounds: the owner closes the stream 1008; input is dropped meanwhile).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from aiohttp import web
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport
 
-from pipelines.ports import NO_METRICS, BridgeMetrics
+from pipelines.ports import NO_CALL_METRICS, CallMetrics
 from pipelines.twilio.transport_client import (
     AiohttpWebsocketParams,
     EventHandlers,
@@ -43,7 +45,13 @@ from pipelines.twilio.transport_client import (
 from pipelines.twilio.transport_input import AiohttpWebsocketInputTransport
 from pipelines.twilio.transport_output import AiohttpWebsocketOutputTransport
 
-EVENTS = ("on_client_connected", "on_client_disconnected", "on_mark", "on_media_timeout")
+EVENTS = (
+    "on_client_connected",
+    "on_client_disconnected",
+    "on_mark",
+    "on_media_timeout",
+    "on_input_abuse",
+)
 
 __all__ = [
     "AiohttpWebsocketInputTransport",
@@ -61,7 +69,7 @@ class AiohttpWebsocketTransport(BaseTransport):
         params: Transport parameters.
         input_name: Optional input processor name.
         output_name: Optional output processor name.
-        metrics: Where bridge latency and audio seconds are reported.
+        metrics: Where bridge latency, audio seconds and the call's output events go.
     """
 
     def __init__(
@@ -70,7 +78,7 @@ class AiohttpWebsocketTransport(BaseTransport):
         params: AiohttpWebsocketParams,
         input_name: str | None = None,
         output_name: str | None = None,
-        metrics: BridgeMetrics = NO_METRICS,
+        metrics: CallMetrics = NO_CALL_METRICS,
     ) -> None:
         """Create the transport; see the class docstring for the arguments."""
         super().__init__(input_name=input_name, output_name=output_name)

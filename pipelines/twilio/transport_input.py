@@ -12,6 +12,12 @@ model); without one, batches are resampled to the pipeline's rate and pushed dow
 Twilio ``media`` messages take a fast path (``TwilioSerializer.media_pcm``): no JSON parse and
 no frame per 20 ms message; anything else, or anything the fast path is unsure of, goes through
 ``TwilioSerializer.deserialize`` with its checks and bad-input counters.
+
+Every message passes the call's rate limits first (``input_limits.InputLimits``): messages
+beyond ``MESSAGE_RATE_HZ`` and caller audio arriving faster than real time are dropped and
+counted (``too_many_messages``, ``audio_too_fast_ms``), never handed on; for a stream that
+keeps it up the input logs the reason once, fires ``on_input_abuse(transport, reason)`` (the
+call closes the stream 1008) and drops everything that still comes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pipecat.transports.base_input import BaseInputTransport
 
 from pipelines.audio.resampling import FirStreamResampler
 from pipelines.frame_metadata import RX_EACH_KEY, RX_KEY
+from pipelines.twilio.input_limits import InputLimits
 from pipelines.twilio.serializer import TwilioMarkEchoFrame, TwilioSerializer, TwilioStopFrame
 from pipelines.twilio.transport_client import (
     AiohttpWebsocketParams,
@@ -77,6 +84,9 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         self._receive_task: asyncio.Task[None] | None = None
         self._media_watchdog: asyncio.Task[None] | None = None
         self._last_rx_at = time.monotonic()
+        # Made with the call, right after Twilio's `start` was read: the limits run from then.
+        self._limits = InputLimits(self._last_rx_at)
+        self._refusing = False  # the input broke the limits: everything is dropped
         self._ending = False
         self._pending_audio = b""
         self._pending_at = 0.0
@@ -246,23 +256,52 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
             audio, self._pending_audio = self._pending_audio, b""
             await self._push_batch(audio, self._pending_rate, 1)
 
-    def _note(self, kind: str, detail: str) -> None:
+    def _note(self, kind: str, detail: str, amount: int = 1) -> None:
         serializer = self._ws_params.serializer
         if isinstance(serializer, TwilioSerializer):
-            serializer.note_bad_input(kind, detail)
+            serializer.note_bad_input(kind, detail, amount)
         else:
             logger.debug(f"{self}: ignored {kind} ({detail})")
+
+    def _audio_allowed(self, audio: bytes, rate: int, rx_at: float) -> bool:
+        """Whether caller audio (16-bit mono PCM at ``rate``) is within the real-time budget."""
+        secs = len(audio) / (2 * rate)
+        if self._limits.audio(secs, rx_at):
+            return True
+        self._note("audio_too_fast_ms", "caller audio faster than real time", round(secs * 1000))
+        return False
+
+    async def _check_abuse(self) -> None:
+        """After a drop: when the drops went beyond bounds, refuse all input from now on."""
+        reason = self._limits.abuse()
+        if reason is None:
+            return
+        self._refusing = True
+        serializer = self._ws_params.serializer
+        sid = serializer.stream_sid if isinstance(serializer, TwilioSerializer) else "?"
+        logger.warning(f"Twilio stream {sid}: closing 1008: {reason}")
+        await self._transport.notify("on_input_abuse", reason)
 
     async def _receive_messages(self) -> None:
         serializer = self._ws_params.serializer
         fast = serializer if isinstance(serializer, TwilioSerializer) else None
+        limits = self._limits
+        limits.credit_backlog(time.monotonic())
         try:
             async for msg in self._client.receive():
                 self._last_rx_at = rx_at = time.monotonic()
+                if self._refusing and msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not limits.message(rx_at):
+                    self._note("too_many_messages", "over the message rate limit")
+                    await self._check_abuse()
+                    continue
                 if fast is not None and msg.type == WSMsgType.TEXT:
                     pcm = fast.media_pcm(msg.data)
                     if pcm is not None:
-                        if not self._ending:
+                        if not self._audio_allowed(pcm, fast.twilio_rate, rx_at):
+                            await self._check_abuse()
+                        elif not self._ending:
                             await self._push_pcm(pcm, fast.twilio_rate, 1, rx_at)
                         continue
                 if msg.type == WSMsgType.BINARY:
@@ -286,7 +325,10 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
                 elif self._ending:
                     continue  # the pipeline is ending: nothing more goes downstream
                 elif isinstance(frame, InputAudioRawFrame):
-                    await self._push_audio(frame, rx_at)
+                    if self._audio_allowed(frame.audio, frame.sample_rate, rx_at):
+                        await self._push_audio(frame, rx_at)
+                    else:
+                        await self._check_abuse()
                 elif isinstance(frame, InputTransportMessageFrame):
                     await self._flush_audio()
                     await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)

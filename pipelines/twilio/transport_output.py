@@ -60,7 +60,7 @@ from pipecat.utils.utils import obj_id
 
 from pipelines.audio.resampling import FirStreamResampler
 from pipelines.frame_metadata import RX_KEY
-from pipelines.ports import NO_METRICS, BridgeMetrics
+from pipelines.ports import NO_CALL_METRICS, CallMetrics
 from pipelines.twilio.output_queue import OutputQueue
 from pipelines.twilio.output_sender import TwilioSender, WriteWatchdog
 from pipelines.twilio.pacing import Pacer
@@ -87,7 +87,7 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         transport: The transport that owns it (marks, events, cleanup).
         client: The socket shared with the input.
         params: Transport parameters (``audio_out_*``, serializer, pacing, marks).
-        metrics: Where bridge latency and audio seconds are reported.
+        metrics: Where bridge latency, audio seconds and the call's output events go.
         **kwargs: ``FrameProcessor`` arguments (``name``, ``enable_direct_mode``).
     """
 
@@ -96,7 +96,7 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         transport: TransportOwner,
         client: WebsocketClient,
         params: AiohttpWebsocketParams,
-        metrics: BridgeMetrics = NO_METRICS,
+        metrics: CallMetrics = NO_CALL_METRICS,
         **kwargs: object,
     ) -> None:
         """Create the output side; use ``AiohttpWebsocketTransport.output()``."""

@@ -94,7 +94,7 @@ class Sampler:
 
     def _run(self, start_after: float, window_secs: float, stats: bool) -> None:
         time.sleep(start_after)
-        url = f"http://127.0.0.1:{self.proc.port}"
+        url = self.proc.info.get("ops_url", "")  # /stats: the operations listener
         profile = Path(self.proc.info["profile"]) if "profile" in self.proc.info else None
         before: dict[str, Any] = {}
         if stats:
@@ -218,12 +218,13 @@ def run_burst(args: argparse.Namespace, server: Proc, scenario: Path) -> dict[st
         url, args.burst_base, args.ramp, scenario, base_report, args.load_core, args.out, "lt-base"
     )
     time.sleep(args.ramp + 4.0)
-    http_json(url + "/stats/reset", "POST")
+    ops_url = server.info["ops_url"]  # /stats: the operations listener
+    http_json(ops_url + "/stats/reset", "POST")
     burst = start_loadtest(
         url, BURST_CALLS, 0.0, scenario, args.out / "burst", args.load_core, args.out, "lt-burst"
     )
     time.sleep(4.0)
-    stats = http_json(url + "/stats")
+    stats = http_json(ops_url + "/stats")
     base.popen.wait(args.ramp + args.hold + 120)
     burst.popen.wait(args.hold + 120)
     existing = summarize_load(base_report)

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EMULATOR_PACE = 1.5  # the emulator streams replies this much faster than real time
+# A server on port P serves its operations listener (/stats) on P + OPS_PORT_OFFSET.
+OPS_PORT_OFFSET = 100
 OUR_BASELINE = Path(__file__).resolve().parent / "relay_baseline.py"
 
 
@@ -157,7 +159,8 @@ def start_server(
     """``voicebot serve`` pointed at the emulator.
 
     ``stall_probe`` times loop callbacks; ``profile`` runs the stage sampler
-    (``VOICEBOT_PROFILE``, :mod:`bot.stage_profile`) writing its counts to that file.
+    (``VOICEBOT_PROFILE``, :mod:`bot.stage_profile`) writing its counts to that file. The
+    operations listener (``/stats``) is on ``port + OPS_PORT_OFFSET``: ``info["ops_url"]``.
     """
     env = {
         "GEMINI_API_KEY": "bench",
@@ -168,9 +171,14 @@ def start_server(
         "VOICEBOT_LOG_LEVEL": "WARNING",
         "VOICEBOT_STALL_PROBE": "1" if stall_probe else "0",
         "VOICEBOT_PROFILE": str(profile) if profile else "",
+        "VOICEBOT_OPS_PORT": f"127.0.0.1:{port + OPS_PORT_OFFSET}",
+        "VOICEBOT_OPS_TOKEN": "",
+        # Records on, as in production, in the run's own folder (not the working directory).
+        "VOICEBOT_DATABASE_URL": f"sqlite:///{(log_dir / f'{name}-calls.db').resolve()}",
     }
     cmd = [str(BIN / "voicebot"), "serve", "--port", str(port), *(["--uvloop"] if uvloop else [])]
     proc = _spawn_http(name, cmd, core, log_dir, env, port)
+    proc.info["ops_url"] = f"http://127.0.0.1:{port + OPS_PORT_OFFSET}"
     if profile:
         proc.info["profile"] = str(profile)
     return proc

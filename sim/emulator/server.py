@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from sim.emulator import protocol, voices
+from sim.emulator import protocol, rest, voices
 from sim.emulator.config import EmulatorConfig, FaultPlan
 from sim.emulator.recorder import Recorder
 from sim.emulator.session import Conversation, LiveSession
@@ -111,6 +111,8 @@ class LiveEmulator:
         await asyncio.to_thread(self._preload_voices)
         app = web.Application()
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/{version:v1|v1beta|v1alpha}/models", self._list_models)
+        app.router.add_get("/{version:v1|v1beta|v1alpha}/models/{model}", self._get_model)
         app.router.add_get("/{tail:.*}", self._websocket)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -205,6 +207,34 @@ class LiveEmulator:
         if request.query.get("reset"):
             self.lag.reset()
         return web.json_response(body)
+
+    def _rest_key_error(self, request: web.Request) -> web.Response | None:
+        """Google's REST answer to a missing or wrong key (the Live socket's rules), or None."""
+        key = request.headers.get("x-goog-api-key") or request.query.get("key") or ""
+        if not key:
+            return web.json_response(rest.error_body(403, protocol.MISSING_KEY), status=403)
+        if self.config.api_key is not None and key != self.config.api_key:
+            return web.json_response(rest.error_body(400, protocol.BAD_KEY), status=400)
+        return None
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        """``GET /{version}/models``: the Live models, as ``models.list`` pages them."""
+        refused = self._rest_key_error(request)
+        if refused is not None:
+            return refused
+        return web.json_response(rest.models_page(request.query.get("pageSize")))
+
+    async def _get_model(self, request: web.Request) -> web.Response:
+        """``GET /{version}/models/{model}``: one model, or Google's 404."""
+        refused = self._rest_key_error(request)
+        if refused is not None:
+            return refused
+        name, version = request.match_info["model"], request.match_info["version"]
+        found = rest.model_resource(name)
+        if found is None:
+            missing = f"models/{name} is not found for API version {version}."
+            return web.json_response(rest.error_body(404, missing), status=404)
+        return web.json_response(found)
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         version = protocol.match_path(request.path)

@@ -154,8 +154,7 @@ class LiveSession:
             self.conv = restored[0]
         if self.conv.started_at is None:
             self.conv.started_at = time.monotonic()
-        if faults.setup_delay > 0:
-            await asyncio.sleep(faults.setup_delay)
+        early = await self._hold_setup(faults.setup_delay) if faults.setup_delay > 0 else []
         self.info = info
         self.accepted = True
         self.emu.session_accepted(self)
@@ -164,6 +163,27 @@ class LiveSession:
         await self.send(p.SETUP_COMPLETE)
         await self._send_resumption()
         self._fault_task = asyncio.create_task(fault_timer(self), name=f"emulator:{self.id}:faults")
+        for data in early:
+            await self._on_message(data)
+
+    async def _hold_setup(self, secs: float) -> list[str | bytes]:
+        """Sit on the setup for ``secs`` (the ``setup_delay`` fault), as a slow service does.
+
+        A client that leaves meanwhile ends the wait (the service drops a setup nobody waits
+        for; sleeping on held a stopped emulator for the rest of the delay). Messages sent before
+        ``setupComplete`` are kept and served after it.
+        """
+        early: list[str | bytes] = []
+        deadline = self._loop.time() + secs
+        while (remaining := deadline - self._loop.time()) > 0:
+            try:
+                msg = await self.ws.receive(timeout=remaining)
+            except TimeoutError:
+                break
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                raise ConnectionError("closed during the setup delay")
+            early.append(msg.data)
+        return early
 
     def _parse(self, data: str | bytes) -> Any:
         try:

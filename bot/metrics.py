@@ -1,0 +1,404 @@
+"""Prometheus metrics: the app-owned registry, the call metrics, and the pipelines' port.
+
+Served as ``GET /metrics`` on the operations listener (``bot.ops``). Each application owns its
+``CollectorRegistry`` (``ServerMetrics.registry``) instead of the library's global one, so
+several servers in one test process never collide, and a multi-process deployment can
+aggregate per-process registries later.
+
+Three sources feed it:
+
+* ``CallRecorder``: one per call, made by ``ServerMetrics.call`` (the
+  ``pipelines.ports.CallMetricsFactory`` the server hands every call). It implements
+  ``pipelines.ports.CallMetrics``: latencies, barge-ins and ``clear``, handovers, reconnects,
+  the Live API's closes, tokens and their estimated cost. Its label children are bound once
+  per call; the per-chunk hot path (``bot_audio_sent``) is one attribute test while nothing is
+  owed. Bridge latency and audio seconds go on to ``bot.stats.ProcessStats``.
+* ``ServerMetrics.call_started`` / ``call_ended`` / ``refused``: admission and the end of a
+  call (``bot.calls.CallRegistry`` calls them), with the call's bad inputs.
+* ``StatsCollector`` (``bot.metrics_process``): loop lag, GC pauses, bridge latency and audio
+  seconds, read from ``bot.stats.STATS`` at scrape time (one place records, ``/stats`` and
+  ``/metrics`` read).
+
+Labels are bounded: persona ids (files in the persona folder), and reasons, causes, kinds and
+close codes from fixed sets (``END_REASONS``, ``REFUSAL_CAUSES``, ``close_code_label``); never a
+call SID or a number.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from bot.metrics_process import StatsCollector
+from bot.pricing import Pricing, PricingError
+from bot.stats import STATS, ProcessStats
+from pipelines.ports import LatencyRecorder
+
+# Buckets (seconds) that fit phone calls.
+SETUP_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0)
+RESPONSE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+CLEAR_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+
+END_REASONS = (
+    "caller_hung_up",  # the caller hung up (Twilio `stop` or the socket closed normally)
+    "bot_ended",  # the model's end_call tool
+    "transferred",  # transfer_call redirected the call
+    "transfer_failed",
+    "max_duration",  # the persona's max_call_secs
+    "caller_idle",  # idle re-prompts ran out
+    "model_unresponsive",  # the watchdog gave up after its apology
+    "model_failed",  # the Live API refused or lost the session for good
+    "media_timeout",  # Twilio stopped sending media
+    "stream_closed",  # the media socket closed abnormally
+    "shutdown",  # wrapped up or cut by a drain
+    "internal_error",
+    "other",
+)
+# ``bot.calls.CallRegistry`` refusal causes, plus the HTTP refusals of Twilio-facing requests.
+REFUSAL_CAUSES = (
+    "capacity",  # VOICEBOT_MAX_CALLS
+    "draining",
+    "quota",  # the Gemini session quota
+    "lag_guard",  # the event loop is lagging (VOICEBOT_LAG_GUARD_MS)
+    "unreserved_stream",  # a stream whose TwiML this process did not serve
+    "stream_refused",  # a stream at capacity or past the drain window
+    "duplicate_stream",
+    "call_token",  # a bad, expired or replayed call token at the stream's start
+    "forbidden",  # 403 on a webhook or media upgrade (signature, peer)
+    "too_large",  # 413: a webhook body over the limit
+    "too_slow",  # 408: a webhook body not sent in time
+)
+_KIND = re.compile(r"[a-z_]{1,32}")  # bad-input kinds are code's identifiers
+_KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1006, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
+
+
+def close_code_label(code: int | None) -> str:
+    """A WebSocket close code as a bounded label: the code, ``none`` or ``other``."""
+    if code is None:
+        return "none"
+    return str(code) if code in _KNOWN_CLOSE_CODES else "other"
+
+
+def end_reason_label(reason: str | None) -> str:
+    """A call's end reason (free text, ``CallRecord.end_reason``) as one of ``END_REASONS``."""
+    r = (reason or "").lower()
+    table = (
+        ("caller hung up", "caller_hung_up"),
+        ("end_call", "bot_ended"),
+        ("transfer failed", "transfer_failed"),
+        ("transfer", "transferred"),
+        ("max call duration", "max_duration"),
+        ("idle", "caller_idle"),
+        ("model unresponsive", "model_unresponsive"),
+        ("live api", "model_failed"),
+        ("no media", "media_timeout"),
+        ("stream closed", "stream_closed"),
+        ("shutting down", "shutdown"),
+        ("cancelled", "shutdown"),
+        ("internal error", "internal_error"),
+    )
+    for needle, label in table:
+        if needle in r:
+            return label
+    return "other"
+
+
+class ServerMetrics:
+    """The server's Prometheus metrics in its own registry.
+
+    Args:
+        pricing: Model prices for the cost estimate (empty: cost stays 0).
+        stats: The process counters exported at scrape time (``bot.stats.STATS``).
+    """
+
+    def __init__(self, pricing: Pricing | None = None, stats: ProcessStats = STATS) -> None:
+        """Create the registry and every metric; see the class docstring for the arguments."""
+        self.pricing = pricing or Pricing()
+        self.stats = stats
+        r = self.registry = CollectorRegistry()
+        self.calls_started = Counter(
+            "voicebot_calls_started", "Calls whose media stream started.", ["persona"], registry=r
+        )
+        self.calls_ended = Counter(
+            "voicebot_calls_ended", "Calls ended, by reason.", ["persona", "reason"], registry=r
+        )
+        self.calls_refused = Counter(
+            "voicebot_calls_refused", "Calls or requests refused, by cause.", ["cause"], registry=r
+        )
+        self.calls_active = Gauge(
+            "voicebot_calls_active", "Calls in progress.", ["persona"], registry=r
+        )
+        self.setup_latency = Histogram(
+            "voicebot_setup_latency_seconds",
+            "Media stream start -> the Live API session ready (setupComplete).",
+            ["persona"],
+            buckets=SETUP_BUCKETS,
+            registry=r,
+        )
+        self.first_audio_latency = Histogram(
+            "voicebot_first_audio_latency_seconds",
+            "Media stream start -> the first bot audio written to Twilio.",
+            ["persona"],
+            buckets=SETUP_BUCKETS,
+            registry=r,
+        )
+        self.response_latency = Histogram(
+            "voicebot_response_latency_seconds",
+            "The caller stopped speaking (local VAD, less its stop delay) -> the first bot "
+            "audio written to Twilio.",
+            ["persona"],
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.barge_ins = Counter(
+            "voicebot_barge_ins",
+            "Barge-ins that cleared Twilio's playback, by what detected them.",
+            ["persona", "source"],
+            registry=r,
+        )
+        self.barge_in_clear = Histogram(
+            "voicebot_barge_in_clear_seconds",
+            "Barge-in detected (local VAD or the model's interrupted) -> `clear` sent to Twilio.",
+            ["persona"],
+            buckets=CLEAR_BUCKETS,
+            registry=r,
+        )
+        self.handovers = Counter(
+            "voicebot_gemini_handovers",
+            "Planned moves to a new Live API connection, by cause (go_away, watchdog).",
+            ["persona", "cause"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "voicebot_gemini_reconnects",
+            "Reconnects after an unplanned connection end (dropped) or refused reconnect.",
+            ["persona", "cause"],
+            registry=r,
+        )
+        self.gemini_closes = Counter(
+            "voicebot_gemini_closes",
+            "Live API connections the service ended or refused, by WebSocket close code.",
+            ["persona", "code"],
+            registry=r,
+        )
+        self.bad_input = Counter(
+            "voicebot_bad_input_messages",
+            "Invalid messages from Twilio's side of the media stream, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "voicebot_model_tokens",
+            "Model tokens from usageMetadata, by kind and modality.",
+            ["persona", "kind", "modality"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "voicebot_model_cost_usd",
+            "Estimated model cost in US dollars (config/pricing.yaml).",
+            ["persona"],
+            registry=r,
+        )
+        self.post_call_webhooks = Counter(
+            "voicebot_post_call_webhooks",
+            "Post-call webhook deliveries by outcome: delivered, failed, dropped (queue full), "
+            "lost (at shutdown) (bot.post_call).",
+            ["persona", "outcome"],
+            registry=r,
+        )
+        r.register(StatsCollector(stats))
+
+    # the port ------------------------------------------------------------------------------
+
+    def call(self, persona_id: str, model: str) -> CallRecorder:
+        """A new call's metrics (``pipelines.ports.CallMetricsFactory``)."""
+        return CallRecorder(self, persona_id, model)
+
+    # admission and call ends (bot.calls) ---------------------------------------------------
+
+    def call_started(self, persona_id: str) -> None:
+        """A call's media stream started and was admitted."""
+        self.calls_started.labels(persona_id).inc()
+        self.calls_active.labels(persona_id).inc()
+
+    def call_ended(
+        self, persona_id: str, reason: str | None, bad_input: Mapping[str, int] | None = None
+    ) -> None:
+        """A call ended: its reason (free text, labelled by ``end_reason_label``), bad inputs."""
+        self.calls_ended.labels(persona_id, end_reason_label(reason)).inc()
+        self.calls_active.labels(persona_id).dec()
+        for kind, count in (bad_input or {}).items():
+            if count > 0:
+                label = kind if _KIND.fullmatch(kind) else "other"
+                self.bad_input.labels(label).inc(count)
+
+    def refused(self, cause: str) -> None:
+        """A call or a Twilio-facing request was refused (``cause`` from ``REFUSAL_CAUSES``)."""
+        self.calls_refused.labels(cause if cause in REFUSAL_CAUSES else "other").inc()
+
+
+class CallRecorder:
+    """One call's metrics (``pipelines.ports.CallMetrics``); see the module docstring."""
+
+    def __init__(self, metrics: ServerMetrics, persona_id: str, model: str) -> None:
+        """Bind the call's label children; the clock starts (the media stream's start)."""
+        self._m = metrics
+        self._persona = persona_id
+        self._prices = metrics.pricing.for_model(model)
+        self._stats = metrics.stats
+        self._started = time.monotonic()
+        self._setup = metrics.setup_latency.labels(persona_id)
+        self._first = metrics.first_audio_latency.labels(persona_id)
+        self._response = metrics.response_latency.labels(persona_id)
+        self._clear = metrics.barge_in_clear.labels(persona_id)
+        self._cost = metrics.cost.labels(persona_id)
+        self._ready_seen = False
+        self._first_sent = False
+        self._owed_since: float | None = None  # a reply is owed since the caller went quiet
+        self._pending = True  # the first audio, or a reply, is awaited (the hot-path test)
+        self._barge_at: float | None = None
+        self._barge_source = ""
+        self.tokens: dict[tuple[str, str], int] = {}
+        self.cost_usd = 0.0
+
+    # BridgeMetrics: to the process counters --------------------------------------------
+
+    @property
+    def bridge_in(self) -> LatencyRecorder:
+        """The process's bridge-in histogram."""
+        return self._stats.bridge_in
+
+    @property
+    def bridge_out(self) -> LatencyRecorder:
+        """The process's bridge-out histogram."""
+        return self._stats.bridge_out
+
+    def add_model_audio_secs(self, secs: float) -> None:
+        """Model audio received."""
+        self._stats.add_model_audio_secs(secs)
+
+    def add_twilio_audio_secs(self, secs: float) -> None:
+        """Bot audio written to Twilio."""
+        self._stats.add_twilio_audio_secs(secs)
+
+    def add_caller_audio_secs(self, secs: float) -> None:
+        """Caller audio received."""
+        self._stats.add_caller_audio_secs(secs)
+
+    # call events -----------------------------------------------------------------------
+
+    def session_ready(self) -> None:
+        """The first Live API session of the call is ready: setup latency."""
+        if not self._ready_seen:
+            self._ready_seen = True
+            self._setup.observe(time.monotonic() - self._started)
+
+    def caller_turn_ended(self, lag_secs: float) -> None:
+        """A reply is owed from when the caller went quiet."""
+        self._owed_since = time.monotonic() - lag_secs
+        self._pending = True
+
+    def caller_started(self) -> None:
+        """The caller speaks again: no reply is owed until their turn ends."""
+        self._owed_since = None
+        self._pending = not self._first_sent
+
+    def bot_audio_sent(self) -> None:
+        """Bot audio reached Twilio: the first audio and the owed reply are timed."""
+        if not self._pending:
+            return
+        now = time.monotonic()
+        if not self._first_sent:
+            self._first_sent = True
+            self._first.observe(now - self._started)
+        if self._owed_since is not None:
+            self._response.observe(now - self._owed_since)
+            self._owed_since = None
+        self._pending = False
+
+    def barge_in(self, source: str) -> None:
+        """An interruption was detected (the first detection of a barge-in counts)."""
+        if self._barge_at is None:
+            self._barge_at = time.monotonic()
+            self._barge_source = source
+
+    def clear_done(self, sent: bool) -> None:
+        """The output handled the interruption: a sent ``clear`` is a barge-in."""
+        at, self._barge_at = self._barge_at, None
+        if sent and at is not None:
+            self._m.barge_ins.labels(self._persona, self._barge_source).inc()
+            self._clear.observe(time.monotonic() - at)
+
+    def handover(self, cause: str) -> None:
+        """A planned move to a new connection."""
+        self._m.handovers.labels(self._persona, cause).inc()
+
+    def reconnect(self, cause: str) -> None:
+        """A reconnect after an unplanned end."""
+        self._m.reconnects.labels(self._persona, cause).inc()
+
+    def gemini_closed(self, code: int | None) -> None:
+        """The Live API ended or refused a connection."""
+        self._m.gemini_closes.labels(self._persona, close_code_label(code)).inc()
+
+    def add_tokens(self, kind: str, modality: str, count: int) -> None:
+        """Tokens of one usage report, and their estimated cost."""
+        self._m.tokens.labels(self._persona, kind, modality).inc(count)
+        key = (kind, modality)
+        self.tokens[key] = self.tokens.get(key, 0) + count
+        usd = self._prices.per_token(kind, modality) * count
+        if usd:
+            self.cost_usd += usd
+            self._cost.inc(usd)
+
+
+METRICS: web.AppKey[ServerMetrics] = web.AppKey("metrics", ServerMetrics)
+# HTTP refusals of Twilio-facing requests (bot.request_limits, bot.twilio_routes, the media
+# upgrade), counted from the response status alone: no hook in the code that refuses.
+_HTTP_REFUSALS = {403: "forbidden", 413: "too_large", 408: "too_slow"}
+
+
+def load_pricing(path: Path) -> Pricing:
+    """The prices at ``path``; no prices (cost stays 0) when it is missing or invalid (logged)."""
+    try:
+        return Pricing.load(path)
+    except FileNotFoundError:
+        logger.warning(
+            f"pricing: {path} not found; voicebot_model_cost_usd stays 0 "
+            "(set VOICEBOT_PRICING_FILE or create it, see config/pricing.yaml)"
+        )
+    except (OSError, PricingError) as e:
+        logger.error(f"pricing: {e}; voicebot_model_cost_usd stays 0 until it is fixed")
+    return Pricing()
+
+
+def count_http_refusals(app: web.Application, metrics: ServerMetrics) -> None:
+    """Count 403/413/408 answers on ``/twilio/`` paths as refusals (``on_response_prepare``)."""
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        cause = _HTTP_REFUSALS.get(response.status)
+        if cause is not None and request.path.startswith("/twilio/"):
+            metrics.refused(cause)
+
+    app.on_response_prepare.append(on_prepare)
+
+
+def add_metrics_route(app: web.Application, metrics: ServerMetrics) -> None:
+    """``GET /metrics``: the registry in Prometheus' text format (or OpenMetrics if asked)."""
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(metrics.registry)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    app.router.add_get("/metrics", get_metrics)

@@ -1,0 +1,423 @@
+"""The post-call webhook: a finished call's record POSTed as signed JSON, retried with backoff.
+
+A persona with ``post_call_webhook`` (``pipelines.personas.schema.PostCallWebhook``) has each
+finished call's record (``bot.records.record.CallSummary``, numbers masked as the records are)
+and its transcript turns (unless the persona's ``records.transcript`` is false) POSTed to its
+URL. It works with or without the records database.
+
+- **Never on a call's path.** ``call_ended`` builds the record and appends it to a bounded
+  in-process queue: no I/O, no await. When the queue is full the *oldest* waiting delivery is
+  dropped and counted (``stats()["dropped"]``). One sender task, with one shared
+  ``aiohttp.ClientSession``, encodes the JSON and makes the attempts (at most
+  ``concurrency`` at once, so one slow receiver does not hold every other delivery up).
+- **Signed** Stripe-style: ``X-Voicebot-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+  "<t>.<body>">`` with the secret from the environment variable the persona names
+  (``secret_env``); each attempt is signed with its own timestamp. ``X-Voicebot-Call-Sid``
+  names the call and ``Idempotency-Key`` (also the body's ``id``) is the same on every attempt
+  of a delivery, so a receiver can de-duplicate retries. ``bot.webhook_signature.verify`` is
+  the receiver's side.
+- **Retried** on connection errors, timeouts, 408, 429 and 5xx: exponential backoff with
+  jitter (``backoff_secs``), or the receiver's ``Retry-After`` when it sends one (capped),
+  up to the persona's ``max_attempts``; never on other statuses (a 4xx will not get better,
+  a redirect is not followed). A delivery that fails for good logs one WARNING line with the
+  call SID, the receiver's host and the status: never the body.
+- **Counted**: ``stats()``: ``delivered``, ``failed``, ``dropped`` (queue full), ``lost``
+  (left at shutdown), ``retries``; and ``on_outcome(persona, outcome)`` (the Prometheus
+  counter ``voicebot_post_call_webhooks``).
+- **Shutdown**: ``stop`` makes one last attempt at once for whatever waits for a retry and
+  gives the queue ``STOP_FLUSH_SECS``; what is left is counted as ``lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from loguru import logger
+
+from bot.records.record import CallSummary, summarise_call
+from bot.webhook_signature import SIGNATURE_HEADER, sign
+
+CALL_SID_HEADER = "X-Voicebot-Call-Sid"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+ATTEMPT_HEADER = "X-Voicebot-Attempt"
+EVENT = "call.ended"
+
+QUEUE_MAX = 1000
+CONCURRENCY = 4
+RETRY_FIRST_SECS = 1.0
+RETRY_MAX_SECS = 60.0
+RETRY_AFTER_MAX_SECS = 300.0
+STOP_FLUSH_SECS = 3.0
+RETRY_STATUSES = frozenset({408, 429})
+
+
+def backoff_secs(
+    failed_attempts: int,
+    first_secs: float = RETRY_FIRST_SECS,
+    max_secs: float = RETRY_MAX_SECS,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """The wait after the ``failed_attempts``-th failed attempt: exponential, with jitter.
+
+    ``first_secs * 2 ** (failed_attempts - 1)``, capped at ``max_secs``, then a random half
+    of it taken off ("equal jitter": the wait is in ``[cap / 2, cap]``), so receivers that
+    came back are not hit by every sender at once.
+    """
+    ceiling = min(max_secs, first_secs * 2 ** max(0, failed_attempts - 1))
+    return ceiling * (0.5 + 0.5 * rng())
+
+
+def retry_after_secs(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def should_retry(status: int | None) -> bool:
+    """Whether an attempt that ended with ``status`` (None: no answer) is worth another try."""
+    return status is None or status in RETRY_STATUSES or 500 <= status <= 599
+
+
+def payload(summary: CallSummary, delivery_id: str, transcript: bool) -> bytes:
+    """The JSON body: the event, its id, the call's record and (if kept) its transcript turns."""
+    row = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in summary.row().items()}
+    turns = [asdict(t) for t in summary.turns] if transcript else None
+    body = {"event": EVENT, "id": delivery_id, "call": row, "transcript": turns}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass
+class Delivery:
+    """One record on its way to one receiver (every attempt shares its ``key`` and body)."""
+
+    call_sid: str
+    persona: str
+    url: str
+    secret: bytes
+    timeout_secs: float
+    max_attempts: int
+    summary: CallSummary
+    transcript: bool
+    key: str = field(default_factory=lambda: str(uuid.uuid4()))
+    attempts: int = 0
+    body: bytes | None = None
+
+    @property
+    def host(self) -> str:
+        """The receiver's host, for logs (never the path or query: they may carry tokens)."""
+        return urlsplit(self.url).hostname or "?"
+
+
+class PostCallSender:
+    """Delivers finished calls' records to their personas' webhooks (see the module docstring).
+
+    Args:
+        secret_of: The value of an environment variable by name (``bot.settings.env_value``).
+        numbers: How caller and called numbers are masked (``record.mask_number``).
+        max_queue: Deliveries held (waiting or between attempts) before the oldest is dropped.
+        concurrency: Attempts in flight at once.
+        retry_first_secs: The first retry's base wait (doubling up to ``retry_max_secs``).
+        retry_max_secs: The longest backoff wait.
+        retry_after_max_secs: The longest ``Retry-After`` honoured.
+        on_outcome: Called with (persona, outcome) for each delivery's end: ``delivered``,
+            ``failed``, ``dropped`` or ``lost``.
+    """
+
+    def __init__(
+        self,
+        secret_of: Callable[[str], str | None],
+        *,
+        numbers: str = "last4",
+        max_queue: int = QUEUE_MAX,
+        concurrency: int = CONCURRENCY,
+        retry_first_secs: float = RETRY_FIRST_SECS,
+        retry_max_secs: float = RETRY_MAX_SECS,
+        retry_after_max_secs: float = RETRY_AFTER_MAX_SECS,
+        on_outcome: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.secret_of = secret_of
+        self.numbers = numbers
+        self.retry_first_secs = retry_first_secs
+        self.retry_max_secs = retry_max_secs
+        self.retry_after_max_secs = retry_after_max_secs
+        self._max_queue = max_queue
+        self._concurrency = concurrency
+        self._on_outcome = on_outcome
+        self._fresh: deque[Delivery] = deque()
+        self._waiting: list[tuple[float, int, Delivery]] = []  # (due, seq, delivery): a heap
+        self._seq = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping = False
+        self._stats: dict[str, int] = {
+            "submitted": 0,
+            "delivered": 0,
+            "failed": 0,
+            "dropped": 0,
+            "lost": 0,
+            "attempts": 0,
+            "retries": 0,
+        }
+
+    # the calls' side ---------------------------------------------------------------------
+
+    def call_ended(
+        self,
+        info: Any,
+        persona: Any,
+        duration_secs: float,
+        end_reason: str,
+        call: Any,
+        bad_input: Mapping[str, int],
+    ) -> None:
+        """Queue a finished call's record if its persona has a webhook; never raises or awaits.
+
+        Args:
+            info: The call's ``CallInfo`` (SIDs, numbers).
+            persona: The ``Persona`` the call ran with.
+            duration_secs: The call's length.
+            end_reason: Why it ended.
+            call: Its ``CallPipeline``, or None when it failed before it was built.
+            bad_input: Protocol errors by kind.
+        """
+        hook = getattr(persona, "post_call_webhook", None)
+        if hook is None:
+            return
+        try:
+            summary = summarise_call(
+                call_sid=info.call_sid,
+                stream_sid=info.stream_sid,
+                persona=persona.id,
+                caller=info.caller,
+                called=info.called,
+                duration_secs=duration_secs,
+                end_reason=end_reason,
+                call=call,
+                bad_input=bad_input,
+                numbers=self.numbers,
+                cost_usd=_cost(call),
+            )
+        except Exception:
+            self._count(persona.id, "failed")
+            logger.exception(f"call {info.call_sid}: post-call webhook: no record could be made")
+            return
+        secret = self.secret_of(hook.secret_env)
+        if not secret:
+            self._count(persona.id, "failed")
+            logger.warning(
+                f"call {info.call_sid}: post-call webhook not sent: {hook.secret_env} is not "
+                "set (set it to the signing secret and restart)"
+            )
+            return
+        self.submit(
+            Delivery(
+                call_sid=info.call_sid,
+                persona=persona.id,
+                url=hook.url,
+                secret=secret.encode(),
+                timeout_secs=hook.timeout_secs,
+                max_attempts=hook.max_attempts,
+                summary=summary,
+                transcript=persona.records.transcript and summary.transcript_kept,
+            )
+        )
+
+    def submit(self, delivery: Delivery) -> None:
+        """Queue a delivery; never blocks (when full, the oldest waiting one goes, counted)."""
+        self._stats["submitted"] += 1
+        if self._stopping and self._task is None:
+            self._count(delivery.persona, "lost")
+            return
+        if len(self._fresh) + len(self._waiting) >= self._max_queue:
+            if self._fresh:
+                old = self._fresh.popleft()
+            else:
+                old = max(self._waiting)[2]  # the one due last
+                self._waiting.remove(max(self._waiting))
+                heapq.heapify(self._waiting)
+            self._count(old.persona, "dropped")
+            logger.warning(
+                f"call {old.call_sid}: post-call webhook dropped: queue full ({self._max_queue})"
+            )
+        self._fresh.append(delivery)
+        self._wake.set()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``/stats`` and tests.
+
+        ``submitted``, ``delivered``, ``failed``, ``dropped`` (queue full), ``lost`` (at
+        shutdown), ``attempts``, ``retries``; and now: ``queued`` (not yet tried), ``waiting``
+        (for a retry) and ``in_flight``.
+        """
+        return {
+            **self._stats,
+            "queued": len(self._fresh),
+            "waiting": len(self._waiting),
+            "in_flight": len(self._in_flight),
+        }
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sender task (and its HTTP session)."""
+        if self._task is None:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": "voicebot-post-call/1"}, raise_for_status=False
+            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="post-call")
+
+    async def stop(self, flush_secs: float = STOP_FLUSH_SECS) -> None:
+        """One last try for everything queued, for up to ``flush_secs``; the rest is lost."""
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=flush_secs)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for t in list(self._in_flight):
+            t.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        left = [*self._fresh, *(d for _, _, d in self._waiting)]
+        self._fresh.clear()
+        self._waiting.clear()
+        for d in left:
+            self._count(d.persona, "lost")
+        if left:
+            logger.warning(f"post-call webhook: {len(left)} delivery(ies) not made at shutdown")
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def flushed(self, timeout_secs: float = 10.0) -> bool:
+        """Wait until nothing is queued, waiting or in flight (tests, tools)."""
+        deadline = time.monotonic() + timeout_secs
+        while self._fresh or self._waiting or self._in_flight:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    # the task -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            if self._stopping:  # the last try: nothing waits for its backoff any more
+                self._fresh.extend(d for _, _, d in sorted(self._waiting))
+                self._waiting.clear()
+            while self._waiting and self._waiting[0][0] <= now:
+                self._fresh.append(heapq.heappop(self._waiting)[2])
+            while self._fresh and len(self._in_flight) < self._concurrency:
+                attempt = loop.create_task(self._attempt(self._fresh.popleft()))
+                self._in_flight.add(attempt)
+                attempt.add_done_callback(self._in_flight.discard)
+            if self._stopping and not (self._fresh or self._in_flight):
+                return
+            timeout = self._waiting[0][0] - now if self._waiting else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _attempt(self, d: Delivery) -> None:
+        try:
+            await self._post(d)
+        finally:
+            self._wake.set()
+
+    async def _post(self, d: Delivery) -> None:
+        assert self._session is not None
+        if d.body is None:
+            d.body = payload(d.summary, d.key, d.transcript)
+        d.attempts += 1
+        self._stats["attempts"] += 1
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(d.secret, d.body, int(time.time())),
+            CALL_SID_HEADER: d.call_sid,
+            IDEMPOTENCY_HEADER: d.key,
+            ATTEMPT_HEADER: str(d.attempts),
+        }
+        status: int | None = None
+        retry_after: str | None = None
+        try:
+            async with self._session.post(
+                d.url,
+                data=d.body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=d.timeout_secs),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+            outcome = f"HTTP {status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            kind = "timed out" if isinstance(e, TimeoutError) else e.__class__.__name__
+            outcome = f"no answer ({kind})"
+        if status is not None and 200 <= status <= 299:
+            self._count(d.persona, "delivered")
+            logger.debug(f"call {d.call_sid}: post-call webhook delivered (attempt {d.attempts})")
+            return
+        if should_retry(status) and d.attempts < d.max_attempts:
+            wait = retry_after_secs(retry_after) if status in (429, 503) else None
+            if wait is None:
+                wait = backoff_secs(d.attempts, self.retry_first_secs, self.retry_max_secs)
+            wait = min(wait, self.retry_after_max_secs)
+            self._stats["retries"] += 1
+            self._seq += 1
+            due = asyncio.get_running_loop().time() + wait
+            heapq.heappush(self._waiting, (due, self._seq, d))
+            logger.debug(
+                f"call {d.call_sid}: post-call webhook attempt {d.attempts} to {d.host}: "
+                f"{outcome}; retrying in {wait:.2f} s"
+            )
+            return
+        self._count(d.persona, "failed")
+        why = "not retried" if not should_retry(status) else "giving up"
+        logger.warning(
+            f"call {d.call_sid}: post-call webhook to {d.host} failed after {d.attempts} "
+            f"attempt(s): {outcome} ({why})"
+        )
+
+    def _count(self, persona: str, outcome: str) -> None:
+        self._stats[outcome] += 1
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(persona, outcome)
+            except Exception:
+                logger.exception("post-call webhook: the outcome counter failed")
+
+
+def _cost(call: Any) -> float | None:
+    """The call's estimated cost from its metrics recorder (``bot.metrics``); None if unpriced."""
+    usd = getattr(getattr(call, "metrics", None), "cost_usd", None)
+    return round(float(usd), 6) if isinstance(usd, int | float) and usd > 0 else None

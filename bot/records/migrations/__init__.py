@@ -1,0 +1,1 @@
+"""Alembic migrations of the records schema (``bot.records.tables``), run at start."""
