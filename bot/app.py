@@ -42,7 +42,7 @@ from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
 from pipelines import _compat
 from pipelines.audio.batched_vad import BatchedSileroVAD
-from pipelines.call.pipeline import ProcessResources
+from pipelines.call.resources import ProcessResources
 from pipelines.call.setup_gate import SetupGate
 from pipelines.gemini.clients import GeminiClients
 

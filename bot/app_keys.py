@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from bot.settings import Settings
     from bot.twilio_security import Authenticator
     from pipelines.audio.batched_vad import BatchedSileroVAD
-    from pipelines.call.pipeline import ProcessResources
+    from pipelines.call.resources import ProcessResources
     from pipelines.call.setup_gate import SetupGate
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")

@@ -38,7 +38,8 @@ from bot.app_keys import AUTH, CALLS, PERSONAS, POST_CALL, RECORDS, RESOURCES, S
 from bot.call_tokens import CallGrant, CallTokenError, CallTokenReplay, LedgerFull
 from bot.calls import CallRecord
 from bot.gc_policy import GC_POLICY
-from pipelines.call.pipeline import CallInfo, CallPipeline
+from pipelines.call.pipeline import CallPipeline
+from pipelines.call.resources import CallInfo
 from pipelines.personas import call_variables, explain_rejection
 from pipelines.twilio.input_limits import parse_message
 

@@ -41,7 +41,7 @@ def _session(persona: Persona, **update: Any) -> Persona:
 
 def _variants(files: dict[str, Persona]) -> dict[str, Persona]:
     """Personas that reach the rules no shipped file does (forced past validation)."""
-    from pipelines.personas.schema import ActivityDetection, EndCallTool, Thinking, Tools
+    from pipelines.personas.sections import ActivityDetection, EndCallTool, Thinking, Tools
 
     reception = files["personas/receptionist"]
     thinking = files["personas/appointments"]

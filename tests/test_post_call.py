@@ -29,7 +29,7 @@ from bot.post_call import (
 from bot.records.record import summarise_call
 from bot.webhook_signature import sign, verify
 from pipelines.personas.loader import load_persona_file
-from pipelines.personas.schema import PostCallWebhook
+from pipelines.personas.sections import PostCallWebhook
 from pipelines.ports import TranscriptTurn
 
 pytestmark = pytest.mark.unit

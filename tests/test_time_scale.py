@@ -10,7 +10,7 @@ from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFra
 
 from bot.settings import Settings, SettingsError
 from pipelines.call.control import CallControl
-from pipelines.call.pipeline import ProcessResources
+from pipelines.call.resources import ProcessResources
 from pipelines.personas import load_personas
 
 pytestmark = pytest.mark.unit

@@ -20,7 +20,6 @@ import asyncio
 import functools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -39,30 +38,23 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
-from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.caller_audio import CallerAudioRoute
 from pipelines.call.clip_audio import CLIP_RATE_HZ, Clip, load_clip
 from pipelines.call.control import CallControl, CallTap
 from pipelines.call.journal import CallJournal
-from pipelines.call.setup_gate import SetupGate, SetupSlot
+from pipelines.call.resources import CallInfo, ProcessResources
+from pipelines.call.setup_gate import SetupSlot
 from pipelines.call.watchdog import (
     NUDGE_CUT_OFF,
     NUDGE_NO_REPLY,
     ModelWatchdog,
     WatchdogSettings,
 )
-from pipelines.gemini.service import CallGeminiLive, GeminiClients
+from pipelines.gemini.service import CallGeminiLive
 from pipelines.personas import enabled_tools
 from pipelines.ports import (
-    NO_METRICS,
-    BridgeMetrics,
     CallMetrics,
-    CallMetricsFactory,
-    CallReadyHook,
-    CallRest,
     NoCallMetrics,
-    SessionFailedHook,
-    TurnEndedHook,
 )
 from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
 from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
@@ -70,57 +62,6 @@ from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketT
 MODEL_IN_RATE_HZ = 16000
 PHONE_RATE_HZ = 8000
 END_SILENCE_SECS = 0  # the end mark proves the goodbye was played; no padding needed
-
-
-@dataclass(frozen=True)
-class CallInfo:
-    """What Twilio told us about the call in the stream's ``start`` message."""
-
-    call_sid: str
-    stream_sid: str
-    account_sid: str
-    caller: str = ""
-    called: str = ""
-    custom: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ProcessResources:
-    """What the server hands every call: objects it owns, and its side of the ports.
-
-    Attributes:
-        gemini: The shared Gemini clients.
-        setup_gate: Call setups take turns through it (one per server).
-        vad_model: The batched Silero detector every call's local VAD shares (the server
-            loads its model at start).
-        metrics: Where bridge latency and audio seconds go.
-        call_metrics: Makes each call's event metrics from its persona id and model (setup and
-            response latency, barge-ins, handovers, tokens; ``bot.metrics``). None: only
-            ``metrics`` is fed.
-        rest: Twilio REST, when credentials are set: the hang-up at a normal call end (after
-            the goodbye was played) and transfers. None: the stream is closed instead.
-        call_ready: Called once per call when its Live API session is ready (or the setup
-            failed): the server's garbage-collector policy freezes the new call there.
-        session_failed: Called with (call SID, close code, reason) the moment a call's Live
-            API session is refused or lost for good, before the call ends: the server's
-            admission learns the session quota there.
-        turn_ended: Called with (call SID, turn) as each turn of a call's transcript closes
-            (a live view; the whole journal is ``CallPipeline.journal``).
-        time_scale: Multiplies every call's own timers (the persona's limits and idle
-            timeout, its audioStreamEnd silence, GoAway handover margins), for tests and
-            demos; audio and the bounds on audio being played stay real time.
-    """
-
-    gemini: GeminiClients
-    setup_gate: SetupGate = field(default_factory=SetupGate)
-    vad_model: BatchedSileroVAD = field(default_factory=BatchedSileroVAD)
-    metrics: BridgeMetrics = NO_METRICS
-    call_metrics: CallMetricsFactory | None = None
-    rest: CallRest | None = None
-    call_ready: CallReadyHook | None = None
-    session_failed: SessionFailedHook | None = None
-    time_scale: float = 1.0
-    turn_ended: TurnEndedHook | None = None
 
 
 # How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out

@@ -1,6 +1,7 @@
 """Bot personas: which bot answers which number, checked against the model before use.
 
-Each ``config/personas/<id>.yaml`` is one ``Persona`` (``schema``), read by ``yaml_source``,
+Each ``config/personas/<id>.yaml`` is one ``Persona`` (``schema``, its YAML sections in
+``sections``), read by ``yaml_source``,
 loaded and checked against the model table by ``loader`` and ``checks``, mapped onto the Live
 API (``LiveConnectConfig`` and the wire ``setup``) by ``setup`` and ``setup_wire``, with Live API
 rejections explained by ``rejections``.
@@ -14,12 +15,12 @@ public types; nothing else of ``pipelines``, never ``bot`` or ``sim``.
 from pipelines.personas.loader import PersonaConfigError
 from pipelines.personas.persona_set import PersonaSet, load_personas
 from pipelines.personas.rejections import explain_rejection
-from pipelines.personas.schema import (
+from pipelines.personas.schema import Persona
+from pipelines.personas.sections import (
     BargeIn,
     EndCallTool,
     Greeting,
     Limits,
-    Persona,
     Session,
     Tools,
     TransferTool,
