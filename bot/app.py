@@ -138,7 +138,7 @@ def create_app(
             metrics=STATS,
             call_metrics=app[METRICS].call,
             rest=rest,
-            call_ready=GC_POLICY.call_ready,
+            call_ready=lambda: GC_POLICY.call_ready(len(app[CALLS])),
             session_failed=app[CALLS].session_failed,
             turn_ended=app[CALLS].turn_ended,  # the calls page's live lines
             time_scale=settings.time_scale,

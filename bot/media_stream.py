@@ -196,7 +196,8 @@ async def _run_call(
             persona, caller=info.caller, called=info.called, custom=info.custom
         )
         call = CallPipeline(persona, info, ws, app[RESOURCES], variables)
-        GC_POLICY.call_ready()  # the pipeline is built: freeze it while it waits its setup turn
+        # The pipeline is built: freeze it while it waits its setup turn (with enough calls live).
+        GC_POLICY.call_ready(len(app[CALLS]))
         record.abort = functools.partial(call.abort, close_code=1001)
         record.wrap_up = call.control.wrap_up
         record.live.attach(call)  # the calls page reads its state and open turn
