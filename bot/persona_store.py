@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from bot.settings import process_environ
 from pipelines.personas import PersonaConfigError, PersonaSet, load_personas
 
 Snapshot = dict[str, tuple[int, int]]
@@ -50,7 +51,7 @@ class PersonaStore:
         self.directory = Path(directory)
         self.poll_secs = poll_secs
         self._snapshot = _snapshot(self.directory)
-        self._current = load_personas(self.directory)
+        self._current = load_personas(self.directory, process_environ())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,7 +72,7 @@ class PersonaStore:
         """
         self._snapshot = _snapshot(self.directory)
         try:
-            new = load_personas(self.directory)
+            new = load_personas(self.directory, process_environ())
         except PersonaConfigError as e:
             self.refusals += 1
             logger.error(

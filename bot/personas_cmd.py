@@ -77,9 +77,10 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 
 def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from bot.settings import process_environ
     from pipelines.personas.loader import check_directory
 
-    results, cross = check_directory(args.directory)
+    results, cross = check_directory(args.directory, process_environ())
     errors = [e for r in results for e in r.errors] + cross
     rows = [["ID", "MODEL", "VOICE", "NUMBERS", "FEATURES"]]
     for r in results:
@@ -110,6 +111,7 @@ def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from loguru import logger
 
+    from bot.settings import process_environ
     from pipelines.personas import (
         PersonaConfigError,
         call_variables,
@@ -120,7 +122,7 @@ def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     logger.disable("pipecat")
     try:
         try:
-            personas = load_personas(args.personas)
+            personas = load_personas(args.personas, process_environ())
         except PersonaConfigError as e:
             err.write(f"{e}\n")
             return 1

@@ -184,6 +184,11 @@ class Settings(BaseModel):
         return self.twilio_auth_token is not None
 
 
+def process_environ() -> Mapping[str, str]:
+    """The process environment, for the persona checks that a variable they name is set."""
+    return os.environ
+
+
 def env_value(name: str) -> str | None:
     """An environment variable named by configuration (a persona's webhook ``secret_env``)."""
     return os.environ.get(name) or None

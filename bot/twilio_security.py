@@ -12,7 +12,6 @@ and returns what the webhook decided (persona, caller, called, custom parameters
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +28,7 @@ from bot.call_tokens import (
     MemoryLedger,
     derive_key,
 )
+from bot.listen_address import is_loopback_host
 from bot.settings import Settings, stream_url
 
 # ``start`` custom parameters that are not template values.
@@ -209,12 +209,6 @@ def _unauthenticated_refusal(request: web.Request) -> str | None:
 
 
 def is_loopback(request: web.Request) -> bool:
-    """Whether the peer is on this machine (IPv4-mapped IPv6 loopback included)."""
-    remote = (request.remote or "").split("%")[0]
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    """Whether the TCP peer is on this machine (IPv4-mapped IPv6 loopback included)."""
+    remote = request.remote or ""
+    return remote.lower() != "localhost" and is_loopback_host(remote)

@@ -156,22 +156,21 @@ def _persona_file(tmp_path: Path, hook: str) -> Path:
 
 
 def test_an_unset_secret_variable_stops_the_load_naming_file_line_field_and_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.delenv("TEST_HOOK_SECRET", raising=False)
+    # The server hands its environment to the loader (bot.settings.process_environ).
     hook = (
         "post_call_webhook:\n  url: https://crm.example.com/hooks\n  secret_env: TEST_HOOK_SECRET\n"
     )
     path = _persona_file(tmp_path, hook)
-    result = load_persona_file(path)
+    result = load_persona_file(path, {"OTHER": "x"})
     assert result.persona is None
     line = len((PERSONAS / "frontdesk.yaml").read_text().splitlines()) + 3
     (error,) = result.errors
     assert error.startswith(f"{path}:{line}: post_call_webhook.secret_env: got 'TEST_HOOK_SECRET'")
     assert "not set" in error and "export TEST_HOOK_SECRET=" in error
 
-    monkeypatch.setenv("TEST_HOOK_SECRET", "s3cret")
-    result = load_persona_file(path)
+    result = load_persona_file(path, {"TEST_HOOK_SECRET": "s3cret"})
     assert result.errors == [] and result.persona is not None
     webhook = result.persona.post_call_webhook
     assert webhook is not None and webhook.url == "https://crm.example.com/hooks"

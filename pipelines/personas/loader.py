@@ -112,8 +112,12 @@ def _read_instruction(file: Path, data: dict[str, Any], loaded: LoadedYaml) -> l
     return []
 
 
-def load_persona_file(file: Path) -> FileResult:
-    """Load and check one persona file; errors are collected, never raised."""
+def load_persona_file(file: Path, environ: Mapping[str, str] | None = None) -> FileResult:
+    """Load and check one persona file; errors are collected, never raised.
+
+    ``environ``: the server's environment, for checks that a named variable is set (a post-call
+    webhook's ``secret_env``); None skips them (this library never reads the environment).
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -137,7 +141,10 @@ def load_persona_file(file: Path) -> FileResult:
     if result.errors:
         return result
     try:
-        persona = Persona.model_validate({**data, "id": file.stem, "source": file})
+        persona = Persona.model_validate(
+            {**data, "id": file.stem, "source": file},
+            context=None if environ is None else {"environ": environ},
+        )
     except ValidationError as e:
         for err in e.errors():
             loc, message = _pydantic_message(err)
@@ -157,8 +164,10 @@ def load_persona_file(file: Path) -> FileResult:
     return result
 
 
-def check_directory(directory: Path) -> tuple[list[FileResult], list[str]]:
-    """Load every persona file and run the cross-file checks.
+def check_directory(
+    directory: Path, environ: Mapping[str, str] | None = None
+) -> tuple[list[FileResult], list[str]]:
+    """Load every persona file and run the cross-file checks (``environ``: see above).
 
     Returns:
         The per-file results and the cross-file errors (numbers claimed twice, default count).
@@ -168,7 +177,7 @@ def check_directory(directory: Path) -> tuple[list[FileResult], list[str]]:
     files = persona_files(directory)
     if not files:
         return [], [f"{directory}: no persona files (*.yaml), expected at least one"]
-    results = [load_persona_file(f) for f in files]
+    results = [load_persona_file(f, environ) for f in files]
     errors: list[str] = []
     owners: dict[str, str] = {}
     defaults: list[str] = []

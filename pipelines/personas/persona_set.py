@@ -63,15 +63,18 @@ class PersonaSet:
         return self.personas.get(persona_id)
 
 
-def load_personas(directory: Path) -> PersonaSet:
+def load_personas(directory: Path, environ: Mapping[str, str] | None = None) -> PersonaSet:
     """Load and check every persona file in ``directory`` (not its subfolders).
+
+    ``environ`` is the server's environment, for the checks that a variable a persona names is
+    set (None skips them: this library never reads the environment itself).
 
     Warnings are logged and kept on the set; INFO notes are logged.
 
     Raises:
         PersonaConfigError: every error of every file, one ``file:line: field: …`` per line.
     """
-    results, errors = check_directory(Path(directory))
+    results, errors = check_directory(Path(directory), environ)
     all_errors = [e for r in results for e in r.errors] + errors
     if all_errors:
         raise PersonaConfigError(all_errors)

@@ -7,7 +7,6 @@ field.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -224,8 +223,8 @@ class PostCallWebhook(_Strict):
         url: An ``http(s)://`` URL with a host.
         secret_env: The name of the environment variable holding the signing secret (never
             the secret itself: persona files are not secret); it must be set when the persona
-            loads. Pydantic's validation context may hand in ``{"environ": mapping}``
-            (tests); else the process environment is read, for presence only.
+            loads when the loader is handed the server's environment (pydantic's validation
+            context ``{"environ": mapping}``; this library never reads the environment).
         timeout_secs: One attempt's time limit (connect, send, answer).
         max_attempts: Attempts in all, the first included (retries back off exponentially).
     """
@@ -255,8 +254,8 @@ class PostCallWebhook(_Strict):
                 "e.g. 'CRM_WEBHOOK_SECRET'; the secret itself never goes in a persona file"
             )
         context = info.context if isinstance(info.context, Mapping) else {}
-        environ = context.get("environ", os.environ)
-        if not str(environ.get(value, "")).strip():
+        environ = context.get("environ")  # the server's, handed in; None: not checked here
+        if environ is not None and not str(environ.get(value, "")).strip():
             raise ValueError(
                 f"got {value!r}, which is not set in the server's environment, expected it "
                 f"set to the signing secret; fix: export {value}=<a long random secret> "
