@@ -44,12 +44,8 @@ from pipelines.call.control import CallControl, CallTap
 from pipelines.call.journal import CallJournal
 from pipelines.call.resources import CallInfo, ProcessResources
 from pipelines.call.setup_gate import SetupSlot
-from pipelines.call.watchdog import (
-    NUDGE_CUT_OFF,
-    NUDGE_NO_REPLY,
-    ModelWatchdog,
-    WatchdogSettings,
-)
+from pipelines.call.watchdog import ModelWatchdog
+from pipelines.call.watchdog_settings import NUDGE_CUT_OFF, NUDGE_NO_REPLY, WatchdogSettings
 from pipelines.gemini.service import CallGeminiLive
 from pipelines.personas import enabled_tools
 from pipelines.ports import (

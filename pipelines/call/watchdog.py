@@ -42,60 +42,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from loguru import logger
 
 from pipelines.call.clip_audio import Clip
+from pipelines.call.watchdog_settings import Wait, WatchdogSettings
 
 PlayClip = Callable[[Clip, bool], Awaitable[None]]
 Reconnect = Callable[[], Awaitable[bool]]
 GiveUp = Callable[[str], Awaitable[None]]
 Nudge = Callable[[bool], Coroutine[Any, Any, None]]
 
-# What the model is told after the watchdog's reconnect (see ``nudge``).
-NUDGE_NO_REPLY = (
-    "The connection dropped for a moment. Answer the caller's last words now, in the "
-    "language of this call."
-)
-NUDGE_CUT_OFF = (
-    "The connection dropped while you were answering. Briefly finish your last answer, in "
-    "the language of this call, without repeating what you already said."
-)
 # Timers fire this much early or late at most (loop granularity): not worth a re-arm.
 _SLACK_SECS = 0.005
-
-
-@dataclass(frozen=True)
-class WatchdogSettings:
-    """Thresholds in seconds (already scaled; see the module docstring)."""
-
-    hold_after_secs: float = 3.0
-    reconnect_after_secs: float = 8.0
-    give_up_after_secs: float = 15.0
-    turn_end_lag_secs: float = 0.0
-
-    @classmethod
-    def for_persona(cls, persona: Any, time_scale: float = 1.0) -> WatchdogSettings:
-        """The persona's ``watchdog`` thresholds times ``time_scale``; the VAD lag is real."""
-        w = persona.watchdog
-        lag = persona.barge_in.stop_secs if persona.barge_in.local_vad else 0.0
-        return cls(
-            hold_after_secs=w.hold_after_secs * time_scale,
-            reconnect_after_secs=w.reconnect_after_secs * time_scale,
-            give_up_after_secs=w.give_up_after_secs * time_scale,
-            turn_end_lag_secs=min(lag, w.hold_after_secs * time_scale / 2),
-        )
-
-
-class Wait(Enum):
-    """What the watchdog is waiting for."""
-
-    SETUP = "setupComplete"
-    REPLY = "reply"
-    RESUME = "more of the reply"
 
 
 class ModelWatchdog:
