@@ -28,8 +28,6 @@ from bot.media_stream import media
 from bot.metrics import METRICS, ServerMetrics, count_http_refusals, load_pricing
 from bot.metrics_process import RecordsCollector
 from bot.persona_store import PersonaStore
-from bot.post_call import RETRY_FIRST_SECS as WEBHOOK_RETRY_FIRST_SECS
-from bot.post_call import RETRY_MAX_SECS as WEBHOOK_RETRY_MAX_SECS
 from bot.post_call import PostCallSender
 from bot.records.database import Database
 from bot.records.writer import RETRY_FIRST_SECS, RETRY_MAX_SECS, RecordWriter
@@ -40,6 +38,8 @@ from bot.stats import STATS, lag_guard, monitor_loop_lag
 from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
+from bot.webhook_retry import RETRY_FIRST_SECS as WEBHOOK_RETRY_FIRST_SECS
+from bot.webhook_retry import RETRY_MAX_SECS as WEBHOOK_RETRY_MAX_SECS
 from pipelines import _compat
 from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.resources import ProcessResources

@@ -226,13 +226,17 @@ async def _run_call(
             f"{record.end_reason}{extra}"
         )
         record.bad_input = bad
-        if RECORDS in app:  # queued for the records writer (bot.records): no I/O here
-            app[RECORDS].call_ended(
-                info, persona.id, record.duration_secs, record.end_reason or "", call, bad
-            )
-        if POST_CALL in app:  # the persona's post-call webhook (bot.post_call): queued, no I/O
-            app[POST_CALL].call_ended(
-                info, persona, record.duration_secs, record.end_reason or "", call, bad
-            )
-        app[CALLS].unregister(record)
-        GC_POLICY.call_ended(len(app[CALLS]))
+        try:
+            if RECORDS in app:  # queued for the records writer (bot.records): no I/O here
+                app[RECORDS].call_ended(
+                    info, persona.id, record.duration_secs, record.end_reason or "", call, bad
+                )
+            if POST_CALL in app:  # the persona's post-call webhook (bot.post_call): queued
+                app[POST_CALL].call_ended(
+                    info, persona, record.duration_secs, record.end_reason or "", call, bad
+                )
+        except Exception:  # a record that cannot be built must not keep the call's slot
+            logger.exception(f"call {info.call_sid}: its record could not be queued")
+        finally:
+            app[CALLS].unregister(record)
+            GC_POLICY.call_ended(len(app[CALLS]))

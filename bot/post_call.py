@@ -34,13 +34,11 @@ import asyncio
 import contextlib
 import heapq
 import json
-import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +46,14 @@ import aiohttp
 from loguru import logger
 
 from bot.records.record import CallSummary, summarise_call
+from bot.webhook_retry import (
+    RETRY_AFTER_MAX_SECS,
+    RETRY_FIRST_SECS,
+    RETRY_MAX_SECS,
+    backoff_secs,
+    retry_after_secs,
+    should_retry,
+)
 from bot.webhook_signature import SIGNATURE_HEADER, sign
 
 CALL_SID_HEADER = "X-Voicebot-Call-Sid"
@@ -57,48 +63,7 @@ EVENT = "call.ended"
 
 QUEUE_MAX = 1000
 CONCURRENCY = 4
-RETRY_FIRST_SECS = 1.0
-RETRY_MAX_SECS = 60.0
-RETRY_AFTER_MAX_SECS = 300.0
 STOP_FLUSH_SECS = 3.0
-RETRY_STATUSES = frozenset({408, 429})
-
-
-def backoff_secs(
-    failed_attempts: int,
-    first_secs: float = RETRY_FIRST_SECS,
-    max_secs: float = RETRY_MAX_SECS,
-    rng: Callable[[], float] = random.random,
-) -> float:
-    """The wait after the ``failed_attempts``-th failed attempt: exponential, with jitter.
-
-    ``first_secs * 2 ** (failed_attempts - 1)``, capped at ``max_secs``, then a random half
-    of it taken off ("equal jitter": the wait is in ``[cap / 2, cap]``), so receivers that
-    came back are not hit by every sender at once.
-    """
-    ceiling = min(max_secs, first_secs * 2 ** max(0, failed_attempts - 1))
-    return ceiling * (0.5 + 0.5 * rng())
-
-
-def retry_after_secs(value: str | None, now: float | None = None) -> float | None:
-    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def should_retry(status: int | None) -> bool:
-    """Whether an attempt that ended with ``status`` (None: no answer) is worth another try."""
-    return status is None or status in RETRY_STATUSES or 500 <= status <= 599
 
 
 def payload(summary: CallSummary, delivery_id: str, transcript: bool) -> bytes:
