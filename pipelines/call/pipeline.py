@@ -343,6 +343,15 @@ class CallPipeline:
 
     async def _instruct(self, text: str) -> bool:
         sent = await self.llm.instruct(text)
+        if not sent and not self.llm.connection.connected.is_set():
+            # Mid-handover or reconnect (a drain's goodbye, an announcement): say it once the
+            # connection is live again rather than never (bounded; the caller's own fallback
+            # still ends the call if it does not come back).
+            try:
+                await asyncio.wait_for(self.llm.connection.connected.wait(), NUDGE_WAIT_SECS)
+            except TimeoutError:
+                return False
+            sent = await self.llm.instruct(text)
         if sent:
             self.watchdog.expect_reply()
         return sent
