@@ -55,6 +55,7 @@ from bot.webhook_retry import (
     should_retry,
 )
 from bot.webhook_signature import SIGNATURE_HEADER, sign
+from pipelines.aio import wait_then_cancel
 
 CALL_SID_HEADER = "X-Voicebot-Call-Sid"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -261,12 +262,7 @@ class PostCallSender:
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is not None:
-            done, _ = await asyncio.wait({task}, timeout=flush_secs)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await wait_then_cancel(task, flush_secs)
         for t in list(self._in_flight):
             t.cancel()
         if self._in_flight:

@@ -21,3 +21,18 @@ async def cancel_and_wait(*tasks: asyncio.Task | None) -> None:
     for task, result in zip(live, results, strict=True):
         if isinstance(result, Exception):
             logger.opt(exception=result).error(f"task {task.get_name()} failed")
+
+
+async def wait_then_cancel(task: asyncio.Task | None, timeout_secs: float) -> bool:
+    """Let ``task`` finish for up to ``timeout_secs``, then cancel it and wait for its end.
+
+    Returns:
+        True when it finished in time (or there was no task), False when it was cancelled.
+    """
+    if task is None:
+        return True
+    done, _ = await asyncio.wait({task}, timeout=timeout_secs)
+    if done:
+        return True
+    await cancel_and_wait(task)
+    return False

@@ -47,3 +47,16 @@ async def test_cancel_and_wait_propagates_its_own_cancellation():
     inner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await inner
+
+
+async def test_wait_then_cancel_lets_a_quick_task_finish_and_cancels_a_slow_one():
+    from pipelines.aio import wait_then_cancel
+
+    quick = asyncio.create_task(asyncio.sleep(0.01, result="done"))
+    assert await wait_then_cancel(quick, 1.0) is True
+    assert quick.result() == "done"
+
+    slow = asyncio.create_task(asyncio.sleep(10))
+    assert await wait_then_cancel(slow, 0.05) is False
+    assert slow.cancelled()
+    assert await wait_then_cancel(None, 0.0) is True

@@ -12,6 +12,7 @@ import pytest
 from loguru import logger
 
 from sim.caller import CallPlan, parse_twiml, place_call, twilio_signature, webhook_params
+from sim.caller.twilio_webhook import start_message
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -73,19 +74,7 @@ class RawStream:
         twiml = parse_twiml(body)
         ws = await session.ws_connect(twiml.stream_url)
         stream_sid = "MZ" + uuid.uuid4().hex
-        start = {
-            "event": "start",
-            "sequenceNumber": "1",
-            "streamSid": stream_sid,
-            "start": {
-                "streamSid": stream_sid,
-                "accountSid": "AC" + "1" * 32,
-                "callSid": call_sid,
-                "tracks": ["inbound"],
-                "customParameters": twiml.parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        }
+        start = start_message(call_sid, stream_sid, twiml.parameters)
         await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         return cls(ws, stream_sid, start)
 

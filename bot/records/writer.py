@@ -36,6 +36,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from bot.records.database import Database
 from bot.records.record import CallSummary, summarise_call
 from bot.records.tables import calls, turns
+from pipelines.aio import wait_then_cancel
 
 QUEUE_MAX = 10_000
 # A batch's rows are prepared on the event loop: ~15 us per turn row. 200 rows keep each step
@@ -186,12 +187,7 @@ class RecordWriter:
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is not None:
-            done, _ = await asyncio.wait({task}, timeout=flush_secs)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await wait_then_cancel(task, flush_secs)
         if self._queue:
             self._stats["lost"] += len(self._queue)
             logger.warning(

@@ -19,7 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
-from sim.caller.twilio_webhook import Twiml, parse_twiml, twilio_signature, webhook_params
+from sim.caller.twilio_webhook import (
+    Twiml,
+    parse_twiml,
+    start_message,
+    twilio_signature,
+    webhook_params,
+)
 
 SILENCE_FRAME = base64.b64encode(b"\xff" * 160).decode()
 
@@ -83,20 +89,7 @@ class SignedTwilio:
     def start_message(call_sid: str, parameters: dict[str, str]) -> tuple[str, str]:
         """``(streamSid, start JSON)`` for a stream of ``call_sid`` with these parameters."""
         stream_sid = "MZ" + uuid.uuid4().hex
-        start = {
-            "event": "start",
-            "sequenceNumber": "1",
-            "streamSid": stream_sid,
-            "start": {
-                "streamSid": stream_sid,
-                "accountSid": "AC" + "1" * 32,
-                "callSid": call_sid,
-                "tracks": ["inbound"],
-                "customParameters": parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        }
-        return stream_sid, json.dumps(start)
+        return stream_sid, json.dumps(start_message(call_sid, stream_sid, parameters))
 
     async def run_stream(
         self,

@@ -11,6 +11,7 @@ import wave
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 DEFAULT_TO = "+15005550006"
@@ -64,6 +65,28 @@ class Twiml:
     parameters: dict[str, str] = field(default_factory=dict)
     say_after: str | None = None
     say_only: str | None = None
+
+
+def start_message(
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    account_sid: str = "AC" + "1" * 32,
+) -> dict[str, Any]:
+    """Twilio's ``start`` message for a stream of ``call_sid`` (the TwiML's ``<Parameter>``s)."""
+    return {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": stream_sid,
+        "start": {
+            "streamSid": stream_sid,
+            "accountSid": account_sid,
+            "callSid": call_sid,
+            "tracks": ["inbound"],
+            "customParameters": parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
 
 
 def parse_twiml(text: str) -> Twiml:
