@@ -38,6 +38,7 @@ from bot.app_keys import AUTH, CALLS, PERSONAS, POST_CALL, RECORDS, RESOURCES, S
 from bot.call_tokens import CallGrant, CallTokenError, CallTokenReplay, LedgerFull
 from bot.calls import CallRecord
 from bot.gc_policy import GC_POLICY
+from bot.records.record import summary_of
 from pipelines.call.pipeline import CallPipeline
 from pipelines.call.resources import CallInfo
 from pipelines.personas import call_variables, explain_rejection
@@ -227,16 +228,29 @@ async def _run_call(
         )
         record.bad_input = bad
         try:
-            if RECORDS in app:  # queued for the records writer (bot.records): no I/O here
-                app[RECORDS].call_ended(
-                    info, persona.id, record.duration_secs, record.end_reason or "", call, bad
+            # One record, queued for the records writer and the persona's post-call webhook
+            # (bot.records, bot.post_call): no I/O here.
+            wants_hook = POST_CALL in app and persona.post_call_webhook is not None
+            if RECORDS in app or wants_hook:
+                summary = summary_of(
+                    info,
+                    persona.id,
+                    record.duration_secs,
+                    record.end_reason or "",
+                    call,
+                    bad,
+                    app[SETTINGS].record_numbers,
                 )
-            if POST_CALL in app:  # the persona's post-call webhook (bot.post_call): queued
-                app[POST_CALL].call_ended(
-                    info, persona, record.duration_secs, record.end_reason or "", call, bad
-                )
+                if RECORDS in app:
+                    app[RECORDS].submit(summary)
+                if wants_hook:
+                    app[POST_CALL].call_summarised(persona, summary)
         except Exception:  # a record that cannot be built must not keep the call's slot
-            logger.exception(f"call {info.call_sid}: its record could not be queued")
+            logger.exception(f"call {info.call_sid}: its record could not be made")
+            if RECORDS in app:
+                app[RECORDS].unrecorded()
+            if POST_CALL in app:
+                app[POST_CALL].unsent(persona)
         finally:
             app[CALLS].unregister(record)
             GC_POLICY.call_ended(len(app[CALLS]))

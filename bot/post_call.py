@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from loguru import logger
 
-from bot.records.record import CallSummary, summarise_call
+from bot.records.record import CallSummary, summary_of
 from bot.webhook_retry import (
     RETRY_AFTER_MAX_SECS,
     RETRY_FIRST_SECS,
@@ -175,34 +175,36 @@ class PostCallSender:
         if hook is None:
             return
         try:
-            summary = summarise_call(
-                call_sid=info.call_sid,
-                stream_sid=info.stream_sid,
-                persona=persona.id,
-                caller=info.caller,
-                called=info.called,
-                duration_secs=duration_secs,
-                end_reason=end_reason,
-                call=call,
-                bad_input=bad_input,
-                numbers=self.numbers,
-                cost_usd=_cost(call),
+            summary = summary_of(
+                info, persona.id, duration_secs, end_reason, call, bad_input, self.numbers
             )
         except Exception:
             self._count(persona.id, "failed")
             logger.exception(f"call {info.call_sid}: post-call webhook: no record could be made")
             return
+        self.call_summarised(persona, summary)
+
+    def unsent(self, persona: Any) -> None:
+        """A call whose record could not be built: counted as failed if a webhook was due."""
+        if getattr(persona, "post_call_webhook", None) is not None:
+            self._count(persona.id, "failed")
+
+    def call_summarised(self, persona: Any, summary: CallSummary) -> None:
+        """Queue a finished call's record (already built) if its persona has a webhook."""
+        hook = getattr(persona, "post_call_webhook", None)
+        if hook is None:
+            return
         secret = self.secret_of(hook.secret_env)
         if not secret:
             self._count(persona.id, "failed")
             logger.warning(
-                f"call {info.call_sid}: post-call webhook not sent: {hook.secret_env} is not "
+                f"call {summary.call_sid}: post-call webhook not sent: {hook.secret_env} is not "
                 "set (set it to the signing secret and restart)"
             )
             return
         self.submit(
             Delivery(
-                call_sid=info.call_sid,
+                call_sid=summary.call_sid,
                 persona=persona.id,
                 url=hook.url,
                 secret=secret.encode(),
@@ -376,9 +378,3 @@ class PostCallSender:
                 self._on_outcome(persona, outcome)
             except Exception:
                 logger.exception("post-call webhook: the outcome counter failed")
-
-
-def _cost(call: Any) -> float | None:
-    """The call's estimated cost from its metrics recorder (``bot.metrics``); None if unpriced."""
-    usd = getattr(getattr(call, "metrics", None), "cost_usd", None)
-    return round(float(usd), 6) if isinstance(usd, int | float) and usd > 0 else None

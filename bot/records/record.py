@@ -210,3 +210,37 @@ def summarise_call(
 
 def _r(secs: float | None) -> float | None:
     return None if secs is None else round(secs, 4)
+
+
+def call_cost(call: Any) -> float | None:
+    """The call's estimated cost from its metrics recorder (``bot.metrics``); None if unpriced."""
+    usd = getattr(getattr(call, "metrics", None), "cost_usd", None)
+    return round(float(usd), 6) if isinstance(usd, int | float) and usd > 0 else None
+
+
+def summary_of(
+    info: Any,
+    persona: str,
+    duration_secs: float,
+    end_reason: str,
+    call: Any,
+    bad_input: Mapping[str, int],
+    numbers: str,
+) -> CallSummary:
+    """The record of a call that just ended, from what ``bot.media_stream`` holds at its end.
+
+    Built once per call and shared by the records writer and the post-call webhook.
+    """
+    return summarise_call(
+        call_sid=info.call_sid,
+        stream_sid=info.stream_sid,
+        persona=persona,
+        caller=info.caller,
+        called=info.called,
+        duration_secs=duration_secs,
+        end_reason=end_reason,
+        call=call,
+        bad_input=bad_input,
+        numbers=numbers,
+        cost_usd=call_cost(call),
+    )

@@ -34,7 +34,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 
 from bot.records.database import Database
-from bot.records.record import CallSummary, summarise_call
+from bot.records.record import CallSummary, summary_of
 from bot.records.tables import calls, turns
 from pipelines.aio import wait_then_cancel
 
@@ -103,6 +103,10 @@ class RecordWriter:
 
     # the calls' side ---------------------------------------------------------------------
 
+    def unrecorded(self) -> None:
+        """A call whose record could not be built: counted as lost (the caller logged why)."""
+        self._stats["lost"] += 1
+
     def submit(self, record: CallSummary) -> None:
         """Queue a finished call's record; never blocks (the oldest goes when full, counted)."""
         self._stats["submitted"] += 1
@@ -136,18 +140,8 @@ class RecordWriter:
             bad_input: Protocol errors by kind.
         """
         try:
-            summary = summarise_call(
-                call_sid=info.call_sid,
-                stream_sid=info.stream_sid,
-                persona=persona,
-                caller=info.caller,
-                called=info.called,
-                duration_secs=duration_secs,
-                end_reason=end_reason,
-                call=call,
-                bad_input=bad_input,
-                numbers=self.numbers,
-                cost_usd=_cost(call),
+            summary = summary_of(
+                info, persona, duration_secs, end_reason, call, bad_input, self.numbers
             )
         except Exception:
             self._stats["lost"] += 1
@@ -364,9 +358,3 @@ class RecordWriter:
         if now - self._last_warning >= WARN_EVERY_SECS:
             self._last_warning = now
             logger.warning(text)
-
-
-def _cost(call: Any) -> float | None:
-    """The call's estimated cost from its metrics recorder (``bot.metrics``); None if unpriced."""
-    usd = getattr(getattr(call, "metrics", None), "cost_usd", None)
-    return round(float(usd), 6) if isinstance(usd, int | float) and usd > 0 else None
