@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-.PHONY: help setup run test lint durations bench loadtest emulator lock
+.PHONY: help setup run test lint durations bench loadtest emulator toolserver lock
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -40,6 +40,9 @@ lint: $(STAMP) ## ruff + mypy
 
 emulator: $(STAMP) ## run the Live API emulator on its own (prints its url and ca_file)
 	$(BIN)/voicebot emulator
+
+toolserver: $(STAMP) ## the example booking service of appointments.yaml's HTTP tools, on :8095
+	$(BIN)/python -m sim.tool_server
 
 loadtest: $(STAMP) ## 50 simulated calls against a server on :$(PORT)
 	$(BIN)/voicebot loadtest --url http://127.0.0.1:$(PORT) --calls 50 --concurrency 25 --report loadtest-report

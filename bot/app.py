@@ -14,6 +14,7 @@ from loguru import logger
 from bot.app_keys import (
     AUTH,
     CALLS,
+    FORWARDER,
     PERSONAS,
     POST_CALL,
     RECORDS,
@@ -21,12 +22,14 @@ from bot.app_keys import (
     SETTINGS,
     SETUP_GATE,
     VAD_MODEL,
+    WARM_SESSIONS,
 )
 from bot.calls import WRAP_UP_SECS, CallRegistry
 from bot.gc_policy import GC_POLICY
 from bot.media_stream import media
 from bot.metrics import METRICS, ServerMetrics, count_http_refusals, load_pricing
 from bot.metrics_process import RecordsCollector
+from bot.outbound.status import add_outbound_routes
 from bot.persona_store import PersonaStore
 from bot.post_call import PostCallSender
 from bot.records.database import Database
@@ -35,9 +38,12 @@ from bot.request_limits import WEBHOOK_MAX_BODY_BYTES, webhook_limits
 from bot.settings import Settings, env_value
 from bot.stall_probe import StallProbe
 from bot.stats import STATS, lag_guard, monitor_loop_lag
+from bot.stream_forward import RelayCollector, StreamForwarder, add_stream_forwarding
 from bot.twilio_rest import TwilioRest
 from bot.twilio_routes import add_routes
 from bot.twilio_security import Authenticator
+from bot.warm_sessions import TTL_SECS as WARM_TTL_SECS
+from bot.warm_sessions import WarmSessions, WarmSessionsCollector
 from bot.webhook_retry import RETRY_FIRST_SECS as WEBHOOK_RETRY_FIRST_SECS
 from bot.webhook_retry import RETRY_MAX_SECS as WEBHOOK_RETRY_MAX_SECS
 from pipelines import _compat
@@ -79,10 +85,14 @@ def create_app(
     app = web.Application(middlewares=[webhook_limits], client_max_size=WEBHOOK_MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings)
+    # Streams whose call another process admitted are relayed there (bot.stream_forward).
+    app[FORWARDER] = StreamForwarder.from_settings(settings, app[AUTH])
+    add_stream_forwarding(app, app[FORWARDER])
     app[CALLS] = CallRegistry.from_settings(settings)
     # Prometheus metrics in an app-owned registry, served on the ops listener (bot.ops).
     app[METRICS] = ServerMetrics(load_pricing(settings.pricing_file), STATS)
     app[CALLS].metrics = app[METRICS]
+    app[METRICS].registry.register(RelayCollector(app[FORWARDER].stats))
     count_http_refusals(app, app[METRICS])
     lag_limit_ms = settings.lag_guard_ms
     if lag_limit_ms > 0:
@@ -109,7 +119,13 @@ def create_app(
         retry_max_secs=WEBHOOK_RETRY_MAX_SECS * settings.time_scale,
         on_outcome=lambda persona, outcome: post_call_counter.labels(persona, outcome).inc(),
     )
+    # Live API sessions opened at the voice webhook, taken by their streams (bot.warm_sessions).
+    app[WARM_SESSIONS] = WarmSessions(
+        gemini, app[CALLS].release, ttl_secs=WARM_TTL_SECS * settings.time_scale
+    )
+    app[METRICS].registry.register(WarmSessionsCollector())
     add_routes(app)
+    add_outbound_routes(app)  # outbound calls' status callbacks (bot.outbound.status)
     app.router.add_get("/twilio/media", media)
     # /stats is served by the operations listener only (bot.ops), never here.
 
@@ -129,7 +145,7 @@ def create_app(
                 session,
                 settings.twilio_account_sid,
                 token,
-                **({"base_url": twilio_api_base} if twilio_api_base else {}),
+                twilio_api_base or settings.twilio_api_base_url,
             )
         app[RESOURCES] = ProcessResources(
             gemini=gemini,
@@ -142,6 +158,8 @@ def create_app(
             session_failed=app[CALLS].session_failed,
             turn_ended=app[CALLS].turn_ended,  # the calls page's live lines
             time_scale=settings.time_scale,
+            http=session,  # persona HTTP tools (pipelines.tools) share it
+            env_value=env_value,  # their {env: NAME} headers
         )
         await personas.start()
         records = app.get(RECORDS)
@@ -167,6 +185,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
             await personas.stop()
+            await app[WARM_SESSIONS].stop()
             await session.close()
             await app[POST_CALL].stop()  # after the drain: the last calls' records are queued
             if records is not None:

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from bot.post_call import PostCallSender
     from bot.records.writer import RecordWriter
     from bot.settings import Settings
+    from bot.stream_forward import StreamForwarder
     from bot.twilio_security import Authenticator
+    from bot.warm_sessions import WarmSessions
     from pipelines.audio.batched_vad import BatchedSileroVAD
     from pipelines.call.resources import ProcessResources
     from pipelines.call.setup_gate import SetupGate
@@ -30,3 +32,7 @@ VAD_MODEL: web.AppKey[BatchedSileroVAD] = web.AppKey("vad_model")
 RECORDS: web.AppKey[RecordWriter] = web.AppKey("records")
 # Personas' post-call webhooks (bot.post_call); always present, idle unless a persona has one.
 POST_CALL: web.AppKey[PostCallSender] = web.AppKey("post_call")
+# Live API sessions pre-opened at the voice webhook, by CallSid (bot.warm_sessions).
+WARM_SESSIONS: web.AppKey[WarmSessions] = web.AppKey("warm_sessions")
+# Relays streams whose call another process admitted (bot.stream_forward).
+FORWARDER: web.AppKey[StreamForwarder] = web.AppKey("forwarder")

@@ -69,6 +69,8 @@ class CallGrant:
         caller: Twilio ``From`` as the webhook received it (capped).
         called: Twilio ``To`` (capped).
         custom: Custom template parameters (``${custom.X}``).
+        peer: The peer URL of the process that admitted the call at its webhook and keeps it
+            (``VOICEBOT_PEER_URL``; ``bot.peers``); "" when the issuer named none.
     """
 
     call_sid: str
@@ -79,6 +81,7 @@ class CallGrant:
     caller: str
     called: str
     custom: Mapping[str, str] = field(default_factory=dict)
+    peer: str = ""
 
     def differs_from(self, params: Mapping[str, str]) -> list[str]:
         """Names of ``start`` custom parameters that differ from (or are not in) this grant."""
@@ -184,8 +187,12 @@ class CallTokenCodec:
         caller: str,
         called: str,
         custom: Mapping[str, str] | None = None,
+        peer: str = "",
     ) -> str:
         """A signed grant for one call, as the ``call_token`` parameter value.
+
+        ``peer`` names the process that admitted the call (its peer URL); a process that
+        receives the stream elsewhere forwards it there (``bot.stream_forward``).
 
         Raises:
             CallTokenTooLong: the grant would exceed ``MAX_TOKEN_CHARS`` (shorten the persona
@@ -202,13 +209,16 @@ class CallTokenCodec:
             "t": called[:MAX_NUMBER_CHARS],
             "x": {k: v[:MAX_CUSTOM_VALUE_CHARS] for k, v in (custom or {}).items()},
         }
+        if peer:
+            payload["o"] = peer
         body = _b64(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
         token = f"{body}.{_b64(self._sign(body))}"
         if len(token) > MAX_TOKEN_CHARS:
             raise CallTokenTooLong(
                 f"call {call_sid}: call_token would be {len(token)} characters, expected at "
                 f"most {MAX_TOKEN_CHARS} (Twilio's <Parameter> value limit); shorten the "
-                "persona id, the custom parameters on the webhook URL or PUBLIC_URL"
+                "persona id, the custom parameters on the webhook URL, PUBLIC_URL or "
+                "VOICEBOT_PEER_URL"
             )
         return token
 
@@ -257,6 +267,9 @@ def _grant(data: Any) -> CallGrant:
     if not isinstance(custom, dict) or not all(isinstance(v, str) for v in custom.values()):
         raise TypeError("grant custom parameters are not strings")
     call_sid, url, nonce, persona, caller, called = strings
+    peer = data.get("o", "")
+    if not isinstance(peer, str):
+        raise TypeError("grant peer is not a string")
     return CallGrant(
         call_sid=call_sid,
         stream_url=url,
@@ -266,7 +279,24 @@ def _grant(data: Any) -> CallGrant:
         caller=caller,
         called=called,
         custom=MappingProxyType(dict(custom)),
+        peer=peer,
     )
+
+
+def unverified_peer(token: str) -> str:
+    """The peer a token names, read WITHOUT checking its signature ("" if none or unreadable).
+
+    Only for loopback development without ``TWILIO_AUTH_TOKEN``, where each process signs with
+    its own random key and cannot verify another's grants (``bot.peers``); never trust it
+    beyond that.
+    """
+    body = token.partition(".")[0]
+    try:
+        data = json.loads(_unb64(body))
+    except ValueError:
+        return ""
+    peer = data.get("o", "") if isinstance(data, dict) else ""
+    return peer if isinstance(peer, str) else ""
 
 
 def _b64(data: bytes) -> str:

@@ -128,6 +128,7 @@ class CallRegistry:
         self._idle.set()
         self._hurry = asyncio.Event()
         self._closing = False  # past the drain window: no stream is taken any more
+        self.max_live = 0  # the most calls live at once since start (/stats calls_max)
         # Overload guard: returns why new calls must be refused now (e.g. event-loop lag).
         self.guard: Callable[[], str | None] | None = None
         # Prometheus metrics: starts, ends and refusals (the app sets it).
@@ -189,6 +190,13 @@ class CallRegistry:
         self._reservations[call_sid] = time.monotonic()
         return True
 
+    def release(self, call_sid: str) -> bool:
+        """Give back a served TwiML's place whose stream never came (an expired warm session).
+
+        False when there was none (the stream started, or the reservation already expired).
+        """
+        return self._reservations.pop(call_sid, None) is not None
+
     def register(self, record: CallRecord, *, require_reservation: bool = False) -> bool:
         """Register a call whose stream started; False if the process cannot take it.
 
@@ -214,6 +222,7 @@ class CallRegistry:
             self._refused("duplicate_stream")
             return False
         self._calls[record.call_sid] = record
+        self.max_live = max(self.max_live, len(self._calls))
         self._idle.clear()
         self.totals["started"] += 1
         if self.metrics is not None:

@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("--failed", action="store_true", help="only calls that failed")
     ls.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ls.add_argument(
+        "--outbound", action="store_true", help="outbound calls placed: status and who answered"
+    )
     show = sub.add_parser("show", help="one call's record and transcript")
     show.add_argument("call_sid", metavar="CALL_SID")
     show.add_argument("--json", action="store_true", help="the record and turns as JSON")
@@ -62,7 +65,14 @@ async def _run(args: argparse.Namespace, url: str, out: TextIO) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from bot.records.database import Database
-    from bot.records.reader import Query, get_call, list_calls, parse_since
+    from bot.records.reader import (
+        Query,
+        get_call,
+        list_calls,
+        parse_since,
+        tool_call_lines,
+        tool_calls_of,
+    )
 
     if args.calls_command != "upgrade" and (missing := _missing_sqlite_file(url)):
         print(
@@ -92,6 +102,12 @@ async def _run(args: argparse.Namespace, url: str, out: TextIO) -> int:
             except ValueError as e:
                 print(f"voicebot calls list: {e}", file=sys.stderr)
                 return 1
+            if args.outbound:  # bot.outbound: from the status callbacks
+                from bot.outbound.history import list_outbound, print_outbound
+
+                found = await list_outbound(db, args.persona, max(1, args.limit))
+                print_outbound(found, args.json, out)
+                return 0
             query = Query(args.persona, since, args.failed, max(1, args.limit))
             rows = await list_calls(db, query)
             if args.json:
@@ -100,15 +116,27 @@ async def _run(args: argparse.Namespace, url: str, out: TextIO) -> int:
             else:
                 print_table(rows, out)
             return 0
+        from bot.outbound.history import print_timeline, timeline
+
+        statuses = await timeline(db, args.call_sid)  # an outbound call's status callbacks
         try:
             call, turns = await get_call(db, args.call_sid)
         except LookupError:
+            if statuses:  # placed, never streamed (busy, no answer, a machine)
+                print_timeline(statuses, args.json, out)
+                return 0
             print(f"voicebot calls show: no call {args.call_sid!r} in {db.where}", file=sys.stderr)
             return 2
+        if statuses:
+            print_timeline(statuses, args.json, out)
+        tools = await tool_calls_of(db, call["id"])  # persona HTTP tools (pipelines.tools)
         if args.json:
-            print(json.dumps({**call, "turns": turns}, default=str, indent=2), file=out)
+            record = {**call, "turns": turns, "tool_calls": tools}
+            print(json.dumps(record, default=str, indent=2), file=out)
         else:
             print_call(call, turns, out)
+            for line in tool_call_lines(tools):
+                print(line, file=out)
         return 0
     except (SQLAlchemyError, OSError) as e:
         first = str(e).splitlines()[0][:300] if str(e) else e.__class__.__name__

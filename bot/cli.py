@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loadtest": ("sim.loadtest.cmd", "place many simulated calls and report what callers felt"),
     "personas": ("bot.personas_cmd", "check personas, or show the Live API setup one produces"),
     "calls": ("bot.calls_cmd", "list past calls, or show one's record and transcript"),
+    "dial": ("bot.outbound.dial_cmd", "place one outbound call through Twilio's REST API"),
+    "campaign": ("bot.outbound.campaign_cmd", "call every number of a CSV within rate limits"),
 }
 
 

@@ -15,6 +15,7 @@ itself (Pipecat's serializer ignores ``start``). Answers to bad input in this ph
 | parameters the token did not sign| closed 1008 "parameters differ from the signed call (…)" |
 | no ``start`` within 10 s         | closed 1008 "protocol error: no 'start' within 10 s"     |
 | ``stop`` or socket closed        | nothing opened; ends quietly                             |
+| token naming another process     | relayed to it (``bot.stream_forward``), which checks it  |
 
 After ``start``, the pipeline's serializer answers bad input (see ``pipelines/twilio/serializer``).
 No Gemini session is opened for a connection that does not pass this phase. The persona,
@@ -34,11 +35,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from bot.app_keys import AUTH, CALLS, PERSONAS, POST_CALL, RECORDS, RESOURCES, SETTINGS
+from bot.app_keys import AUTH, CALLS, FORWARDER, PERSONAS, POST_CALL, RECORDS, RESOURCES, SETTINGS
 from bot.call_tokens import CallGrant, CallTokenError, CallTokenReplay, LedgerFull
 from bot.calls import CallRecord
 from bot.gc_policy import GC_POLICY
 from bot.records.record import summary_of
+from bot.warm_sessions import claim as claim_warm
 from pipelines.call.pipeline import CallPipeline
 from pipelines.call.resources import CallInfo
 from pipelines.personas import call_variables, explain_rejection
@@ -59,9 +61,14 @@ class ProtocolError(Exception):
 
 
 async def _read_start(
-    ws: web.WebSocketResponse, junk: Counter[str], timeout_secs: float = START_TIMEOUT_SECS
+    ws: web.WebSocketResponse,
+    junk: Counter[str],
+    timeout_secs: float = START_TIMEOUT_SECS,
+    read: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Read up to Twilio's ``start`` message; ``None`` if the peer left first.
+
+    ``read`` collects the raw ``connected`` and ``start`` texts (a relay replays them).
 
     Every parse goes through ``input_limits.parse_message``: JSON nested too deep is junk
     (``too_deep``), never a ``RecursionError``.
@@ -87,6 +94,8 @@ async def _read_start(
             junk[bad] += 1  # invalid_json or too_deep
             continue
         event = data.get("event") if isinstance(data, dict) else None
+        if event in ("connected", "start") and read is not None:
+            read.append(msg.data)
         if event == "connected":
             continue
         if event == "start":
@@ -144,13 +153,17 @@ async def media(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     junk: Counter[str] = Counter()
     try:
-        start = await _read_start(ws, junk, START_TIMEOUT_SECS * app[SETTINGS].time_scale)
+        read: list[str] = []
+        start = await _read_start(ws, junk, START_TIMEOUT_SECS * app[SETTINGS].time_scale, read)
         if start is None:
             return ws
         call_sid, stream_sid, account_sid, params = _start_fields(start)
     except ProtocolError as e:
         logger.warning(f"media stream closed: protocol error: {e}")
         await ws.close(code=CLOSE_POLICY, message=f"protocol error: {e}"[:120].encode())
+        return ws
+    # Another process admitted this call (its token names that peer): relay it there.
+    if await app[FORWARDER].take(request, ws, call_sid, params, read):
         return ws
     try:
         grant = app[AUTH].authorise_start(request, call_sid, params)
@@ -196,7 +209,8 @@ async def _run_call(
         variables = call_variables(
             persona, caller=info.caller, called=info.called, custom=info.custom
         )
-        call = CallPipeline(persona, info, ws, app[RESOURCES], variables)
+        warm = claim_warm(app, info.call_sid)  # opened at its webhook (bot.warm_sessions)
+        call = CallPipeline(persona, info, ws, app[RESOURCES], variables, warm)
         # The pipeline is built: freeze it while it waits its setup turn (with enough calls live).
         GC_POLICY.call_ready(len(app[CALLS]))
         record.abort = functools.partial(call.abort, close_code=1001)

@@ -213,6 +213,19 @@ class ServerMetrics:
             ["persona", "outcome"],
             registry=r,
         )
+        self.tool_calls = Counter(
+            "voicebot_tool_calls",
+            "Persona HTTP tool calls by outcome (pipelines.tools.http_call.OUTCOMES).",
+            ["persona", "tool", "outcome"],
+            registry=r,
+        )
+        self.tool_latency = Histogram(
+            "voicebot_tool_latency_seconds",
+            "Persona HTTP tool calls: the model's call to the response handed back.",
+            ["persona", "tool"],
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
         r.register(StatsCollector(stats))
 
     # the port ------------------------------------------------------------------------------
@@ -357,6 +370,11 @@ class CallRecorder:
         if usd:
             self.cost_usd += usd
             self._cost.inc(usd)
+
+    def tool_call(self, tool: str, outcome: str, latency_secs: float) -> None:
+        """A persona HTTP tool call ended (tool names come from persona files: bounded)."""
+        self._m.tool_calls.labels(self._persona, tool, outcome).inc()
+        self._m.tool_latency.labels(self._persona, tool).observe(latency_secs)
 
 
 METRICS: web.AppKey[ServerMetrics] = web.AppKey("metrics", ServerMetrics)

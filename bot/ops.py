@@ -37,11 +37,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from loguru import logger
 
-from bot.app_keys import CALLS, RECORDS, VAD_MODEL
+from bot.app_keys import CALLS, FORWARDER, RECORDS, VAD_MODEL
 from bot.calls_page.routes import PAGE_PATHS, add_calls_page_routes
 from bot.health import add_health_routes
 from bot.listen_address import ListenAddress, is_loopback_host
 from bot.metrics import METRICS, add_metrics_route
+from bot.outbound.http_api import add_outbound_api
 from bot.settings import Settings
 from bot.stats import add_stats_routes
 
@@ -216,8 +217,11 @@ def create_ops_app(public: web.Application, settings: Settings) -> web.Applicati
     add_health_routes(ops)
     add_stats_routes(ops, lambda: len(public[CALLS]), reset_needs_loopback=token is None)
     ops[METRICS] = public[METRICS]
+    if FORWARDER in public:  # relays to other processes, for /stats
+        ops[FORWARDER] = public[FORWARDER]
     add_metrics_route(ops, public[METRICS])
     add_calls_page_routes(ops, public[CALLS], public.get(RECORDS), token_required=token is not None)
+    add_outbound_api(ops, public)  # POST /calls: place an outbound call (bot.outbound.http_api)
     return ops
 
 

@@ -61,10 +61,16 @@ def _features(persona: object) -> str:
         on.append("end_call")
     if persona.tools.transfer_call:
         on.append("transfer")
+    if persona.http_tools:
+        on.append(f"http-tools={len(persona.http_tools)}")
     if persona.limits.max_call_secs:
         on.append("max-duration")
     if persona.limits.idle_timeout_secs:
         on.append("idle")
+    if not persona.dtmf.enabled:
+        on.append("dtmf-off")
+    elif persona.dtmf.keys:
+        on.append("dtmf-keys")
     if persona.api_version() != "v1beta":
         on.append(persona.api_version())
     return ",".join(on) or "-"

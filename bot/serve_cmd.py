@@ -62,6 +62,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "logger, call_sid, persona (default VOICEBOT_LOG_FORMAT, else text)",
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop when installed")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N server processes under Gunicorn, sharing --port (one per core); each also "
+        "listens for forwarded streams on VOICEBOT_PEER_URL's port + its index (default "
+        "127.0.0.1:PORT+1+index) and for operations on the ops port + 1 + its index; the ops "
+        "port itself aggregates them (bot.workers). Default: one process, no Gunicorn",
+    )
 
 
 def embedded_emulator(why: str) -> GeminiSource:
@@ -150,6 +160,16 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         drain_secs=args.drain_secs,
     )
+    if args.workers is not None:  # Gunicorn's master; each worker runs bot.server.serve
+        from bot.workers import WorkersError, make_plan, run_workers
+
+        on_uvloop = args.uvloop or os.environ.get("VOICEBOT_UVLOOP") == "1"
+        try:
+            plan = make_plan(args.workers, settings, options, args.emulator, exposed, on_uvloop)
+        except WorkersError as e:
+            print(f"voicebot serve: {e}", file=sys.stderr)
+            return 1
+        return run_workers(plan)
     if args.uvloop or os.environ.get("VOICEBOT_UVLOOP") == "1":
         try:
             import uvloop

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,10 +28,11 @@ from aiohttp import web
 from loguru import logger
 
 from bot.app import create_app
-from bot.app_keys import CALLS
+from bot.app_keys import AUTH, CALLS, FORWARDER
 from bot.gemini_key import KeyRejected, check_gemini_key
 from bot.listen_address import is_loopback_host
 from bot.ops import OpsExposureError, OpsListener, check_ops_exposure
+from bot.peers import default_peer_url
 from bot.persona_store import PersonaStore
 from bot.request_limits import runner_options
 from bot.settings import Settings
@@ -40,6 +42,9 @@ from pipelines.personas import PersonaConfigError
 
 # Opens the process's Gemini clients for the server's lifetime (and closes what it started).
 GeminiSource = Callable[[], AbstractAsyncContextManager[GeminiClients]]
+# More listeners and tasks, entered once both listeners are up and left after the drain
+# (bot.workers: a Gunicorn worker's peer listener and the metrics aggregation).
+ServeExtras = Callable[[web.Application, web.AppRunner], AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     drain_secs: float = 2.0  # the drain window; the goodbyes after it take up to WRAP_UP_SECS
+    # Listening sockets handed over by a process manager (bot.workers), served instead of
+    # binding host:port; and what it adds (ServeExtras).
+    sockets: tuple[socket.socket, ...] = ()
+    extras: ServeExtras | None = None
 
 
 def reachable_from_outside(settings: Settings, host: str) -> str | None:
@@ -145,13 +154,21 @@ async def _serve(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, options.host, options.port, backlog=1024)
-        await site.start()
+        for sock in options.sockets:
+            await web.SockSite(runner, sock, backlog=1024).start()
+        if not options.sockets:
+            await web.TCPSite(runner, options.host, options.port, backlog=1024).start()
     except OSError as e:
         where = f"{options.host}:{options.port}"
         print(f"voicebot serve: cannot listen on {where}: {e}", file=sys.stderr)
         await runner.cleanup()
         return 1
+    # Signed into each call's token: a stream landing on another process is relayed here.
+    # (Handed-over sockets are shared by workers: bot.workers gives each its own peer URL.)
+    if not settings.peer_url and not options.sockets:
+        port = runner.addresses[0][1] if runner.addresses else options.port
+        if peer := default_peer_url(options.host, port):
+            app[FORWARDER].set_self_url(peer)
 
     ops = None
     if (ops_address := settings.ops_address) is not None:
@@ -171,8 +188,11 @@ async def _serve(
     logger.info(
         f"voicebot serving on http://{options.host}:{options.port} "
         f"(webhook POST /twilio/voice, media /twilio/media; personas: {names}); "
-        f"operations on {where_ops}"
+        f"operations on {where_ops}; peer URL {app[AUTH].peer_url or 'none'}"
     )
+    extras = contextlib.AsyncExitStack()
+    if options.extras is not None:
+        await extras.enter_async_context(options.extras(app, runner))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -190,6 +210,7 @@ async def _serve(
         await calls.drain(options.drain_secs)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await extras.aclose()
         await runner.cleanup()
         if ops is not None:
             await ops.stop()

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot.listen_address import DEFAULT_OPS_LISTEN, ListenAddress, parse_listen
+from bot.peers import normalize_peer_url, parse_peer_networks
 from bot.records.database import DEFAULT_DATABASE_URL, database_url
 
 DEFAULT_PERSONAS_DIR = Path("config/personas")
@@ -30,6 +31,9 @@ class Settings(BaseModel):
         gemini_ca_file: PEM file of the CA to trust for ``gemini_base_url`` only.
         twilio_account_sid: Account SID, used for REST hang-up and transfer.
         twilio_auth_token: Auth token: signs webhooks and the media upgrade.
+        twilio_api_base_url: The Twilio REST API root every REST request goes to (hang-up,
+            redirect, outbound calls; ``bot.twilio_rest``): Twilio's, or a stand-in such as
+            ``sim.twilio_api``.
         public_url: Base URL Twilio reaches us on; ``None`` means the request's own host.
         personas_dir: Folder of persona YAML files.
         max_calls: Calls admitted at once; more get a polite TwiML refusal.
@@ -60,6 +64,14 @@ class Settings(BaseModel):
         records_retention_days: Records older than this are deleted (None: kept).
         record_numbers: How caller and called numbers are kept: ``last4``
             (``+1******0123``), ``full`` or ``none``.
+        peer_url: This process's address as the other processes of the deployment reach it
+            (``http://POD_IP:8080``), signed into each call's token so a stream landing on
+            another process is relayed here (``bot.peers``); None: this process's own listen
+            address when that is loopback, else no routing.
+        peer_networks: Allow-list of networks a relay may dial (CIDRs, comma-separated); empty:
+            any peer named in a signed token.
+        prewarm: Open each admitted call's Live API session at its webhook, before Twilio opens
+            the stream (``bot.warm_sessions``; a persona's ``prewarm: false`` opts out).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -69,6 +81,7 @@ class Settings(BaseModel):
     gemini_ca_file: Path | None = None
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
     public_url: str | None = None
     personas_dir: Path = DEFAULT_PERSONAS_DIR
     max_calls: int = Field(default=200, ge=1)
@@ -86,8 +99,22 @@ class Settings(BaseModel):
     records_retention_days: float | None = Field(default=90.0, gt=0)
     record_numbers: Literal["last4", "full", "none"] = "last4"
     pricing_file: Path = DEFAULT_PRICING_FILE  # model prices for the cost metric (bot.pricing)
+    peer_url: str | None = None
+    peer_networks: str = ""
+    prewarm: bool = True
 
-    @field_validator("public_url", "gemini_base_url")
+    @field_validator("peer_url")
+    @classmethod
+    def _check_peer_url(cls, value: str | None) -> str | None:
+        return normalize_peer_url(value) if value else None
+
+    @field_validator("peer_networks")
+    @classmethod
+    def _check_peer_networks(cls, value: str) -> str:
+        parse_peer_networks(value)  # ValueError names the entry and the form
+        return value.strip()
+
+    @field_validator("public_url", "gemini_base_url", "twilio_api_base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -133,6 +160,7 @@ class Settings(BaseModel):
             "gemini_ca_file": "GEMINI_CA_FILE",
             "twilio_account_sid": "TWILIO_ACCOUNT_SID",
             "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+            "twilio_api_base_url": "TWILIO_API_BASE_URL",
             "public_url": "PUBLIC_URL",
             "personas_dir": "VOICEBOT_PERSONAS_DIR",
             "max_calls": "VOICEBOT_MAX_CALLS",
@@ -150,6 +178,9 @@ class Settings(BaseModel):
             "records_retention_days": "VOICEBOT_RECORDS_RETENTION_DAYS",
             "record_numbers": "VOICEBOT_RECORD_NUMBERS",
             "pricing_file": "VOICEBOT_PRICING_FILE",
+            "peer_url": "VOICEBOT_PEER_URL",
+            "peer_networks": "VOICEBOT_PEER_NETWORKS",
+            "prewarm": "VOICEBOT_PREWARM",
         }
         values: dict[str, object] = {}
         for field, var in names.items():

@@ -37,7 +37,8 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from bot.app_keys import VAD_MODEL
+from bot.app_keys import CALLS, FORWARDER, VAD_MODEL
+from bot.warm_sessions import PROCESS_COUNTS as WARM_COUNTS
 
 # Histogram resolution: 0.25 ms buckets up to 1 s, then one overflow bucket.
 BUCKET_MS = 0.25
@@ -260,6 +261,12 @@ def add_stats_routes(
         counters = getattr(request.app.get(VAD_MODEL), "stats", None)
         if callable(counters):
             snap["vad"] = counters()
+        snap["warm_sessions"] = dict(WARM_COUNTS)  # pre-warming outcomes (bot.warm_sessions)
+        if (calls := request.app.get(CALLS)) is not None:  # admission of this process
+            snap["calls_max"] = calls.max_live
+            snap["admission"] = dict(calls.totals)
+        if (forwarder := request.app.get(FORWARDER)) is not None:  # bot.stream_forward
+            snap["relays"] = forwarder.stats.snapshot()
         return web.json_response(snap)
 
     async def reset_stats(request: web.Request) -> web.Response:

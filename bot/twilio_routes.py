@@ -16,25 +16,38 @@ from twilio.twiml.voice_response import VoiceResponse
 from bot.app_keys import AUTH, CALLS, PERSONAS
 from bot.call_tokens import MAX_TOKEN_CHARS, CallTokenTooLong
 from bot.health import add_health_routes
+from bot.outbound.answer import machine_twiml, remote_party_first
 from bot.settings import stream_url
+from bot.warm_sessions import prewarm
+from pipelines.personas.texts import DEFAULTS as TEXT_DEFAULTS
+from pipelines.personas.texts import Texts
 
-APOLOGY = "Sorry, we are having trouble connecting your call. Please try again later."
-BUSY = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+# The English defaults; a call's words are its persona's ``texts`` (pipelines.personas.texts).
+APOLOGY = TEXT_DEFAULTS["en"]["apology"]
+BUSY = TEXT_DEFAULTS["en"]["busy"]
 
 
-def busy_twiml() -> str:
+def _say(vr: VoiceResponse, phrase: str, texts: Texts | None) -> None:
+    """``<Say>`` a phrase of ``texts`` in its language and voice (None: the English default)."""
+    if texts is None:
+        vr.say(TEXT_DEFAULTS["en"][phrase])
+    else:
+        vr.say(texts.said(phrase), voice=texts.say_voice, language=texts.say_language)
+
+
+def busy_twiml(texts: Texts | None = None) -> str:
     """TwiML for a call the server cannot take: a polite message, then hang up."""
     vr = VoiceResponse()
-    vr.say(BUSY)
+    _say(vr, "busy", texts)
     vr.hangup()
     return str(vr)
 
 
-def stream_twiml(url: str, parameters: dict[str, str]) -> str:
+def stream_twiml(url: str, parameters: dict[str, str], texts: Texts | None = None) -> str:
     """``<Connect><Stream>`` with ``<Parameter>``s, then the apology.
 
     Twilio plays the apology only if the stream ends abnormally: a normal bot hang-up ends the
-    call through the REST API first.
+    call through the REST API first. ``texts``: the persona's, for the words, voice, language.
     """
     vr = VoiceResponse()
     connect = vr.connect()
@@ -46,7 +59,7 @@ def stream_twiml(url: str, parameters: dict[str, str]) -> str:
                 f"{MAX_TOKEN_CHARS} (Twilio's limit)"
             )
         stream.parameter(name=name, value=value)
-    vr.say(APOLOGY)
+    _say(vr, "apology", texts)
     vr.hangup()
     return str(vr)
 
@@ -83,6 +96,10 @@ async def voice(request: web.Request) -> web.Response:
             raise web.HTTPNotFound(text=f"Not found: no persona {wanted!r}\n")
     else:
         persona = personas.for_number(params.get("To"))
+    # An outbound call a machine answered (AnsweredBy) gets the persona's answer, no stream.
+    if (machine := machine_twiml(persona, params)) is not None:
+        return web.Response(text=machine, content_type="text/xml")
+    params = remote_party_first(params)  # a call we placed: ${caller} is the person we called
 
     auth = request.app[AUTH]
     url = stream_url(auth.public_base(request))
@@ -99,11 +116,15 @@ async def voice(request: web.Request) -> web.Response:
 
     if not request.app[CALLS].reserve(call_sid):
         logger.warning(f"call {call_sid} refused: at capacity, draining or over the quota")
-        return web.Response(text=busy_twiml(), content_type="text/xml")
+        return web.Response(text=busy_twiml(persona.texts), content_type="text/xml")
 
+    # Open its Live API session while Twilio reads the TwiML and connects (bot.warm_sessions).
+    prewarm(request.app, call_sid, persona, caller=params.get("From", ""),
+            called=params.get("To", ""), custom=custom)  # fmt: skip
     # Only the token counts at the stream's start; `persona` is shown for people reading TwiML.
     parameters = {"persona": persona.id, "call_token": token}
-    return web.Response(text=stream_twiml(url, parameters), content_type="text/xml")
+    twiml = stream_twiml(url, parameters, persona.texts)
+    return web.Response(text=twiml, content_type="text/xml")
 
 
 async def status(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ from bot.call_tokens import (
     CallTokenReplay,
     MemoryLedger,
     derive_key,
+    unverified_peer,
 )
 from bot.listen_address import is_loopback_host
 from bot.settings import Settings, stream_url
@@ -52,6 +53,9 @@ class Authenticator:
         # one the key lives only as long as the process.
         self._codec = CallTokenCodec(derive_key(token), settings.call_token_ttl_secs)
         self._ledger: CallTokenLedger = ledger if ledger is not None else MemoryLedger()
+        # Signed into every grant: streams landing on another process are relayed here
+        # (bot.peers); `voicebot serve` sets its loopback listen address when none is given.
+        self.peer_url: str = settings.peer_url or ""
 
     @property
     def enforcing(self) -> bool:
@@ -136,8 +140,29 @@ class Authenticator:
         """
         return self._codec.issue(
             call_sid=call_sid, stream_url=stream_url, persona=persona,
-            caller=caller, called=called, custom=custom,
+            caller=caller, called=called, custom=custom, peer=self.peer_url,
         )  # fmt: skip
+
+    def stream_owner(
+        self, request: web.Request, call_sid: str, params: Mapping[str, str]
+    ) -> tuple[str, bool]:
+        """``(peer URL, verified)``: which process a ``start``'s token says keeps the call.
+
+        Nothing is used up (the owner's :meth:`authorise_start` does that). A token that does
+        not verify names no peer when signatures are enforced (it is refused here with its
+        reason); in loopback development, where each process has its own key, the peer it
+        names is returned unverified (``bot.peers.PeerRouter`` dials only loopback then).
+        """
+        token = params.get("call_token")
+        if not token:
+            return "", False
+        try:
+            grant = self._codec.verify(
+                token, call_sid=call_sid, stream_url=self.upgrade_url(request)
+            )
+        except CallTokenError:
+            return ("", False) if self.enforcing else (unverified_peer(token), False)
+        return grant.peer, True
 
     def authorise_start(
         self, request: web.Request, call_sid: str, params: Mapping[str, str]

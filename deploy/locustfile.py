@@ -1,7 +1,14 @@
 """Locust (2.x) load test driving the same sans-IO caller core as ``voicebot loadtest``.
 
-Run distributed, one worker per core (the GIL):
+Run on one machine, one worker process per core (the GIL):
     locust -f deploy/locustfile.py --host http://bot:8080 --headless -u 200 -r 10 --processes -1
+
+Run beyond one machine (Locust's distributed mode; deploy/README.md, "Load beyond one machine"):
+a master that only coordinates and sums, and workers on as many machines as the load needs,
+each with this file and the repository (``sim/``) beside it:
+    locust -f deploy/locustfile.py --master --headless --expect-workers 4 -u 800 -r 20 -t 10m \
+        --host https://bot.example.com --csv out/run          # on the master, port 5557
+    locust -f deploy/locustfile.py --worker --master-host MASTER_IP --processes -1  # each machine
 
 Each user places calls in a loop: POST /twilio/voice (form params like Twilio, signed when
 TWILIO_AUTH_TOKEN is set), opens the TwiML <Stream> with websocket-client (gevent-patched socket),

@@ -136,6 +136,9 @@ class CallMetrics(BridgeMetrics, Protocol):
     def add_tokens(self, kind: str, modality: str, count: int) -> None:
         """Tokens of one ``usageMetadata``: ``kind`` prompt/response/thoughts/tool_prompt."""
 
+    def tool_call(self, tool: str, outcome: str, latency_secs: float) -> None:
+        """A persona HTTP tool call ended (``pipelines.tools``): its name, outcome and time."""
+
 
 class CallRest(Protocol):
     """Twilio REST requests on a live call; both answer False (logged) when Twilio refused."""
@@ -233,6 +236,9 @@ class NoCallMetrics:
         """Drop."""
 
     def add_tokens(self, kind: str, modality: str, count: int) -> None:
+        """Drop."""
+
+    def tool_call(self, tool: str, outcome: str, latency_secs: float) -> None:
         """Drop."""
 
 

@@ -89,11 +89,11 @@ async def running_emulator(
         await emu.stop()
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    """Serve ``app`` on a free loopback port; return its runner and base URL."""
+async def _serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on a loopback port (0: a free one); return its runner and base URL."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
@@ -133,6 +133,7 @@ async def running_server(
     twilio_api_base: str | None = None,
     drain_secs: float = TEST_DRAIN_SECS,
     wrap_up_secs: float = TEST_WRAP_UP_SECS,
+    port: int = 0,
     **settings: Any,
 ) -> AsyncIterator[RunningServer]:
     """The real app, served on loopback and pointed at ``emulator``; cleaned up on exit.
@@ -143,6 +144,8 @@ async def running_server(
         twilio_api_base: Base URL of the Twilio REST API (e.g. a :func:`fake_twilio_rest`).
         drain_secs: How long stopping waits for calls in progress.
         wrap_up_secs: Then how long their goodbyes may take before they are closed.
+        port: The public listener's port (0: a free one; a test that must know its
+            ``public_url`` before the server starts passes one from :func:`free_port`).
         **settings: :class:`bot.settings.Settings` fields. ``lag_guard_ms`` defaults to 0: the
             overload guard reads process-wide loop-lag stats, and a stall in an earlier test must
             not turn callers away here. ``ops_listen`` defaults to ``"0"`` (a free loopback
@@ -161,7 +164,7 @@ async def running_server(
         wrap_up_secs=wrap_up_secs,
         twilio_api_base=twilio_api_base,
     )
-    runner, url = await _serve(app)
+    runner, url = await _serve(app, port)
     ops = OpsListener(app, config, address) if (address := config.ops_address) else None
     try:
         ops_url = await ops.start() if ops else ""
@@ -170,6 +173,15 @@ async def running_server(
         await runner.cleanup()
         if ops is not None:
             await ops.stop()
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (for a server whose URL must be known in advance)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -97,7 +97,8 @@ async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, f
     assert len(redirects) == 1
     twiml = redirects[0]["form"]["Twiml"]
     assert "<Dial>+15551239999</Dial>" in twiml
-    assert "<Say>Transferring you now.</Say>" in twiml
+    # The announcement in the persona's language and Twilio voice (texts.say_voice, issue 15).
+    assert '<Say language="en-US" voice="Polly.Joanna-Neural">Transferring you now.</Say>' in twiml
     assert not [r for r in fake_twilio_rest.requests if r["form"].get("Status") == "completed"]
     assert redirects[0]["path"].endswith(f"/Calls/{result.call_sid}.json")
 

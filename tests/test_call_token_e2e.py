@@ -66,7 +66,10 @@ async def test_a_captured_twiml_and_upgrade_start_one_call_only(make_server, war
 
 
 async def test_an_expired_call_token_is_refused(make_server, warnings):
-    server = await make_server(twilio_auth_token=TOKEN, public_url=PUBLIC, call_token_ttl_secs=0.3)
+    # No pre-warming: the late call's signed webhook would open its session (test_prewarm_e2e).
+    server = await make_server(
+        twilio_auth_token=TOKEN, public_url=PUBLIC, call_token_ttl_secs=0.3, prewarm=False
+    )
     async with aiohttp.ClientSession() as session:
         twilio = SignedTwilio(session, server.url, PUBLIC, TOKEN)
         late_sid = new_sid("CA")

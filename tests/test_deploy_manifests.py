@@ -28,7 +28,9 @@ from bot.calls import WRAP_UP_SECS, CallRegistry
 from bot.metrics import METRICS, ServerMetrics
 from bot.ops import create_ops_app
 from bot.persona_store import PersonaStore
+from bot.server import ServeOptions
 from bot.settings import Settings
+from bot.workers import make_plan
 from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.gemini.clients import GeminiClients
 
@@ -135,7 +137,9 @@ def test_the_kustomizations_list_every_manifest_but_the_documented_exceptions() 
 def test_the_deployment_env_is_what_the_server_reads_and_its_sources_exist() -> None:
     read = _settings_env_names()
     env = {e["name"]: e for e in _container()["env"]}
-    unknown = set(env) - read - {"HOME"}
+    # Downward-API values (the pod IP) are not settings: the kubelet expands them into others.
+    downward = {n for n, e in env.items() if "fieldRef" in e.get("valueFrom", {})}
+    unknown = set(env) - read - {"HOME"} - downward
     assert not unknown, f"Deployment sets variables Settings.from_env never reads: {unknown}"
     needed = {"GEMINI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PUBLIC_URL"}
     needed |= {"VOICEBOT_OPS_TOKEN", "VOICEBOT_OPS_PORT", "VOICEBOT_DATABASE_URL"}
@@ -146,8 +150,11 @@ def test_the_deployment_env_is_what_the_server_reads_and_its_sources_exist() -> 
     secret = _one("Secret", "voicebot-secrets")["stringData"]
     values: dict[str, str] = {}
     for name, entry in env.items():
+        if name in downward:
+            continue
         if "value" in entry:
-            values[name] = entry["value"]
+            # $(POD_IP) as the kubelet expands it, with an example pod IP.
+            values[name] = entry["value"].replace("$(POD_IP)", "10.0.0.5")
             continue
         source = entry["valueFrom"]
         if ref := source.get("secretKeyRef"):
@@ -214,7 +221,10 @@ def test_the_hpa_scales_on_a_metric_the_server_exports_through_the_adapter_rule(
     assert gauges.get(name) == "gauge", f"{name} is not a gauge of bot/metrics.py"
     target = float(pods["target"]["averageValue"])
     max_calls = int(_one("ConfigMap", "voicebot-config")["data"]["VOICEBOT_MAX_CALLS"])
-    assert 0 < target < max_calls, "pods must be added before they refuse callers"
+    args = _container()["args"]
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    # VOICEBOT_MAX_CALLS is per worker process; the target is per pod.
+    assert 0 < target < max_calls * workers, "pods must be added before they refuse callers"
 
     (rule,) = _docs(K8S / "prometheus-adapter-rules.yaml")[0]["rules"]["custom"]
     assert rule["name"]["as"] == name and rule["seriesQuery"].startswith(name + "{")
@@ -293,6 +303,11 @@ def test_the_grace_period_covers_pre_stop_the_drain_and_the_wrap_up() -> None:
     needed = float(sleep[1]) + drain + WRAP_UP_SECS
     grace = pod["terminationGracePeriodSeconds"]
     assert needed < grace <= needed + 60, f"grace {grace} s for {needed} s of preStop+drain+wrap"
+    # Gunicorn's master (--workers) waits graceful_timeout before it kills a worker: that bound
+    # fits in the grace period too.
+    settings = Settings(time_scale=1.0)
+    plan = make_plan(2, settings, ServeOptions(port=8080, drain_secs=drain), False, None)
+    assert float(sleep[1]) + plan.graceful_timeout <= grace
     # The preStop pause outlasts readiness noticing nothing: two probe periods at least.
     assert float(sleep[1]) >= 2 * container["readinessProbe"]["periodSeconds"]
 
@@ -400,3 +415,28 @@ def test_the_build_context_filter_lets_in_what_the_image_copies() -> None:
                 continue
             for source in rest.split()[:-1]:
                 assert source in allowed, f"COPY {source}: left out of the build context"
+
+
+def test_workers_match_the_cpu_request_and_peers_reach_each_worker() -> None:
+    container = _container()
+    args = container["args"]
+    workers = int(args[args.index("--workers") + 1])
+    cpu = container["resources"]["requests"]["cpu"]
+    assert float(cpu) == workers, f"--workers {workers} on a pod requesting {cpu} CPU"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    peer = urlsplit(env["VOICEBOT_PEER_URL"]["value"].replace("$(POD_IP)", "10.0.0.5"))
+    assert peer.hostname == "10.0.0.5"
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_IP") < names.index("VOICEBOT_PEER_URL"), "$(POD_IP) defined first"
+    public = int(args[args.index("--port") + 1])
+    settings = Settings(peer_url=f"http://10.0.0.5:{peer.port}")
+    plan = make_plan(workers, settings, ServeOptions(port=public), False, None)
+    ports = {p["containerPort"]: p["name"] for p in container["ports"]}
+    peer_ports = [plan.peer_address(i).port for i in range(workers)]
+    assert all(p in ports for p in peer_ports), f"container ports {ports} lack {peer_ports}"
+    services = {s["metadata"]["name"]: s for s in _objects() if s["kind"] == "Service"}
+    peers = services["voicebot-peers"]["spec"]
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    assert sorted(p["port"] for p in peers["ports"]) == peer_ports
+    assert {p["targetPort"] for p in peers["ports"]} == {ports[p] for p in peer_ports}

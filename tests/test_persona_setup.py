@@ -46,6 +46,7 @@ def _variants(files: dict[str, Persona]) -> dict[str, Persona]:
     reception = files["personas/receptionist"]
     thinking = files["personas/appointments"]
     legacy = files["personas/legacy31"]
+    find, book = thinking.http_tools  # persona HTTP tools, default and NON_BLOCKING on 3.8
     return {
         "transcription off": _session(
             reception, input_transcription=False, output_transcription=False
@@ -58,6 +59,9 @@ def _variants(files: dict[str, Persona]) -> dict[str, Persona]:
             update={"tools": Tools(end_call=EndCallTool(goodbye=None))}
         ),
         "unknown model with tools": reception.model_copy(update={"model": "acme-voice-1"}),
+        "3.8, HTTP tools blocking and not": reception.model_copy(
+            update={"http_tools": (find, book.model_copy(update={"behavior": "NON_BLOCKING"}))}
+        ),
         "2.5 model": reception.model_copy(
             update={"model": "gemini-2.5-flash-native-audio-latest", "language": "de-DE"}
         ),
@@ -173,6 +177,16 @@ def _pipecat_tools(persona: Persona) -> Any:
                 name="transfer_call", description=description, properties=reason, required=[]
             )
         )
+    for tool in persona.http_tools:  # persona HTTP tools (pipelines/personas/tools.py)
+        params = tool.parameters
+        functions.append(
+            FunctionSchema(
+                name=tool.name,
+                description=tool.spoken_description(),
+                properties=params.get("properties", {}),
+                required=params.get("required", []),
+            )
+        )
     return ToolsSchema(standard_tools=functions) if functions else None
 
 
@@ -200,10 +214,16 @@ def pipecat_connect_config(persona: Persona, instruction: str) -> tuple[str, Any
         async def push_error(self, error_msg: str, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError(error_msg)
 
+    from pipelines.personas.tools import is_async
+
     settings = _pipecat_settings(persona, instruction)
     service = Capture(api_key="offline", settings=settings, tools=_pipecat_tools(persona))
     for name in enabled_tools(persona):
         service.register_function(name, _no_handler, cancel_on_interruption=not persona.tools_async)
+    for tool in persona.http_tools:
+        service.register_function(
+            tool.name, _no_handler, cancel_on_interruption=not is_async(tool, persona.tools_async)
+        )
     _drive(service._connect())
     config = captured["config"]
     if not persona.session.input_transcription:

@@ -124,7 +124,7 @@ async def test_setup_recorded_by_emulator_matches_show(persona_id: str, tmp_path
         persona.render_system_instruction(variables)
     )
     names = [d["name"] for d in setup.get("tools", [{}])[0].get("functionDeclarations", [])]
-    assert names == enabled_tools(persona)
+    assert names == enabled_tools(persona) + [t.name for t in persona.http_tools]
 
 
 # Called from this module, the SDK's deprecation of generation_config is attributed here.

@@ -21,6 +21,14 @@ FORBIDDEN = {
     "sim.loadtest": {"bot", "pipelines", "sim.emulator", "sim.bench", "sim.testing"},
     "sim.emulator": {"bot", "sim.caller", "sim.loadtest", "sim.bench", "sim.testing"},
     "sim.bench": {"bot", "sim.testing"},
+    "sim.twilio_api": {
+        "bot",
+        "pipelines",
+        "sim.emulator",
+        "sim.loadtest",
+        "sim.bench",
+        "sim.testing",
+    },
 }
 
 

@@ -207,7 +207,9 @@ async def test_slow_headers_are_cut_off_by_the_runner_options(caplog):
 
 async def test_a_stream_that_never_starts_is_closed_after_the_start_timeout(make_server, caplog):
     # The phase before `start`: 10 s, scaled to 1 s. One log line, no Gemini session.
-    server = await make_server(time_scale=0.1)
+    # No pre-warming: the signed webhook would open its session by design, and an unclaimed
+    # warm session's expiry is pinned in tests/test_prewarm_e2e.py.
+    server = await make_server(time_scale=0.1, prewarm=False)
     with Logs(caplog) as logs:
         async with aiohttp.ClientSession() as session:
             params = webhook_params("CA" + "5" * 32, "AC" + "1" * 32, "+15005550001", "+1500")

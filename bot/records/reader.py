@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.records.database import Database
-from bot.records.tables import calls, turns
+from bot.records.tables import calls, tool_calls, turns
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -76,3 +76,23 @@ async def get_call(db: Database, call_sid: str) -> tuple[dict[str, Any], list[di
         call = dict(row._mapping)
         stmt = select(turns).where(turns.c.call_id == call["id"]).order_by(turns.c.seq)
         return call, [dict(r._mapping) for r in (await conn.execute(stmt)).all()]
+
+
+async def tool_calls_of(db: Database, call_id: int) -> list[dict[str, Any]]:
+    """A call's persona HTTP tool calls in order (``tool_calls`` rows)."""
+    stmt = select(tool_calls).where(tool_calls.c.call_id == call_id).order_by(tool_calls.c.seq)
+    async with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in (await conn.execute(stmt)).all()]
+
+
+def tool_call_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``voicebot calls show``'s lines for a call's tool calls (none: no lines)."""
+    lines = [f"tool calls: {len(rows)}"] if rows else []
+    for t in rows:
+        status = f", HTTP {t['http_status']}" if t["http_status"] is not None else ""
+        lines.append(
+            f"{t['at_secs']:7.2f}  {t['tool']}: {t['outcome']} in {t['latency_secs'] * 1000:.0f} "
+            f"ms ({t['attempts']} attempt(s){status}; {t['args_bytes']} B in, "
+            f"{t['result_bytes']} B out)"
+        )
+    return lines

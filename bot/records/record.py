@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,7 @@ class CallSummary:
     live_api_close: str | None = None
     transcript_kept: bool = True
     turns: tuple[TranscriptTurn, ...] = ()
+    tool_calls: tuple[Any, ...] = ()  # pipelines.tools.call_tools.ToolCallRecord, in order
 
     def row(self) -> dict[str, Any]:
         """The ``calls`` row."""
@@ -126,6 +127,10 @@ class CallSummary:
             }
             for i, t in enumerate(self.turns)
         ]
+
+    def tool_rows(self, call_id: int) -> list[dict[str, Any]]:
+        """The ``tool_calls`` rows of the call with this id (no arguments or results)."""
+        return [{"call_id": call_id, "seq": i, **asdict(t)} for i, t in enumerate(self.tool_calls)]
 
 
 def summarise_call(
@@ -183,6 +188,7 @@ def summarise_call(
             "handovers": handovers,
             "reconnects": max(0, connections - 1 - handovers),
             "tokens": dict(journal.tokens),
+            "tool_calls": tuple(getattr(getattr(call, "http_tools", None), "records", ())),
         }
     close = None
     if rejection is not None:

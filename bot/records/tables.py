@@ -70,3 +70,42 @@ turns = Table(
     Column("heard_secs", Float),  # bot turns: seconds of audio played
     Index("ix_transcript_turns_call_id_seq", "call_id", "seq"),
 )
+
+# Twilio's status callbacks of outbound calls (bot.outbound.status), one row per callback:
+# insert-only, so any process may take any callback without a read-modify-write race; a call's
+# timeline is its rows in order (migration 0002).
+call_status_events = Table(
+    "call_status_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_sid", String(64), nullable=False),
+    Column("direction", String(16), nullable=False),  # outbound
+    Column("persona", String(128)),
+    Column("called", String(64), nullable=False),  # masked as configured
+    Column("status", String(16), nullable=False),  # initiated, ringing, in-progress, completed…
+    Column("answered_by", String(32)),  # human, machine_end_beep, … (AMD)
+    Column("sequence", Integer),  # Twilio's SequenceNumber
+    Column("duration_secs", Float),  # CallDuration, on the final callback
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_call_status_events_call_sid", "call_sid"),
+    Index("ix_call_status_events_at", "at"),
+)
+
+# Persona HTTP tool calls of a call (pipelines.tools), in order: what was called and how it went,
+# sizes but never the arguments or the result (migration 0003).
+tool_calls = Table(
+    "tool_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_id", Integer, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tool", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),  # ok, invalid_arguments, timeout, …
+    Column("at_secs", Float, nullable=False),  # from the call's start
+    Column("latency_secs", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("http_status", Integer),
+    Column("args_bytes", Integer, nullable=False, default=0),
+    Column("result_bytes", Integer, nullable=False, default=0),
+    Index("ix_tool_calls_call_id_seq", "call_id", "seq"),
+)

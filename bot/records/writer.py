@@ -35,7 +35,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from bot.records.database import Database
 from bot.records.record import CallSummary, summary_of
-from bot.records.tables import calls, turns
+from bot.records.tables import calls, tool_calls, turns
 from pipelines.aio import wait_then_cancel
 
 QUEUE_MAX = 10_000
@@ -283,6 +283,9 @@ class RecordWriter:
                 rows = [row for r in fresh for row in r.turn_rows(ids[r.call_sid])]
                 if rows:
                     await conn.execute(insert(turns), rows)
+                tools = [row for r in fresh for row in r.tool_rows(ids[r.call_sid])]
+                if tools:
+                    await conn.execute(insert(tool_calls), tools)
         finally:
             self._stats["write_secs"] += time.perf_counter() - started
 
@@ -340,6 +343,7 @@ class RecordWriter:
             async with self.database.engine.begin() as conn:
                 old = select(calls.c.id).where(calls.c.started_at < cutoff)
                 await conn.execute(delete(turns).where(turns.c.call_id.in_(old)))
+                await conn.execute(delete(tool_calls).where(tool_calls.c.call_id.in_(old)))
                 result = await conn.execute(delete(calls).where(calls.c.started_at < cutoff))
         except Exception as e:
             self._failed(e)

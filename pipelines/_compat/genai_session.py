@@ -62,3 +62,9 @@ async def receive_raw(session: AsyncSession) -> bytes | str:
             reason = websockets.frames.CLOSE_CODE_EXPLANATIONS.get(code, "Abnormal closure.")
         errors.APIError.raise_error(code, reason, None)
         raise  # unreachable: raise_error always raises
+
+
+def is_open(session: AsyncSession) -> bool:
+    """Whether the session's socket is still open (a pre-opened one may have been closed)."""
+    ws: Any = session._ws
+    return ws.state is websockets.protocol.State.OPEN

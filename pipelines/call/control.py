@@ -5,7 +5,7 @@
 - ``transfer_call``: an optional announcement, then the call's TwiML is replaced by a ``<Dial>``
   through the REST API; Twilio then ends our stream itself.
 - Limits: a spoken warning before the maximum duration, then a goodbye; a re-prompt after the
-  caller has been idle, then a polite goodbye.
+  caller has been idle, then a polite goodbye. The words are the persona's ``texts``.
 - Greeting grace: for the first moments of the greeting, caller audio is replaced by silence
   before it reaches local VAD and the model, so echo or a caller's "hello?" does not cut the
   greeting off.
@@ -47,23 +47,40 @@ GOODBYE_TIMEOUT_SECS = 10.0
 QUIET_WAIT_SECS = 3.0
 # How often the limits are checked (scaled with the limits themselves).
 TICK_SECS = 0.25
-MAX_DURATION_GOODBYE = (
-    "We have reached the time limit for this call. Thank you for calling, goodbye."
-)
 # wrap_up (a server drain): how long the bot's current answer may run on before the goodbye,
 # and how long both sides must have been quiet for a moment to count as a pause (real time).
 WRAP_UP_QUIET_WAIT_SECS = 15.0
 WRAP_UP_PAUSE_SECS = 1.0
-WRAP_UP_GOODBYE = (
-    "The line has to close now. In one short sentence, in the language of this call, tell "
-    "the caller you have to end the call now, thank them for calling and say goodbye. "
-    "Say nothing else."
-)
+
+
+def dial_twiml(to: str, announcement: str | None, texts: Any = None) -> str:
+    """The TwiML a transfer replaces the call's with: the announcement, then ``<Dial>``.
+
+    ``texts``: the persona's (``pipelines.personas.texts``), for the ``<Say>``'s voice and
+    language.
+    """
+    vr = VoiceResponse()
+    if announcement and texts is not None:
+        vr.say(announcement, voice=texts.say_voice, language=texts.say_language)
+    elif announcement:
+        vr.say(announcement)
+    vr.dial(to)
+    return str(vr)
 
 
 def say_exactly(text: str) -> str:
     """The instruction that makes the model say ``text`` now."""
     return f'Say exactly this to the caller, and nothing else: "{text}"'
+
+
+def wrap_up_instruction(goodbye: str) -> str:
+    """A drain's instruction: the persona's ``texts.drain_goodbye``, word for word."""
+    return f"The line has to close now. {say_exactly(goodbye)}"
+
+
+WRAP_UP_GOODBYE = wrap_up_instruction(  # with the English default text
+    "I'm sorry, I have to end the call now. Thank you for calling, goodbye."
+)
 
 
 class CallControl:
@@ -198,11 +215,8 @@ class CallControl:
             return
         self._ending = "bot: transfer_call"
         await params.result_callback({"status": "ok", "next": "the call is being transferred"})
-        vr = VoiceResponse()
-        if tool.announcement:
-            vr.say(tool.announcement)
-        vr.dial(tool.to)
-        twiml = str(vr)
+        texts = self._persona.texts  # transfer_announcement: from tool.announcement or texts
+        twiml = dial_twiml(tool.to, texts.transfer_announcement, texts)
         redirect = self._redirect
 
         async def transfer() -> None:
@@ -213,6 +227,38 @@ class CallControl:
         self._after_reply = transfer
         self._reply_seen = self._bot_speaking
         self._spawn_finisher(self._fallback(transfer, GOODBYE_TIMEOUT_SECS))
+
+    # keys the persona maps (pipelines.call.dtmf): no model turn --------------------------
+
+    def key_pressed(self) -> None:
+        """The caller pressed a key: activity, like speech (the idle limit restarts)."""
+        self._reprompts = 0
+        self._last_activity = self._clock()
+
+    async def transfer_now(self, to: str, announcement: str | None, reason: str) -> bool:
+        """Redirect the call to a ``<Dial>`` at once, as ``transfer_call`` does; False if not."""
+        if self._ending is not None or self._redirect is None:
+            return False
+        self._ending = reason
+        twiml, redirect = dial_twiml(to, announcement, self._persona.texts), self._redirect
+
+        async def transfer() -> None:
+            if not await redirect(twiml):
+                await self._hang_up("transfer failed")
+
+        self._spawn_finisher(transfer)
+        return True
+
+    async def end_now(self, goodbye: str | None, reason: str) -> bool:
+        """Say ``goodbye`` and hang up once played, as ``end_call`` does (none: hang up now)."""
+        if self._ending is not None:
+            return False
+        if goodbye:
+            await self.say_goodbye(goodbye, reason)
+        else:
+            self._ending = reason
+            await self._hang_up(reason)
+        return True
 
     # limits ----------------------------------------------------------------------------
 
@@ -236,15 +282,17 @@ class CallControl:
     async def _check_limits(self) -> None:
         if self._ending is not None:
             return
-        limits, scale = self._persona.limits, self._scale
+        limits, texts, scale = self._persona.limits, self._persona.texts, self._scale
         now = self._clock()
         elapsed = now - self._started
         if limits.max_call_secs:
             warn_at = (limits.max_call_secs - limits.max_call_warning_secs) * scale
             if not self._warned and limits.max_call_warning_secs and elapsed >= warn_at:
-                self._warned = await self._say(limits.max_call_warning_text)
+                warning = texts.said("max_call_warning", seconds=limits.max_call_warning_secs)
+                self._warned = await self._say(warning)
             if elapsed >= limits.max_call_secs * scale:
-                await self.say_goodbye(MAX_DURATION_GOODBYE, "max call duration reached")
+                goodbye = texts.said("max_call_goodbye", seconds=limits.max_call_secs)
+                await self.say_goodbye(goodbye, "max call duration reached")
                 return
         idle = (
             limits.idle_timeout_secs
@@ -255,10 +303,10 @@ class CallControl:
         if not idle:
             return
         if self._reprompts >= limits.idle_max_reprompts:
-            await self.say_goodbye(limits.idle_goodbye_text, "caller idle")
+            await self.say_goodbye(texts.said("idle_goodbye"), "caller idle")
             return
         self._last_activity = now
-        if await self._say(limits.idle_reprompt_text):
+        if await self._say(texts.said("idle_reprompt")):
             self._reprompts += 1
 
     async def say_goodbye(self, text: str, reason: str) -> None:
@@ -292,7 +340,7 @@ class CallControl:
         if self._ending is not None:
             return False
         self._begin_ending(reason, current_reply_counts=False)
-        await self._instruct(WRAP_UP_GOODBYE)
+        await self._instruct(wrap_up_instruction(self._persona.texts.said("drain_goodbye")))
         return True
 
     # ending ----------------------------------------------------------------------------

@@ -41,9 +41,11 @@ from pipecat.workers.runner import WorkerRunner
 from pipelines.call.caller_audio import CallerAudioRoute
 from pipelines.call.clip_audio import CLIP_RATE_HZ, Clip, load_clip
 from pipelines.call.control import CallControl, CallTap
+from pipelines.call.dtmf import KeypadEntries
 from pipelines.call.journal import CallJournal
 from pipelines.call.resources import CallInfo, ProcessResources
 from pipelines.call.setup_gate import SetupSlot
+from pipelines.call.warm_session import WarmSession
 from pipelines.call.watchdog import ModelWatchdog
 from pipelines.call.watchdog_settings import NUDGE_CUT_OFF, NUDGE_NO_REPLY, WatchdogSettings
 from pipelines.gemini.service import CallGeminiLive
@@ -52,6 +54,7 @@ from pipelines.ports import (
     CallMetrics,
     NoCallMetrics,
 )
+from pipelines.tools.call_tools import CallTools
 from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
 from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
 
@@ -96,6 +99,8 @@ class CallPipeline:
         ws: The prepared media WebSocket (``connected`` and ``start`` already read).
         resources: The process's shared resources.
         variables: Template variables for the system instruction and greeting.
+        warm: The call's Live API session, opened at its webhook (pre-warming): its config is
+            the call's, its session the first connection when usable; closed when the call ends.
     """
 
     def __init__(
@@ -105,8 +110,10 @@ class CallPipeline:
         ws: web.WebSocketResponse,
         resources: ProcessResources,
         variables: Mapping[str, str],
+        warm: WarmSession | None = None,
     ) -> None:
         self.persona = persona
+        self._warm = warm
         self.info = info
         self._ws = ws
         self._resources = resources
@@ -149,6 +156,8 @@ class CallPipeline:
         instruction = persona.render_system_instruction(variables)
         self._greeting = persona.greeting_instruction(variables)
         model, config = persona.connect_config(instruction)
+        if warm is not None:  # opened with the same persona and call values at the webhook
+            model, config = warm.model, warm.config
         self.llm = CallGeminiLive(
             client=resources.gemini.get(persona.api_version()),
             model=model,
@@ -174,6 +183,7 @@ class CallPipeline:
             label=f"call {info.call_sid}:",
         )
         self.llm.watchdog = self.watchdog
+        self.llm.connection.preopened = warm
         # The call's transcript and figures, for its record (pipelines.call.journal).
         hook = resources.turn_ended
         self.journal = CallJournal(
@@ -211,6 +221,17 @@ class CallPipeline:
             self.llm.register_function(
                 name, handlers[name], cancel_on_interruption=not persona.tools_async
             )
+        # The persona's HTTP tools (pipelines.tools): requests on the shared session, logged.
+        self.http_tools = CallTools(
+            getattr(persona, "http_tools", ()),
+            model_default_async=persona.tools_async,
+            http=resources.http,
+            env_value=resources.env_value,
+            metrics=self.metrics,
+            started=self._started_at,
+            call_sid=info.call_sid,
+        )
+        self.http_tools.register(self.llm)
 
         pipeline = Pipeline(
             [
@@ -243,6 +264,16 @@ class CallPipeline:
             vad=resources.vad_model,
             vad_params=self._vad_params(persona),
         )
+        # Keys the caller presses: entries to the model, mapped keys acted on (pipelines.call.dtmf).
+        self.keypad = KeypadEntries(
+            persona.dtmf,
+            send=self.llm.caller_text,
+            connected=self.llm.connection.connected,
+            on_sent=self.watchdog.expect_reply,
+            actions=self.control,
+            time_scale=scale,
+        )
+        self.transport.input().dtmf_route = self.keypad
         self.transport.event_handler("on_client_connected")(self._on_connected)
         self.transport.event_handler("on_client_disconnected")(self._on_disconnected)
         self.transport.event_handler("on_media_timeout")(self._on_media_timeout)
@@ -273,7 +304,10 @@ class CallPipeline:
             await runner.run()
         finally:
             self.watchdog.stop()
+            if self._warm is not None:
+                await self._warm.close()  # unclaimed (the call ended first) or already released
             self._on_session_ready()
+            await self.keypad.stop()
             await self.control.stop()
             if self.end_reason is None:
                 self.end_reason = self.control.ending or "pipeline ended"

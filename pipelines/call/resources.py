@@ -6,8 +6,10 @@ implementations of the ports (``pipelines.ports``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+import aiohttp
 
 from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.setup_gate import SetupGate
@@ -57,6 +59,10 @@ class ProcessResources:
             admission learns the session quota there.
         turn_ended: Called with (call SID, turn) as each turn of a call's transcript closes
             (a live view; the whole journal is ``CallPipeline.journal``).
+        http: The server's shared HTTP client session: persona HTTP tools make their requests
+            on it (``pipelines.tools``). None: such tools fail as ``misconfigured``.
+        env_value: The value of an environment variable by name, or None (the server reads
+            the environment; a tool header's ``{env: NAME}`` is filled from it per request).
         time_scale: Multiplies every call's own timers (the persona's limits and idle
             timeout, its audioStreamEnd silence, GoAway handover margins), for tests and
             demos; audio and the bounds on audio being played stay real time.
@@ -72,3 +78,5 @@ class ProcessResources:
     session_failed: SessionFailedHook | None = None
     time_scale: float = 1.0
     turn_ended: TurnEndedHook | None = None
+    http: aiohttp.ClientSession | None = None
+    env_value: Callable[[str], str | None] = lambda _name: None

@@ -61,6 +61,7 @@ from pipelines.gemini.connection_loop import (
     ConnectionLoop,
     FailedCallback,
     MessageCallback,
+    PreopenedSession,
     ReadyCallback,
 )
 from pipelines.gemini.handover import HandoverPlan
@@ -152,6 +153,9 @@ class LiveConnection(ConnectionLoop):
         self._resumed_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._handover_task: asyncio.Task[None] | None = None
+        # A session opened before the call's pipeline (pre-warming): the first connection
+        # takes it when usable (``connection_loop.PreopenedSession``); set it before start().
+        self.preopened: PreopenedSession | None = None
 
     # lifecycle ---------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ``ConnectionLoop`` holds the methods of the task that ``LiveConnection.start`` runs, split out of
 ``connection`` so that module keeps the call's state, its send path and the planned switches,
-and stays small. ``_run`` opens ``client.aio.live.connect`` with the newest resumption handle,
+and stays small. ``_run`` opens ``client.aio.live.connect`` with the newest resumption handle
+(the first connection takes a pre-opened session instead when it has a usable one: ``_open``),
 ``_serve`` runs one connection (``on_ready``, the re-send of what the old one had not consumed
 and the input kept meanwhile, then every server message through ``live_receive.parse``),
 ``_track`` keeps the newest resumable handle and feeds the ``handover.HandoverPlan``, and
@@ -18,9 +19,10 @@ defines the methods it only names under ``TYPE_CHECKING``. Behaviour is describe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from google import genai
 from google.genai.errors import APIError
@@ -44,6 +46,26 @@ from pipelines.ports import CallMetrics
 ReadyCallback = Callable[[bool], Awaitable[None]]
 MessageCallback = Callable[[LiveServerMessage], Awaitable[None]]
 FailedCallback = Callable[[int | None, str], Awaitable[None]]
+
+
+def _quota_refusal(error: APIError) -> bool:
+    """A setup refused for the concurrent-session quota (``RESOURCE_EXHAUSTED``)."""
+    reason = refusal(error)[1].lower()
+    return "quota" in reason or "resource_exhausted" in reason or "resource exhausted" in reason
+
+
+class PreopenedSession(Protocol):
+    """A session opened before the call's pipeline (``pipelines.call.warm_session``)."""
+
+    async def claim(self) -> AsyncSession | None:
+        """The open session (waiting for an open in progress), or None when unusable."""
+
+    def release(self) -> None:
+        """Close it (in the background); idempotent."""
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why its open failed, if it did."""
 
 
 class ConnectionLoop:
@@ -76,6 +98,7 @@ class ConnectionLoop:
     _handover_task: asyncio.Task[None] | None
     metrics: CallMetrics
     handover_cause: str
+    preopened: PreopenedSession | None
 
     if TYPE_CHECKING:
 
@@ -108,9 +131,7 @@ class ConnectionLoop:
             opened_at: float | None = None
             error: Exception
             try:
-                async with self._client.aio.live.connect(
-                    model=self.model, config=self.connect_config()
-                ) as session:
+                async with self._open() as session:
                     opened_at = time.monotonic()
                     error = await self._serve(session, resumed)
             except APIError as e:
@@ -217,6 +238,34 @@ class ConnectionLoop:
         self.plan.observe(message, self.message_rx_at, self.log)
         if message.go_away is not None:
             self._start_handover(message.go_away.time_left)
+
+    @contextlib.asynccontextmanager
+    async def _open(self) -> AsyncIterator[AsyncSession]:
+        """The next connection: the pre-opened session if there is a usable one, else a new one.
+
+        A pre-opened session is used for the first connection only; it is released (its socket
+        closed) when that connection ends, or at once when it cannot be used.
+        """
+        warm, self.preopened = self.preopened, None
+        if warm is not None:
+            try:
+                session = await warm.claim()
+                if session is not None:
+                    logger.debug("Live API: taking the pre-opened session")
+                    yield session
+                    return
+                if isinstance(warm.error, APIError) and _quota_refusal(warm.error):
+                    # The service's answer for this call, a moment ago: the call's first
+                    # connection was refused (admission learns the quota from it); asking
+                    # again would spend a second refusal and delay the caller's apology.
+                    raise warm.error
+                logger.debug("Live API: the pre-opened session is unusable; opening a new one")
+            finally:
+                warm.release()
+        async with self._client.aio.live.connect(
+            model=self.model, config=self.connect_config()
+        ) as session:
+            yield session
 
     # outages -----------------------------------------------------------------------------
 

@@ -262,6 +262,26 @@ class CallGeminiLive(LLMService):
             return False
         return True
 
+    async def caller_text(self, text: str) -> bool:
+        """Text the caller typed (an entry of keys, ``pipelines.call.dtmf``): a caller turn.
+
+        Realtime text, which every model takes mid-session and answers like the caller's
+        speech; like caller audio, it is kept during a handover or reconnect and re-sent on
+        the next connection until a resumption handle holds it (``connection``, ``resend``).
+
+        Returns:
+            False when it was neither sent nor kept: no session yet, the session's initial
+            history not sent yet, or the call ending.
+        """
+        conn = self._conn
+        if conn.closing or (conn.live and not self._input.ready):
+            return False
+        try:
+            return await conn.send_realtime_input(text=text)
+        except Exception as e:
+            await self._send_error(e)
+            return False
+
     # lifecycle -------------------------------------------------------------------------
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]

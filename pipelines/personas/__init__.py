@@ -1,7 +1,7 @@
 """Bot personas: which bot answers which number, checked against the model before use.
 
 Each ``config/personas/<id>.yaml`` is one ``Persona`` (``schema``, its YAML sections in
-``sections``), read by ``yaml_source``,
+``sections``, its fixed phrases per language in ``texts``), read by ``yaml_source``,
 loaded and checked against the model table by ``loader`` and ``checks``, mapped onto the Live
 API (``LiveConnectConfig`` and the wire ``setup``) by ``setup`` and ``setup_wire``, with Live API
 rejections explained by ``rejections``.

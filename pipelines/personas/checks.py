@@ -15,6 +15,8 @@ from typing import Literal
 
 from pipelines import gemini_models
 from pipelines.personas.schema import Persona, template_variables
+from pipelines.personas.texts import SHIPPED_CLIP_LANGUAGES
+from pipelines.personas.tools import model_issues as http_tool_issues
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ def _check_features(p: Persona, spec: gemini_models.ModelSpec) -> Iterator[Issue
     if p.tools.end_call or p.tools.transfer_call:
         if not spec.sync_tools and not spec.async_tools:
             yield Issue(("tools",), f"got tools, expected none: {model} takes no tools")
+    for path, message in http_tool_issues(p.http_tools, spec):  # pipelines/personas/tools.py
+        yield Issue(path, message)
 
 
 def _check_thinking(p: Persona, spec: gemini_models.ModelSpec) -> Iterator[Issue]:
@@ -237,7 +241,7 @@ def _check_runtime_rules(p: Persona) -> Iterator[Issue]:
             "info",
         )
     if limits.idle_timeout_secs is not None and limits.idle_max_reprompts > 0:
-        if not limits.idle_reprompt_text.strip():
+        if not (p.texts.idle_reprompt or "").strip():  # texts.* are checked in ``texts``
             yield Issue(
                 ("limits", "idle_reprompt_text"),
                 "got an empty text, expected the words of the re-prompt",
@@ -277,6 +281,16 @@ def clip_problem(path: Path) -> str | None:
 
 
 def _check_clips(p: Persona) -> Iterator[Issue]:
+    base = (p.language or "en").split("-")[0]
+    unset = [f for f in ("holding_clip", "apology_clip") if getattr(p.watchdog, f) is None]
+    if base not in SHIPPED_CLIP_LANGUAGES and unset:
+        yield Issue(
+            ("watchdog",),
+            f"got no {' or '.join(unset)} for language {p.language!r}, and the shipped clips "
+            "are English and Spanish only: a caller would hear the English ones in trouble; "
+            "expected WAVs recorded in that language (watchdog.holding_clip, apology_clip)",
+            "warning",
+        )
     for field, path in zip(("holding_clip", "apology_clip"), p.clip_paths(), strict=True):
         problem = clip_problem(path)
         if problem is None:

@@ -23,6 +23,8 @@ from pydantic import (
 
 from pipelines import gemini_models
 from pipelines.personas import setup as persona_setup
+from pipelines.personas.dtmf import Dtmf
+from pipelines.personas.outbound import Outbound
 from pipelines.personas.quoting import template_values
 from pipelines.personas.sections import (
     BargeIn,
@@ -36,6 +38,8 @@ from pipelines.personas.sections import (
     _e164,
     _Strict,
 )
+from pipelines.personas.texts import TEXTS_FIELD, PersonaTexts
+from pipelines.personas.tools import HttpTools, with_tool_notes
 
 if TYPE_CHECKING:
     from google.genai.types import LiveConnectConfig
@@ -92,6 +96,11 @@ class Persona(_Strict):
     watchdog: Watchdog = Watchdog()
     records: Records = Records()
     post_call_webhook: PostCallWebhook | None = None
+    prewarm: bool = True  # open the Live session at the webhook, before the stream (pre-warming)
+    http_tools: HttpTools = ()  # HTTP requests the model may call (personas/tools.py)
+    texts: PersonaTexts = TEXTS_FIELD  # after language, limits, tools: defaults by language
+    dtmf: Dtmf = Dtmf()  # keys the caller presses: to the model, or actions (personas/dtmf.py)
+    outbound: Outbound = Outbound()  # outbound calls: answering machines (personas/outbound.py)
 
     @field_validator("response_modality")
     @classmethod
@@ -188,8 +197,11 @@ class Persona(_Strict):
         return VarTemplate(text).substitute(template_values(values))
 
     def render_system_instruction(self, variables: Mapping[str, str]) -> str:
-        """The system instruction with ``${…}`` filled, call values as data (``quoting``)."""
-        return self._render(self.system_instruction or "", variables)
+        """The system instruction with ``${…}`` filled, call values as data (``quoting``).
+
+        The HTTP tools' notes (what to say while waiting, ``personas/tools.py``) end it.
+        """
+        return with_tool_notes(self._render(self.system_instruction or "", variables), self)
 
     def greeting_instruction(self, variables: Mapping[str, str]) -> str | None:
         """The developer message that makes the model greet; ``None`` when it waits."""
@@ -226,6 +238,8 @@ def persona_fields() -> dict[tuple[str, ...], Any]:
         for name, info in model.model_fields.items():
             out[(*prefix, name)] = info
             ann = info.annotation
+            if getattr(ann, "__origin__", None) is dict:
+                continue  # a mapping's entries sit under the user's own keys (dtmf.keys."0")
             for cand in getattr(ann, "__args__", (ann,)):
                 if isinstance(cand, type) and issubclass(cand, BaseModel):
                     walk(cand, (*prefix, name))

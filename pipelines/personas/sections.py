@@ -165,11 +165,12 @@ class Limits(_Strict):
 
     max_call_secs: float | None = Field(default=None, gt=0)
     max_call_warning_secs: float = Field(default=30.0, ge=0)
-    max_call_warning_text: str = "We're almost out of time for this call, so let's wrap up."
+    # The three texts default to ``texts:`` (``pipelines.personas.texts``), by language.
+    max_call_warning_text: str | None = None
     idle_timeout_secs: float | None = Field(default=None, gt=0)
-    idle_reprompt_text: str = "Are you still there?"
+    idle_reprompt_text: str | None = None
     idle_max_reprompts: int = Field(default=1, ge=0, le=10)
-    idle_goodbye_text: str = "I haven't heard anything, so I'll end the call now. Goodbye!"
+    idle_goodbye_text: str | None = None
 
     @model_validator(mode="after")
     def _warning_before_end(self) -> Limits:

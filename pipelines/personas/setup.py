@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from pipelines.personas.schema import Persona
 
+from pipelines.personas import tools as http_tools
 from pipelines.personas.setup_wire import render_setup
 from pipelines.personas.variables import call_variables
 
@@ -110,7 +111,16 @@ def function_declarations(persona: Persona) -> list[FunctionDeclaration]:
             behavior=Behavior(behavior) if behavior else None,
         )
         for name, description in _tool_texts(persona)
-    ]
+    ] + http_function_declarations(persona)
+
+
+def http_function_declarations(persona: Persona) -> list[FunctionDeclaration]:
+    """The persona's HTTP tools as function declarations (``pipelines.personas.tools``)."""
+    model = model_name(persona)
+    return http_tools.declarations(
+        persona.http_tools,
+        lambda tool: _tool_behavior(model, http_tools.is_async(tool, persona.tools_async)),
+    )
 
 
 def _thinking_config(persona: Persona) -> ThinkingConfig | None:

@@ -8,6 +8,8 @@ stamped in ``frame.metadata[RX_KEY]`` with the arrival time of its first message
 With a caller route set (``caller_route``: ``pipelines.call.caller_audio``), each batch goes
 to it at Twilio's own rate (8 kHz: local VAD runs there, and the route resamples for the
 model); without one, batches are resampled to the pipeline's rate and pushed downstream.
+Keys the caller presses go to ``dtmf_route`` when one is set (``pipelines.call.dtmf``), else
+downstream as ``InputDTMFFrame``.
 
 Twilio ``media`` messages take a fast path (``TwilioSerializer.media_pcm``): no JSON parse and
 no frame per 20 ms message; anything else, or anything the fast path is unsure of, goes through
@@ -35,6 +37,7 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InputAudioRawFrame,
+    InputDTMFFrame,
     InputTransportMessageFrame,
     StartFrame,
     StopFrame,
@@ -98,6 +101,9 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
         # When set, caller audio goes here instead of down the pipeline
         # (pipelines.call.caller_audio).
         self.caller_route: CallerAudioSink | None = None
+        # When set, each key the caller presses goes here instead of down the pipeline as an
+        # ``InputDTMFFrame`` (pipelines.call.dtmf); it must not wait on the model.
+        self.dtmf_route: Callable[[str], Awaitable[None]] | None = None
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         """Join the shared client and set up the serializer."""
@@ -329,6 +335,8 @@ class AiohttpWebsocketInputTransport(BaseInputTransport):
                         await self._push_audio(frame, rx_at)
                     else:
                         await self._check_abuse()
+                elif isinstance(frame, InputDTMFFrame) and self.dtmf_route is not None:
+                    await self.dtmf_route(frame.button.value)
                 elif isinstance(frame, InputTransportMessageFrame):
                     await self._flush_audio()
                     await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)

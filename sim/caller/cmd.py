@@ -55,7 +55,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_LINE_NOISE_DBFS,
         NOISE_COLORS,
     )
-    from sim.caller.plan import DEFAULT_PLAYOUT_DELAY_SECS
+    from sim.caller.plan import DEFAULT_PLAYOUT_DELAY_SECS, DEFAULT_STREAM_CONNECT_SECS
 
     default = "off" if DEFAULT_LINE_NOISE_DBFS is None else f"{DEFAULT_LINE_NOISE_DBFS:g}"
     line = parser.add_argument_group("the caller's line")
@@ -84,6 +84,13 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="Twilio's buffering before received audio is heard; latencies run to when it is "
         f"heard (default {DEFAULT_PLAYOUT_DELAY_SECS * 1000:g})",
+    )
+    line.add_argument(
+        "--stream-connect-ms",
+        type=float,
+        metavar="MS",
+        help="Twilio's delay from reading the TwiML to the stream's start (default "
+        f"{DEFAULT_STREAM_CONNECT_SECS * 1000:g}; the scenario's stream_connect_ms); 0: at once",
     )
 
 
@@ -115,6 +122,8 @@ def build_plan(args: argparse.Namespace) -> Any:
         line_noise=spec.line(),
         playout_delay_secs=delay_ms / 1000,
     )
+    if args.stream_connect_ms is not None:
+        plan.stream_connect_secs = max(0.0, args.stream_connect_ms / 1000)
     plan.wait_for_greeting(timeout_secs=args.timeout)
     if args.dtmf:
         plan.dtmf(args.dtmf)
@@ -144,8 +153,8 @@ def format_timeline(d: dict[str, Any]) -> str:
 
     lines += [
         f"setup (webhook -> start)        {ms(d['setup_ms'])}",
-        f"setup (webhook -> first audio)  {ms(d['setup_to_audio_ms'])}",
-        f"time to greeting                {ms(d['greeting_ms'])}",
+        f"time to greeting as heard       {ms(d['setup_to_audio_ms'])}",
+        f"greeting after stream start     {ms(d['greeting_ms'])}",
         f"response latency                {many(d['response_latencies_ms'])}"
         f"  (missed {d['replies_missed']}, talk-overs {d['talkovers']})",
         f"barge-in -> clear               {many(d['bargein_to_clear_ms'])}"

@@ -73,6 +73,7 @@ class CallerCore(PlanSteps):
         custom_parameters: the TwiML's ``<Parameter>`` values, sent in ``start``.
         record: keep the played audio (``buffer.recording``, µ-law 8 kHz).
         twiml_say: text of a ``<Say>`` after ``</Connect>`` (reported when the server hangs up).
+        twiml_say_attrs: that ``<Say>``'s ``voice`` and ``language`` attributes.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class CallerCore(PlanSteps):
         custom_parameters: dict[str, str] | None = None,
         record: bool = False,
         twiml_say: str | None = None,
+        twiml_say_attrs: tuple[str | None, str | None] | None = None,
     ) -> None:
         self.plan = plan
         self.t0 = t0
@@ -94,6 +96,7 @@ class CallerCore(PlanSteps):
             call_sid, stream_sid=stream_sid, custom_parameters=dict(custom_parameters or {})
         )
         self.res.twiml_say = twiml_say
+        self.res.twiml_say_voice, self.res.twiml_say_language = twiml_say_attrs or (None, None)
         self._record = record
         line = plan.line_noise
         self.res.line = {**line.to_dict(), "playout_delay_ms": plan.playout_delay_secs * 1000}
@@ -144,6 +147,7 @@ class CallerCore(PlanSteps):
             custom_parameters=twiml.parameters,
             record=record,
             twiml_say=twiml.say_after,
+            twiml_say_attrs=(twiml.say_voice, twiml.say_language),
         )
 
     def _new_buffer(self, t_start: float) -> PhoneBuffer:

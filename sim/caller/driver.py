@@ -134,8 +134,35 @@ async def _call(
     if not tw.stream_url:
         if tw.say_only is not None:
             how = f"apology TwiML: {tw.say_only!r}"
+            res.twiml_say, res.twiml_say_voice, res.twiml_say_language = (
+                tw.say_only, tw.say_voice, tw.say_language,
+            )  # fmt: skip
             return _failed(res, t0, time.monotonic(), "rejected: TwiML <Say> without <Stream>", how)
         return _failed(res, t0, time.monotonic(), "twiml: no <Connect><Stream url=…>")
+    return await run_stream(session, ticker, tw, plan, res, t0, account_sid, auth_token, record)
+
+
+async def run_stream(
+    session: aiohttp.ClientSession,
+    ticker: FrameTicker,
+    tw: Twiml,
+    plan: CallPlan,
+    res: CallResult,
+    t0: float,
+    account_sid: str,
+    auth_token: str | None = None,
+    record: str | Path | None = None,
+) -> CallResult:
+    """Open the TwiML's ``<Stream>`` and run ``plan`` on it (the webhook was already fetched).
+
+    Used by :func:`place_call` and by a simulated Twilio that fetched the webhook itself (an
+    outbound call, ``sim.twilio_api``). ``res`` holds the call's SID and its events so far;
+    ``t0`` is the call's start on ``time.monotonic``. Returns the finished :class:`CallResult`.
+    """
+    call_sid, loop = res.call_sid, asyncio.get_running_loop()
+    assert tw.stream_url is not None
+    if plan.stream_connect_secs > 0:  # Twilio's media server connecting to the stream URL
+        await asyncio.sleep(plan.stream_connect_secs)
     ws_headers = {}
     if auth_token:
         ws_headers["X-Twilio-Signature"] = twilio_signature(auth_token, tw.stream_url, {})

@@ -21,6 +21,11 @@ FRAME_SECS = FRAME_BYTES / SAMPLE_RATE_HZ
 DEFAULT_PLAYOUT_DELAY_SECS = 0.06
 """Twilio's own buffering before received audio plays (its jitter buffer and the downlink to the
 handset): a realistic few tens of ms, so latencies are measured to when the caller hears."""
+DEFAULT_STREAM_CONNECT_SECS = 0.3
+"""Twilio's delay between reading the TwiML and the stream's ``start``: its media server opens a
+TLS WebSocket to the bot (DNS, TCP and TLS round trips over the internet) before it sends
+``connected`` and ``start``; reported at ~0.5 s from the webhook to ``start`` in production
+(gptme-contrib#792), part of which is the webhook's own round trip. 0 connects at once."""
 SILENCE_PAYLOAD = base64.b64encode(bytes([ULAW_SILENCE]) * FRAME_BYTES).decode()
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_SILENCE_RMS = 200.0
@@ -218,6 +223,8 @@ class CallPlan:
             realistic line of :data:`sim.caller.line_noise.DEFAULT_LINE_NOISE_DBFS`.
         playout_delay_secs: Twilio's buffering before received audio plays; latencies are
             measured to when the caller hears the audio.
+        stream_connect_secs: how long after reading the TwiML the stream opens (Twilio's
+            connect; :data:`DEFAULT_STREAM_CONNECT_SECS`).
     """
 
     steps: list[Step] = field(default_factory=list)
@@ -227,6 +234,7 @@ class CallPlan:
     reply_break_secs: float = 2.0
     line_noise: LineNoise = field(default_factory=LineNoise)
     playout_delay_secs: float = DEFAULT_PLAYOUT_DELAY_SECS
+    stream_connect_secs: float = DEFAULT_STREAM_CONNECT_SECS
 
     def wait_for_greeting(self, timeout_secs: float = 10.0, quiet_secs: float = 0.5) -> CallPlan:
         """Append a :class:`WaitForGreeting` step."""

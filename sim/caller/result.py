@@ -91,6 +91,8 @@ class CallResult:
     stream_sid: str = ""
     custom_parameters: dict[str, str] = field(default_factory=dict)
     twiml_say: str | None = None
+    twiml_say_voice: str | None = None  # the <Say>'s voice and language attributes
+    twiml_say_language: str | None = None
     setup_ms: float | None = None
     setup_to_audio_ms: float | None = None
     greeting_ms: float | None = None

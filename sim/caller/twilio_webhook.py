@@ -65,6 +65,9 @@ class Twiml:
     parameters: dict[str, str] = field(default_factory=dict)
     say_after: str | None = None
     say_only: str | None = None
+    # The recorded <Say>'s voice and language attributes (what Twilio would speak it with).
+    say_voice: str | None = None
+    say_language: str | None = None
 
 
 def start_message(
@@ -117,6 +120,9 @@ def parse_twiml(text: str) -> Twiml:
                 tw.say_after = said
             elif not seen_connect and tw.say_only is None:
                 tw.say_only = said
+            else:
+                continue
+            tw.say_voice, tw.say_language = el.get("voice"), el.get("language")
     return tw
 
 

@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
     parser.add_argument("--think-ms", type=int, default=300, help="delay before each reply")
+    parser.add_argument(
+        "--setup-ms", type=int, default=400, help="setup -> setupComplete on every connection"
+    )
     parser.add_argument("--voice", choices=VOICES, default="wav", help="reply audio")
     parser.add_argument("--greeting-wav", type=Path, help="PCM16 WAV for greetings")
     parser.add_argument("--answer-wav", type=Path, help="PCM16 WAV for replies (voice wav)")
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         faults.seed = args.seed
     config = EmulatorConfig(
         think_ms=args.think_ms,
+        setup_ms=args.setup_ms,
         voice=args.voice,
         tone_secs=args.tone_secs,
         pace=args.pace,

@@ -93,12 +93,18 @@ class EmulatorConfig:
             confirmed anywhere public; 1011 with ``session_limit_reason`` (the connection
             cap's close) is a plausible default.
         session_limit_reason: Close reason at the session limit.
+        setup_ms: How long the service takes from ``setup`` to ``setupComplete`` on every
+            connection (new, resumed or after a drop): the real Live API's setup plus the
+            network round trips a loopback connection lacks, several hundred milliseconds in
+            production (0.3-0.7 s reported for realtime model sessions, gptme-contrib#792).
+            The ``setup_delay`` fault replaces it.
         time_scale: Multiplies every limit above, its ``goAway`` lead and ``think_ms`` (0.01
             makes a 10-minute connection last 6 s), so tests run long behaviours in seconds.
             Audio (replies, their pace and playback) stays real time.
     """
 
     think_ms: int = 300
+    setup_ms: int = 400
     voice: Voice = "wav"
     greeting_wav: Path = ASSETS_DIR / "bot_greeting.wav"
     answer_wav: Path = ASSETS_DIR / "bot_long_answer.wav"

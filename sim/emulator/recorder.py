@@ -61,6 +61,26 @@ class Recorder:
         if self.path is not None:
             self._pending.append(json.dumps(entry, separators=(",", ":")))
 
+    def caller_texts(self, session_id: str | None = None) -> list[str]:
+        """Every realtime text input, in order, blank nudges (``text: " "``) left out.
+
+        The caller's typed input (DTMF entries); on models that refuse mid-session
+        ``clientContent``, the server's instructions too. ``session_id`` None: every session's,
+        sessions in the order they started.
+        """
+        sessions = (
+            self.sessions.values() if session_id is None else [self.sessions.get(session_id, [])]
+        )
+        out = []
+        for records in sessions:
+            for entry in records:
+                msg = entry["msg"] if isinstance(entry["msg"], dict) else {}
+                body = msg.get("realtime_input") or msg.get("realtimeInput") or {}
+                text = body.get("text") if isinstance(body, dict) else None
+                if isinstance(text, str) and text.strip():
+                    out.append(text)
+        return out
+
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECS)

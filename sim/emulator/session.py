@@ -154,7 +154,8 @@ class LiveSession:
             self.conv = restored[0]
         if self.conv.started_at is None:
             self.conv.started_at = time.monotonic()
-        early = await self._hold_setup(faults.setup_delay) if faults.setup_delay > 0 else []
+        delay = faults.setup_delay or self.cfg.setup_ms / 1000 * self.cfg.time_scale
+        early = await self._hold_setup(delay) if delay > 0 else []
         self.info = info
         self.accepted = True
         self.emu.session_accepted(self)

@@ -2,6 +2,11 @@
 
 SLO names (``--slo NAME=VALUE``):
 
+Time to greeting as the caller feels it is ``setup_audio_ms``: from the incoming-call webhook
+(Twilio answers the call with the TwiML it fetches) to the first bot audio heard; it includes
+Twilio's stream connect (``CallPlan.stream_connect_secs``) and the Live API setup, which the
+server's pre-warming overlaps (``bot.warm_sessions``). ``greeting_ms`` starts at ``start``.
+
 - ``p50_/p95_/p99_/max_`` + one of ``setup_ms``, ``setup_audio_ms``, ``greeting_ms``,
   ``response_ms``, ``bargein_clear_ms``, ``bargein_silence_ms``, ``gap_ms``, ``interarrival_ms``
   (per-call p99 inter-arrival), ``send_lateness_ms`` (the generator's own): the percentile must be
@@ -43,8 +48,8 @@ METRICS = {  # summary name -> (record field, flattened list?)
 }
 LABELS = {
     "setup_ms": "call setup (webhook -> start)",
-    "setup_audio_ms": "call setup (webhook -> first bot audio)",
-    "greeting_ms": "time to greeting",
+    "setup_audio_ms": "time to greeting as heard (answer/webhook -> first bot audio heard)",
+    "greeting_ms": "greeting after stream start (start -> first bot audio heard)",
     "response_ms": "response latency",
     "bargein_clear_ms": "barge-in -> clear",
     "bargein_silence_ms": "barge-in -> silence",
@@ -303,6 +308,7 @@ def render_html(
     charts = []
     for name in (
         "response_ms",
+        "setup_audio_ms",
         "greeting_ms",
         "setup_ms",
         "bargein_clear_ms",

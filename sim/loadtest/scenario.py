@@ -6,6 +6,7 @@ Example (``sim/loadtest/scenarios/bargein.yaml``)::
     hangup_after_secs: 60
     line_noise: {dbfs: -45, color: pink}  # or: off; echo_db: 30 adds the bot's echo
     playout_delay_ms: 60                  # Twilio's buffering before audio is heard
+    stream_connect_ms: 300                # Twilio's TwiML read -> stream start
     steps:
       - wait_for_greeting: {timeout_secs: 10}
       - say: caller_question.wav          # shorthand for {audio: caller_question.wav}
@@ -39,7 +40,13 @@ from sim.caller.line_noise import (
     speech_mix,
 )
 from sim.caller.line_spec import LineError, LineNoiseSpec, override_line
-from sim.caller.plan import DEFAULT_PLAYOUT_DELAY_SECS, CallPlan, Utterance, resolve_audio_path
+from sim.caller.plan import (
+    DEFAULT_PLAYOUT_DELAY_SECS,
+    DEFAULT_STREAM_CONNECT_SECS,
+    CallPlan,
+    Utterance,
+    resolve_audio_path,
+)
 from sim.loadtest.report import slo_names
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
@@ -163,6 +170,8 @@ class Scenario(BaseModel):
     silence_rms: float = Field(200.0, gt=0)
     line_noise: LineNoiseSpec = Field(default_factory=LineNoiseSpec)
     playout_delay_ms: float = Field(DEFAULT_PLAYOUT_DELAY_SECS * 1000, ge=0, le=1000)
+    # Twilio's delay from reading the TwiML to the stream's start (sim.caller.plan).
+    stream_connect_ms: float = Field(DEFAULT_STREAM_CONNECT_SECS * 1000, ge=0, le=10000)
     steps: list[ScenarioStep] = Field(min_length=1)
     slo: dict[str, float] = Field(default_factory=dict)
     base_dir: Path | None = Field(None, exclude=True)
@@ -241,6 +250,7 @@ class Scenario(BaseModel):
             silence_rms=self.silence_rms,
             line_noise=self.line_noise.line(),
             playout_delay_secs=self.playout_delay_ms / 1000,
+            stream_connect_secs=self.stream_connect_ms / 1000,
         )
         for st in self.steps:
             spec = getattr(st, st.kind)
