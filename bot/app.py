@@ -121,7 +121,10 @@ def create_app(
     )
     # Live API sessions opened at the voice webhook, taken by their streams (bot.warm_sessions).
     app[WARM_SESSIONS] = WarmSessions(
-        gemini, app[CALLS].release, ttl_secs=WARM_TTL_SECS * settings.time_scale
+        gemini,
+        app[CALLS].release,
+        ttl_secs=WARM_TTL_SECS * settings.time_scale,
+        gate=app[SETUP_GATE],  # warm opens are calls' setups: they take turns too
     )
     app[METRICS].registry.register(WarmSessionsCollector())
     add_routes(app)

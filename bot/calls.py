@@ -46,6 +46,23 @@ REFUSAL_CAUSES = {
 }
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why admission turned a call away (``CallRegistry.admit``).
+
+    Attributes:
+        key: The ``totals`` key (``refused_full``, ...; ``REFUSAL_CAUSES``).
+        detail: For the log line.
+        local: True when another process of the deployment may well have room (this one is
+            full, draining, over its lag guard or its configured session share); False for
+            the Gemini project quota learned from a refusal, which all processes share.
+    """
+
+    key: str
+    detail: str
+    local: bool = True
+
+
 @dataclass
 class CallRecord:
     """One call the process is serving.
@@ -167,28 +184,47 @@ class CallRegistry:
         return len(self._calls) + pending
 
     def reserve(self, call_sid: str) -> bool:
-        """Reserve a place for a call about to stream; False when full or draining."""
-        if not self.accepting:
-            self._refused("refused_draining")
-            return False
-        if call_sid in self._reservations or call_sid in self._calls:
+        """Reserve a place for a call about to stream; False (counted) when it cannot be."""
+        refusal = self.admit(call_sid)
+        if refusal is None:
             return True
+        self.refuse(call_sid, refusal)
+        return False
+
+    def admit(self, call_sid: str) -> Refusal | None:
+        """Reserve a place for a call about to stream: None, else why not (not counted yet).
+
+        The caller either counts the refusal (:meth:`refuse`: the busy TwiML) or, for a
+        refusal another process need not share, passes the call on (:meth:`redirected`).
+        """
+        if not self.accepting:
+            return Refusal("refused_draining", "draining")
+        if call_sid in self._reservations or call_sid in self._calls:
+            return None
         load = self.load()
         if load >= self.max_calls:
-            self._refused("refused_full")
-            return False
+            return Refusal("refused_full", "at capacity")
         if not self.quota.admits(load):
-            self._refused("refused_quota")
-            logger.warning(
-                f"call {call_sid} refused: Gemini session limit {self.quota.limit} reached"
-            )
-            return False
+            # A configured limit is this process's share; a learned one is the project's quota,
+            # which every process of the deployment shares.
+            limit, local = self.quota.limit, self.quota.learned is None
+            return Refusal("refused_quota", f"Gemini session limit {limit} reached", local)
         if self.guard is not None and (why := self.guard()) is not None:
-            self._refused("refused_overload")
-            logger.warning(f"call {call_sid} refused: overloaded ({why})")
-            return False
+            return Refusal("refused_overload", f"overloaded ({why})")
         self._reservations[call_sid] = time.monotonic()
-        return True
+        return None
+
+    def refuse(self, call_sid: str, refusal: Refusal) -> None:
+        """Count a refusal of :meth:`admit` (the caller hears the busy TwiML)."""
+        self._refused(refusal.key)
+        if refusal.key in ("refused_quota", "refused_overload"):
+            logger.warning(f"call {call_sid} refused: {refusal.detail}")
+
+    def redirected(self, refusal: Refusal) -> None:
+        """Count a webhook passed on to another process (``<Redirect>``) instead of refused."""
+        self.totals["redirected"] += 1
+        if self.metrics is not None:
+            self.metrics.redirected(REFUSAL_CAUSES[refusal.key])
 
     def release(self, call_sid: str) -> bool:
         """Give back a served TwiML's place whose stream never came (an expired warm session).

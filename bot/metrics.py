@@ -20,13 +20,12 @@ Three sources feed it:
   ``/metrics`` read).
 
 Labels are bounded: persona ids (files in the persona folder), and reasons, causes, kinds and
-close codes from fixed sets (``END_REASONS``, ``REFUSAL_CAUSES``, ``close_code_label``); never a
-call SID or a number.
+close codes from fixed sets (``bot.metrics_labels``: ``END_REASONS``, ``REFUSAL_CAUSES``,
+``close_code_label``); never a call SID or a number.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
+from bot.metrics_labels import bad_input_label, close_code_label, end_reason_label, refusal_label
 from bot.metrics_process import StatsCollector
 from bot.pricing import Pricing, PricingError
 from bot.stats import STATS, ProcessStats
@@ -45,69 +45,6 @@ from pipelines.ports import LatencyRecorder
 SETUP_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0)
 RESPONSE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 CLEAR_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
-
-END_REASONS = (
-    "caller_hung_up",  # the caller hung up (Twilio `stop` or the socket closed normally)
-    "bot_ended",  # the model's end_call tool
-    "transferred",  # transfer_call redirected the call
-    "transfer_failed",
-    "max_duration",  # the persona's max_call_secs
-    "caller_idle",  # idle re-prompts ran out
-    "model_unresponsive",  # the watchdog gave up after its apology
-    "model_failed",  # the Live API refused or lost the session for good
-    "media_timeout",  # Twilio stopped sending media
-    "stream_closed",  # the media socket closed abnormally
-    "shutdown",  # wrapped up or cut by a drain
-    "internal_error",
-    "other",
-)
-# ``bot.calls.CallRegistry`` refusal causes, plus the HTTP refusals of Twilio-facing requests.
-REFUSAL_CAUSES = (
-    "capacity",  # VOICEBOT_MAX_CALLS
-    "draining",
-    "quota",  # the Gemini session quota
-    "lag_guard",  # the event loop is lagging (VOICEBOT_LAG_GUARD_MS)
-    "unreserved_stream",  # a stream whose TwiML this process did not serve
-    "stream_refused",  # a stream at capacity or past the drain window
-    "duplicate_stream",
-    "call_token",  # a bad, expired or replayed call token at the stream's start
-    "forbidden",  # 403 on a webhook or media upgrade (signature, peer)
-    "too_large",  # 413: a webhook body over the limit
-    "too_slow",  # 408: a webhook body not sent in time
-)
-_KIND = re.compile(r"[a-z_]{1,32}")  # bad-input kinds are code's identifiers
-_KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1006, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
-
-
-def close_code_label(code: int | None) -> str:
-    """A WebSocket close code as a bounded label: the code, ``none`` or ``other``."""
-    if code is None:
-        return "none"
-    return str(code) if code in _KNOWN_CLOSE_CODES else "other"
-
-
-def end_reason_label(reason: str | None) -> str:
-    """A call's end reason (free text, ``CallRecord.end_reason``) as one of ``END_REASONS``."""
-    r = (reason or "").lower()
-    table = (
-        ("caller hung up", "caller_hung_up"),
-        ("end_call", "bot_ended"),
-        ("transfer failed", "transfer_failed"),
-        ("transfer", "transferred"),
-        ("max call duration", "max_duration"),
-        ("idle", "caller_idle"),
-        ("model unresponsive", "model_unresponsive"),
-        ("live api", "model_failed"),
-        ("no media", "media_timeout"),
-        ("stream closed", "stream_closed"),
-        ("shutting down", "shutdown"),
-        ("cancelled", "shutdown"),
-        ("internal error", "internal_error"),
-    )
-    for needle, label in table:
-        if needle in r:
-            return label
-    return "other"
 
 
 class ServerMetrics:
@@ -131,6 +68,13 @@ class ServerMetrics:
         )
         self.calls_refused = Counter(
             "voicebot_calls_refused", "Calls or requests refused, by cause.", ["cause"], registry=r
+        )
+        self.webhook_redirects = Counter(
+            "voicebot_webhook_redirects",
+            "Voice webhooks passed on to another process (<Redirect>) instead of refused, by "
+            "this process's cause.",
+            ["cause"],
+            registry=r,
         )
         self.calls_active = Gauge(
             "voicebot_calls_active", "Calls in progress.", ["persona"], registry=r
@@ -249,12 +193,15 @@ class ServerMetrics:
         self.calls_active.labels(persona_id).dec()
         for kind, count in (bad_input or {}).items():
             if count > 0:
-                label = kind if _KIND.fullmatch(kind) else "other"
-                self.bad_input.labels(label).inc(count)
+                self.bad_input.labels(bad_input_label(kind)).inc(count)
 
     def refused(self, cause: str) -> None:
         """A call or a Twilio-facing request was refused (``cause`` from ``REFUSAL_CAUSES``)."""
-        self.calls_refused.labels(cause if cause in REFUSAL_CAUSES else "other").inc()
+        self.calls_refused.labels(refusal_label(cause)).inc()
+
+    def redirected(self, cause: str) -> None:
+        """A voice webhook answered with a ``<Redirect>`` to another process (``cause`` here)."""
+        self.webhook_redirects.labels(refusal_label(cause)).inc()
 
 
 class CallRecorder:

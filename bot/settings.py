@@ -70,6 +70,11 @@ class Settings(BaseModel):
             address when that is loopback, else no routing.
         peer_networks: Allow-list of networks a relay may dial (CIDRs, comma-separated); empty:
             any peer named in a signed token.
+        busy_redirects: How many times a voice webhook this process cannot admit (full,
+            draining, over its lag guard or its session share) is passed on with a TwiML
+            ``<Redirect>`` to the same webhook URL, which the load balancer sends to another
+            process, before a process answers the busy TwiML (``bot.twilio_routes``). None:
+            0 for one process, N - 1 with ``--workers N`` (``bot.workers``).
         prewarm: Open each admitted call's Live API session at its webhook, before Twilio opens
             the stream (``bot.warm_sessions``; a persona's ``prewarm: false`` opts out).
     """
@@ -102,6 +107,7 @@ class Settings(BaseModel):
     peer_url: str | None = None
     peer_networks: str = ""
     prewarm: bool = True
+    busy_redirects: int | None = Field(default=None, ge=0, le=10)
 
     @field_validator("peer_url")
     @classmethod
@@ -181,6 +187,7 @@ class Settings(BaseModel):
             "peer_url": "VOICEBOT_PEER_URL",
             "peer_networks": "VOICEBOT_PEER_NETWORKS",
             "prewarm": "VOICEBOT_PREWARM",
+            "busy_redirects": "VOICEBOT_BUSY_REDIRECTS",
         }
         values: dict[str, object] = {}
         for field, var in names.items():

@@ -1,19 +1,23 @@
 """Twilio HTTP webhooks: ``POST /twilio/voice`` (TwiML) and ``/twilio/status``.
 
 A caller the process cannot serve (at capacity, overloaded, draining, or over the Gemini
-session limit) gets the busy TwiML here, before any stream is opened. A caller that is served
-gets a TwiML whose ``call_token`` ``<Parameter>`` signs everything decided here (persona, From,
-To, custom parameters from the webhook URL's query) for that call and stream only
-(``bot.call_tokens``).
+session limit) gets the busy TwiML here, before any stream is opened; when another process of
+the deployment may have room, the webhook is first passed on with a ``<Redirect>`` to itself
+(``?busy_hops=N``, up to ``VOICEBOT_BUSY_REDIRECTS`` times), which the load balancer sends to
+another process. A caller that is served gets a TwiML whose ``call_token`` ``<Parameter>``
+signs everything decided here (persona, From, To, custom parameters from the webhook URL's
+query) for that call and stream only (``bot.call_tokens``).
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from aiohttp import web
 from loguru import logger
 from twilio.twiml.voice_response import VoiceResponse
 
-from bot.app_keys import AUTH, CALLS, PERSONAS
+from bot.app_keys import AUTH, CALLS, PERSONAS, SETTINGS
 from bot.call_tokens import MAX_TOKEN_CHARS, CallTokenTooLong
 from bot.health import add_health_routes
 from bot.outbound.answer import machine_twiml, remote_party_first
@@ -25,6 +29,8 @@ from pipelines.personas.texts import Texts
 # The English defaults; a call's words are its persona's ``texts`` (pipelines.personas.texts).
 APOLOGY = TEXT_DEFAULTS["en"]["apology"]
 BUSY = TEXT_DEFAULTS["en"]["busy"]
+# The webhook URL's query parameter counting the processes that passed a call on (``voice``).
+BUSY_HOPS = "busy_hops"
 
 
 def _say(vr: VoiceResponse, phrase: str, texts: Texts | None) -> None:
@@ -40,6 +46,34 @@ def busy_twiml(texts: Texts | None = None) -> str:
     vr = VoiceResponse()
     _say(vr, "busy", texts)
     vr.hangup()
+    return str(vr)
+
+
+def busy_hops(request: web.Request) -> int:
+    """How many processes already passed this webhook on (``?busy_hops=N``; 0 without it)."""
+    raw = request.query.get(BUSY_HOPS, "0")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 3:
+        raise web.HTTPBadRequest(
+            text=f"Bad request: {BUSY_HOPS} in the webhook URL's query: expected a whole "
+            f"number of hops such as 1, got {raw[:20]!r}; remove it from the webhook URL\n"
+        )
+    return int(raw)
+
+
+def busy_redirect_url(request: web.Request, base: str, hops: int) -> str:
+    """This webhook's URL with ``busy_hops`` one more; its other query parameters kept.
+
+    Twilio signs the full URL it requests, so the retry is signed like any webhook.
+    """
+    query = [(k, v) for k, v in request.query.items() if k != BUSY_HOPS]
+    query.append((BUSY_HOPS, str(hops + 1)))
+    return f"{base}{request.rel_url.raw_path}?{urlencode(query)}"
+
+
+def redirect_twiml(url: str) -> str:
+    """TwiML passing the call on: Twilio POSTs the same call parameters to ``url``."""
+    vr = VoiceResponse()
+    vr.redirect(url, method="POST")
     return str(vr)
 
 
@@ -77,13 +111,23 @@ async def read_form(request: web.Request) -> dict[str, str]:
     return {k: str(v) for k, v in form.items()}
 
 
-async def voice(request: web.Request) -> web.Response:
-    """Answer Twilio's incoming-call webhook with the TwiML that opens our media stream."""
+async def signed_form(request: web.Request) -> dict[str, str]:
+    """The webhook's form fields once Twilio's signature over them is checked, else a 403.
+
+    Every Twilio webhook (the voice webhook, call and stream status, outbound status) goes
+    through here, so each refusal is one WARNING line naming the path and the reason.
+    """
     params = await read_form(request)
     refusal = request.app[AUTH].check_webhook(request, params)
     if refusal:
-        logger.warning(f"voice webhook refused: {refusal}")
+        logger.warning(f"webhook {request.path} refused 403: {refusal}")
         raise web.HTTPForbidden(text=f"Forbidden: {refusal}\n")
+    return params
+
+
+async def voice(request: web.Request) -> web.Response:
+    """Answer Twilio's incoming-call webhook with the TwiML that opens our media stream."""
+    params = await signed_form(request)
     call_sid = params.get("CallSid", "")
     if not call_sid:
         raise web.HTTPBadRequest(text="Bad request: the form has no CallSid\n")
@@ -114,7 +158,16 @@ async def voice(request: web.Request) -> web.Response:
         logger.error(f"voice webhook failed: {e}")
         raise web.HTTPInternalServerError(text=f"Server error: {e}\n") from None
 
-    if not request.app[CALLS].reserve(call_sid):
+    calls = request.app[CALLS]
+    if (refusal := calls.admit(call_sid)) is not None:
+        hops = busy_hops(request)
+        if refusal.local and hops < (request.app[SETTINGS].busy_redirects or 0):
+            # Another process may have room: the balancer sends the retried webhook elsewhere.
+            calls.redirected(refusal)
+            logger.info(f"call {call_sid} passed on: {refusal.detail} here (hop {hops + 1})")
+            twiml = redirect_twiml(busy_redirect_url(request, auth.public_base(request), hops))
+            return web.Response(text=twiml, content_type="text/xml")
+        calls.refuse(call_sid, refusal)
         logger.warning(f"call {call_sid} refused: at capacity, draining or over the quota")
         return web.Response(text=busy_twiml(persona.texts), content_type="text/xml")
 
@@ -129,10 +182,7 @@ async def voice(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """Accept Twilio's call and stream status callbacks (signed like every webhook)."""
-    params = await read_form(request)
-    refusal = request.app[AUTH].check_webhook(request, params)
-    if refusal:
-        raise web.HTTPForbidden(text=f"Forbidden: {refusal}\n")
+    params = await signed_form(request)
     logger.debug(
         f"status callback: call {params.get('CallSid', '?')} "
         f"{params.get('CallStatus') or params.get('StreamEvent', '?')}"

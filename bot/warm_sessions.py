@@ -14,6 +14,10 @@ hands it to its pipeline.
   counted again, and its stream's registration turns the same place into the live call.
 - **Expiry.** A warm session no stream took within ``ttl_secs`` (10 s, scaled by
   ``VOICEBOT_TIME_SCALE``) is closed and its reservation released (``CallRegistry.release``).
+- **Setup gate.** Warm opens take turns through the server's ``SetupGate`` like every call's
+  setup (a burst of webhooks does not run its TLS handshakes and setups all at once); a stream
+  arriving while its open waits takes that open's slot over and waits for it, never a second
+  open (``pipelines.call.warm_session``).
 - **Failure is not fatal.** A warm open that failed (refused, unreachable) leaves the call to
   open its own session at the stream, as without pre-warming, with that path's handling.
 - **Counted** (``counts``; ``/stats`` ``warm_sessions`` and
@@ -36,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.app_keys import SETTINGS, WARM_SESSIONS
+from pipelines.call.setup_gate import SetupGate
 from pipelines.call.warm_session import WarmSession
 from pipelines.gemini.clients import GeminiClients
 from pipelines.personas import call_variables
@@ -55,6 +60,7 @@ class WarmSessions:
         gemini: The process's shared Gemini clients.
         release: Gives back an expired session's admission reservation (by CallSid).
         ttl_secs: How long an unclaimed session is kept (already scaled).
+        gate: The server's setup gate, which warm opens go through (None: no gate).
     """
 
     def __init__(
@@ -63,8 +69,10 @@ class WarmSessions:
         release: Callable[[str], object],
         *,
         ttl_secs: float = TTL_SECS,
+        gate: SetupGate | None = None,
     ) -> None:
         self._gemini = gemini
+        self._gate = gate
         self._release = release
         self._ttl_secs = ttl_secs
         self._warm: dict[str, tuple[WarmSession, asyncio.TimerHandle]] = {}
@@ -85,7 +93,9 @@ class WarmSessions:
         instruction = persona.render_system_instruction(variables)
         model, config = persona.connect_config(instruction)
         client = self._gemini.get(persona.api_version())
-        warm = WarmSession(client, model, config, label=call_sid, on_settled=self._settled)
+        warm = WarmSession(
+            client, model, config, label=call_sid, on_settled=self._settled, gate=self._gate
+        )
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._ttl_secs, self._expire, call_sid)
         self._warm[call_sid] = (warm, timer)
@@ -103,10 +113,11 @@ class WarmSessions:
         warm, timer = entry
         timer.cancel()
         self._count("claimed")
-        # Its call closes it; should the call fail before its connection took the session,
-        # this closes it instead (never a Live session held open by nobody).
+        # Its call closes it; should the call fail before its pipeline began using the session,
+        # this closes it instead (never a Live session held open by nobody). A call using it
+        # may still wait for its open (queued in the setup gate): that call closes it.
         loop = asyncio.get_running_loop()
-        loop.call_later(self._ttl_secs, lambda: None if warm.claimed else self._close(warm))
+        loop.call_later(self._ttl_secs, lambda: None if warm.in_use else self._close(warm))
         return warm
 
     def _expire(self, call_sid: str) -> None:

@@ -113,8 +113,15 @@ class WorkerPlan:
         return None if self.ops is None else ListenAddress("127.0.0.1", self.ops.port + 1 + index)
 
     def worker_settings(self, index: int) -> Settings:
-        """Worker ``index``'s settings: its own ops port and peer URL."""
+        """Worker ``index``'s settings: its own ops port and peer URL.
+
+        A webhook a full worker cannot take is passed on (``<Redirect>``) up to N - 1 times
+        unless ``VOICEBOT_BUSY_REDIRECTS`` says otherwise: the retry's new connection may land
+        on another worker (``SO_REUSEPORT``).
+        """
         update: dict[str, Any] = {"peer_url": self.peer_url(index)}
+        if self.settings.busy_redirects is None:
+            update["busy_redirects"] = self.workers - 1
         ops = self.ops_address(index)
         if ops is not None:
             update["ops_listen"] = f"{ops.host}:{ops.port}"

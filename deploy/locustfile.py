@@ -11,17 +11,22 @@ each with this file and the repository (``sim/``) beside it:
     locust -f deploy/locustfile.py --worker --master-host MASTER_IP --processes -1  # each machine
 
 Each user places calls in a loop: POST /twilio/voice (form params like Twilio, signed when
-TWILIO_AUTH_TOKEN is set), opens the TwiML <Stream> with websocket-client (gevent-patched socket),
-runs ``sim.caller.core.CallerCore``: a sender greenlet ticks every 20 ms on absolute deadlines, a
-receiver greenlet feeds messages in. One ``events.request`` per turn (not per frame):
-"response_latency", "greeting", "bargein_to_clear", "send_lateness_max", "call" (with failure).
+TWILIO_AUTH_TOKEN is set), waits as Twilio's media server does before it connects (the
+scenario's ``stream_connect_ms``: 300 ms by default, ``sim.caller.plan``'s realistic
+``DEFAULT_STREAM_CONNECT_SECS``, as ``voicebot loadtest``; ``--stream-connect-ms MS`` or
+LOCUST_STREAM_CONNECT_MS, 0: at once), opens the TwiML <Stream> with websocket-client
+(gevent-patched socket), runs ``sim.caller.core.CallerCore``: a sender greenlet ticks every 20 ms
+on absolute deadlines, a receiver greenlet feeds messages in. One ``events.request`` per turn
+(not per frame): "response_latency", "greeting", "bargein_to_clear", "send_lateness_max", "call"
+(with failure); "greeting" runs from the stream's start, as ``voicebot loadtest``'s.
 Locust bins response times (10 ms above 100 ms), so read exact percentiles from ``voicebot
 loadtest`` or from the CSV of per-call records this file writes when LOCUST_CALLS_CSV is set.
 Every call is on the scenario's line (``line_noise``; by default the realistic noisy line of
 ``sim.caller.line_noise.DEFAULT_LINE_NOISE_DBFS``); override it with ``--line-noise-dbfs DBFS|off``,
 ``--line-noise-color``, ``--echo-db`` and ``--playout-delay-ms`` (or LOCUST_LINE_NOISE_DBFS, …).
-The line is printed at the start and written in every CSV row. Messages the server sends that
-Twilio would drop are counted as "protocol_error" failures, one per call with any.
+The line is printed at the start and written in every CSV row, the stream connect delay printed.
+Messages the server sends that Twilio would drop are counted as "protocol_error" failures, one
+per call with any.
 Needs: locust, websocket-client (not project dependencies; not run in CI). The repository root is
 put on ``sys.path`` so ``sim`` imports without installing the project. Only sans-IO modules are
 imported (no aiohttp/asyncio under gevent).
@@ -32,6 +37,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import gevent
 import websocket
@@ -43,6 +49,8 @@ from sim.caller.core import CallerCore  # noqa: E402
 from sim.caller.line_noise import NOISE_COLORS, describe_line, parse_dbfs  # noqa: E402
 from sim.caller.plan import FRAME_SECS  # noqa: E402
 from sim.caller.twilio_webhook import (  # noqa: E402
+    MAX_REDIRECTS,
+    REDIRECT_FETCH_SECS,
     new_sid,
     parse_twiml,
     twilio_signature,
@@ -79,6 +87,11 @@ def _line_options(parser):
         "--playout-delay-ms", type=float, env_var="LOCUST_PLAYOUT_DELAY_MS",
         help="Twilio's buffering before received audio is heard",
     )  # fmt: skip
+    parser.add_argument(
+        "--stream-connect-ms", type=float, env_var="LOCUST_STREAM_CONNECT_MS",
+        help="Twilio's delay from reading the TwiML to opening the stream; 0: at once "
+        "(default: the scenario's stream_connect_ms, 300)",
+    )  # fmt: skip
 
 
 @events.init.add_listener
@@ -89,8 +102,12 @@ def _apply_line(environment, **_kwargs):
         SCENARIO = SCENARIO.with_line(
             o.line_noise_dbfs, o.line_noise_color, o.echo_db, o.playout_delay_ms
         )
+        if o.stream_connect_ms is not None:
+            connect_ms = max(0.0, o.stream_connect_ms)
+            SCENARIO = SCENARIO.model_copy(update={"stream_connect_ms": connect_ms})
     SCENARIO.prepare()  # noise bank and speech mixes once per process, before any call
     print(f"voicebot callers' line: {describe_line(SCENARIO.line_description())}", flush=True)
+    print(f"voicebot stream connect: {SCENARIO.stream_connect_ms:g} ms after the TwiML", flush=True)
 
 
 class TwilioCaller(HttpUser):
@@ -117,20 +134,31 @@ class TwilioCaller(HttpUser):
             {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, params)} if AUTH_TOKEN else {}
         )
         t0 = time.monotonic()
-        with self.client.post(
-            url, data=params, headers=headers, name="webhook", catch_response=True
-        ) as r:
-            if r.status_code != 200:
-                r.failure(f"webhook: HTTP {r.status_code}")
-                return
-            try:
-                tw = parse_twiml(r.text)
-            except ValueError as e:
-                r.failure(f"twiml: {e}")
-                return
+        for hop in range(MAX_REDIRECTS + 1):
+            with self.client.post(
+                url, data=params, headers=headers, name="webhook", catch_response=True
+            ) as r:
+                if r.status_code != 200:
+                    r.failure(f"webhook: HTTP {r.status_code}")
+                    return
+                try:
+                    tw = parse_twiml(r.text)
+                except ValueError as e:
+                    r.failure(f"twiml: {e}")
+                    return
+            if tw.redirect is None or hop == MAX_REDIRECTS:
+                break
+            # A full process passed the call on: like Twilio, POST the same form to its URL.
+            url = urljoin(url, tw.redirect)
+            if AUTH_TOKEN:
+                headers = {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, params)}
+            gevent.sleep(REDIRECT_FETCH_SECS)
         if not tw.stream_url:
             self._fire("call", 0, Exception("rejected: TwiML <Say> without <Stream>"))
             return
+        plan = SCENARIO.build_plan(random.Random())
+        if plan.stream_connect_secs > 0:  # Twilio's media server connecting to the stream URL
+            gevent.sleep(plan.stream_connect_secs)
         ws_headers = []
         if AUTH_TOKEN:
             ws_headers.append(
@@ -146,7 +174,6 @@ class TwilioCaller(HttpUser):
         except Exception as e:
             self._fire("call", 0, Exception(f"stream: {e!r}"))
             return
-        plan = SCENARIO.build_plan(random.Random())
         core = CallerCore.for_twiml(plan, tw, t0=t0, call_sid=call_sid, account_sid=account_sid)
         for m in core.open(time.monotonic()):
             ws.send(m)

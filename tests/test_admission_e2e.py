@@ -35,9 +35,11 @@ async def test_callers_over_the_quota_get_the_busy_twiml_after_one_refusal(
     emu = await make_emulator(EmulatorConfig(think_ms=300), FaultPlan(max_sessions=3))
     server = await make_server(emulator=emu, time_scale=SCALE)
     long_plan = CallPlan().wait_for_greeting().pause(14).hangup()
-    served = [
-        asyncio.create_task(place_call(server.url, long_plan), name=f"served-{i}") for i in range(3)
-    ]
+    served = []
+    for i in range(3):  # a setup (400 ms) apart: calls set up two at a time (the setup gate),
+        # and this test's 0.1 time scale makes the watchdog give up on a queued greeting.
+        served.append(asyncio.create_task(place_call(server.url, long_plan), name=f"served-{i}"))
+        await asyncio.sleep(0.45)
     assert await wait_until(lambda: emu.active_sessions == 3, 10.0)
 
     # Callers 4-6, one after another (each webhook after the previous call ended).

@@ -89,6 +89,30 @@ async def test_terminator_ends_the_entry_at_once_and_is_sent_with_it() -> None:
     await pad.stop()
 
 
+async def test_an_entry_typed_while_the_caller_talks_waits_for_them_to_stop() -> None:
+    # The model would otherwise answer the keys over the caller's words (seen in the barge-in
+    # load test: keys pressed, then "goodbye" said at once).
+    model, control = FakeModel(), FakeControl()
+    quiet = asyncio.Event()  # the local VAD hears the caller speak
+    pad = KeypadEntries(
+        Dtmf(),
+        send=model.send,
+        connected=model.connected,
+        on_sent=lambda: None,
+        actions=control,
+        time_scale=SCALE,
+        caller_quiet=quiet,
+    )
+    await _press(pad, "1#")
+    await asyncio.sleep(0.1)
+    assert model.sent == []  # held while the caller speaks
+    quiet.set()
+    assert await wait_until(
+        lambda: model.sent == ["The caller pressed these keys on the phone keypad: 1 #"], 0.5
+    ), model.sent
+    await pad.stop()
+
+
 async def test_inter_digit_timeout_ends_the_entry() -> None:
     model, control = FakeModel(), FakeControl()
     pad, _ = _keypad(Dtmf(template="Keys: ${keys}"), model, control)
@@ -166,7 +190,8 @@ async def test_stop_drops_pending_keys_and_keys_never_reach_the_log(monkeypatch)
     monkeypatch.setattr("pipelines.call.dtmf.SEND_WAIT_SECS", 0.05)
     model, control = FakeModel(up=False), FakeControl()
     lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG")
+    # The message and its context only: a timestamp or line number may hold any digits.
+    sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG", format="{message} {extra}")
     try:
         pad, _ = _keypad(Dtmf(template="${keys}", inter_digit_timeout_secs=1), model, control)
         await _press(pad, "8675309#")  # not sent (no session): a warning, without the keys

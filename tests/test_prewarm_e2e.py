@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from bot.app_keys import WARM_SESSIONS
+from bot.app_keys import SETUP_GATE, WARM_SESSIONS
 from bot.metrics import METRICS
 from sim.caller import CallPlan, parse_twiml
 from sim.caller.twilio_webhook import new_sid, voice_url, webhook_params
@@ -124,3 +124,43 @@ async def test_a_warm_open_refused_for_quota_is_the_calls_one_refusal(
     assert warm.counts["failed"] == 1 and warm.counts["claimed"] == 2
     assert len([c for c in emu.closes if "quota" in c[2]]) == 1
     assert server.calls.quota.limit == 1
+
+
+async def test_a_burst_of_webhooks_opens_through_the_setup_gate(make_server) -> None:
+    # Six webhooks at once: their warm opens take turns through the gate (two at a time), so
+    # the service sees the setups in waves one setup time (400 ms) apart, not all at once.
+    server = await make_server()
+    gate, warm = server.app[SETUP_GATE], server.app[WARM_SESSIONS]
+    streams = await asyncio.gather(*(_webhook(server.url) for _ in range(6)))
+    assert all(s.startswith("ws://") for s in streams)
+    assert await wait_until(lambda: warm.counts["ready"] == 6, 5.0)
+    assert gate.peak == gate.concurrency == 2 and gate.held == 0
+    setups = sorted(
+        next(m["t"] for m in messages if "setup" in m["msg"])
+        for messages in server.emulator.recordings.values()
+    )
+    assert len(setups) == 6
+    # A third setup only once one of the first two was answered (400 ms): two in flight at most.
+    assert all(later - first >= 0.3 for first, later in zip(setups, setups[2:], strict=False))
+
+
+async def test_a_stream_whose_warm_open_waits_for_the_gate_takes_it_over(make_server) -> None:
+    # The gate is full (two other calls setting up) when the webhook comes and still when the
+    # stream starts: the call waits for its warm open's slot, and that one open is its session.
+    server = await make_server()
+    gate = server.app[SETUP_GATE]
+    held = [await gate.enter(), await gate.enter()]  # released only by this test (or 1 s on)
+    call = asyncio.create_task(server.call(_greeting_plan(connect_secs=0.1)))
+    assert await wait_until(lambda: len(server.calls) == 1, 2.0)  # its stream is registered
+    await asyncio.sleep(0.2)
+    assert server.emulator.sessions_total == 0  # nothing opened while the gate was full
+    for slot in held:
+        slot.release()
+    await asyncio.sleep(0.1)  # the open runs (400 ms): the call and its open hold one slot
+    assert gate.held == 1
+    res = await call
+    assert res.ok, res.failure
+    assert res.greeting_ms is not None
+    assert server.emulator.sessions_total == 1  # the warm open only, never a second one
+    assert server.app[WARM_SESSIONS].counts == {"opened": 1, "ready": 1, "claimed": 1}
+    assert gate.held == 0

@@ -83,6 +83,10 @@ class CallerAudioRoute:
         self._pusher: asyncio.Task[None] | None = None
         self._failed = False
         self._warned_rate = False
+        # Clear while the local VAD hears the caller speak (set without local VAD): what the
+        # caller types meanwhile waits for them to finish (pipelines.call.dtmf).
+        self.caller_quiet = asyncio.Event()
+        self.caller_quiet.set()
 
     @property
     def vad_stream(self) -> VADStream | None:
@@ -98,6 +102,7 @@ class CallerAudioRoute:
 
     async def stop(self) -> None:
         """Close the VAD stream and drop undelivered speech frames (idempotent)."""
+        self.caller_quiet.set()
         if self._stream is not None:
             self._stream.close()
             self._stream = None
@@ -145,6 +150,10 @@ class CallerAudioRoute:
         params = self._vad_params
         if params is None or self._push is None:
             return
+        if speaking:
+            self.caller_quiet.clear()
+        else:
+            self.caller_quiet.set()
         if speaking:
             self._events.append(VADUserStartedSpeakingFrame(start_secs=params.start_secs))
         else:

@@ -35,6 +35,9 @@ SEND_WAIT_SECS = 3.0
 # a stream of scripted keys must not become a stream of billed model turns.
 MAX_KEYS_PER_SEC = 10.0
 KEYS_BURST = 20.0
+# An entry finished while the caller is talking waits for them to stop (at most this long, real
+# time): the model would otherwise answer the keys over the caller's words.
+SPEECH_WAIT_SECS = 8.0
 
 
 class KeyActions(Protocol):
@@ -68,6 +71,8 @@ class KeypadEntries:
         on_sent: Called when an entry was sent: a reply is due (the model watchdog).
         actions: Where mapped keys act and key presses count as caller activity.
         time_scale: Multiplies the inter-digit timeout (tests and demos).
+        caller_quiet: Set while the caller is not speaking (the local VAD's view); an entry
+            waits for it, up to ``SPEECH_WAIT_SECS``. None: entries go at once.
     """
 
     def __init__(
@@ -79,8 +84,10 @@ class KeypadEntries:
         on_sent: Callable[[], None],
         actions: KeyActions,
         time_scale: float = 1.0,
+        caller_quiet: asyncio.Event | None = None,
     ) -> None:
         self._settings = settings
+        self._caller_quiet = caller_quiet
         self._send = send
         self._connected = connected
         self._on_sent = on_sent
@@ -171,6 +178,12 @@ class KeypadEntries:
     async def _deliver(self, text: str, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # entries reach the model in the order typed
+        quiet = self._caller_quiet
+        if quiet is not None and not quiet.is_set():
+            try:
+                await asyncio.wait_for(quiet.wait(), SPEECH_WAIT_SECS)
+            except TimeoutError:
+                pass  # a caller who talks on and on still gets the keys answered
         if self._actions.ending is not None:
             return
         try:

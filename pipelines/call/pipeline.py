@@ -9,9 +9,8 @@ Caller audio does not travel this chain: the transport input hands it to ``Calle
 frame; the VAD's speech start/stop enter the chain at the transport input as Pipecat's VAD
 frames, for the user aggregator's turn strategies.
 
-The output runs at 8 kHz so the transport's media sender does the single 24 k -> 8 k
-conversion with a stream resampler it flushes, and the Twilio serializer passes audio through
-(pitfall #5769: the serializer's own output resampler clips word endings).
+The serializer and transport (output at 8 kHz) are built in ``media_transport``; the turn
+strategies and VAD parameters in ``turns``.
 """
 
 from __future__ import annotations
@@ -24,18 +23,10 @@ from typing import Any
 
 from aiohttp import web
 from loguru import logger
-from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import EndFrame, LLMRunFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
-from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
-from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from pipelines.call.caller_audio import CallerAudioRoute
@@ -43,8 +34,10 @@ from pipelines.call.clip_audio import CLIP_RATE_HZ, Clip, load_clip
 from pipelines.call.control import CallControl, CallTap
 from pipelines.call.dtmf import KeypadEntries
 from pipelines.call.journal import CallJournal
+from pipelines.call.media_transport import PHONE_RATE_HZ, media_transport
 from pipelines.call.resources import CallInfo, ProcessResources
 from pipelines.call.setup_gate import SetupSlot
+from pipelines.call.turns import context_aggregators, vad_params
 from pipelines.call.warm_session import WarmSession
 from pipelines.call.watchdog import ModelWatchdog
 from pipelines.call.watchdog_settings import NUDGE_CUT_OFF, NUDGE_NO_REPLY, WatchdogSettings
@@ -55,39 +48,15 @@ from pipelines.ports import (
     NoCallMetrics,
 )
 from pipelines.tools.call_tools import CallTools
-from pipelines.twilio.serializer import TwilioMarkFrame, TwilioSerializer
-from pipelines.twilio.transport import AiohttpWebsocketParams, AiohttpWebsocketTransport
+from pipelines.twilio.serializer import TwilioMarkFrame
 
 MODEL_IN_RATE_HZ = 16000
-PHONE_RATE_HZ = 8000
-END_SILENCE_SECS = 0  # the end mark proves the goodbye was played; no padding needed
-
-
-# How far bot audio may be sent ahead of the phone's playout: Twilio's buffer then rides out
-# a loop stall of up to this long with no audible gap (a garbage-collector sweep takes ~300 ms
-# at 150 live calls, bot.gc_policy; a burst of call setups). It costs nothing on barge-in:
-# `clear` empties that buffer at once.
-PLAYOUT_LEAD_SECS = 0.4
-# Twilio sends a media message every 20 ms while a call is up: this long with nothing from it
-# (after `start`) and the stream is dead; the call ends and frees its Gemini session and slot.
-MEDIA_TIMEOUT_SECS = 10.0
 # After the watchdog's reconnect, the model is asked to answer once the new connection is live.
 NUDGE_WAIT_SECS = 3.0
 
 
 def _scaled(secs: float | None, scale: float) -> float | None:
     return None if secs is None else secs * scale
-
-
-def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
-    """Ends local user turns on VAD silence.
-
-    Gemini hears the audio itself, so no transcript is awaited, and the strategy's per-call
-    advice about ``stop_secs`` (an STT latency table) does not apply.
-    """
-    strategy = SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)
-    strategy._stop_secs_warned = True
-    return strategy
 
 
 class CallPipeline:
@@ -128,30 +97,8 @@ class CallPipeline:
             else NoCallMetrics(resources.metrics)
         )
 
-        # The serializer hangs up through the server's REST client after the output has
-        # drained and the end mark came back (the goodbye was played); every other ending
-        # disables it first.
-        rest = resources.rest
-        self.serializer = TwilioSerializer(
-            info.stream_sid,
-            call_sid=info.call_sid,
-            hang_up=functools.partial(rest.hang_up, info.call_sid) if rest else None,
-            # Caller audio stays at 8 kHz until the transport has batched it (one 8 k -> 16 k
-            # resampler call per 40 ms instead of per 20 ms message).
-            input_rate=PHONE_RATE_HZ,
-        )
-        self.transport = AiohttpWebsocketTransport(
-            ws,
-            AiohttpWebsocketParams(
-                audio_in_enabled=True,
-                audio_out_enabled=True,
-                audio_out_end_silence_secs=END_SILENCE_SECS,
-                serializer=self.serializer,
-                max_lead_secs=PLAYOUT_LEAD_SECS,
-                media_timeout_secs=MEDIA_TIMEOUT_SECS * resources.time_scale,
-            ),
-            metrics=self.metrics,
-        )
+        # The serializer hangs up after the goodbye was played (pipelines.call.media_transport).
+        self.serializer, self.transport = media_transport(ws, info, resources, self.metrics)
         scale = resources.time_scale
         instruction = persona.render_system_instruction(variables)
         self._greeting = persona.greeting_instruction(variables)
@@ -196,15 +143,7 @@ class CallPipeline:
         self.llm.transcripts.listener = self.journal
         self.llm.connection.on_gap = self.watchdog.connection_gap
         self.context = LLMContext()
-        user_agg, assistant_agg = LLMContextAggregatorPair(
-            self.context,
-            realtime_service_mode=True,
-            user_params=LLMUserAggregatorParams(
-                user_turn_strategies=UserTurnStrategies(
-                    start=[VADUserTurnStartStrategy()], stop=[_turn_stop_strategy()]
-                ),
-            ),
-        )
+        user_agg, assistant_agg = context_aggregators(self.context)  # pipelines.call.turns
         self.control = CallControl(
             persona,
             instruct=self._instruct,
@@ -257,12 +196,12 @@ class CallPipeline:
             idle_timeout_secs=None,
         )
         # Caller audio skips the pipeline (pipelines.call.caller_audio); control frames travel it.
-        self.transport.input().caller_route = CallerAudioRoute(
+        self.transport.input().caller_route = caller_route = CallerAudioRoute(
             self.control,
             self.llm,
             model_rate_hz=MODEL_IN_RATE_HZ,
             vad=resources.vad_model,
-            vad_params=self._vad_params(persona),
+            vad_params=vad_params(persona),
         )
         # Keys the caller presses: entries to the model, mapped keys acted on (pipelines.call.dtmf).
         self.keypad = KeypadEntries(
@@ -272,6 +211,7 @@ class CallPipeline:
             on_sent=self.watchdog.expect_reply,
             actions=self.control,
             time_scale=scale,
+            caller_quiet=caller_route.caller_quiet,
         )
         self.transport.input().dtmf_route = self.keypad
         self.transport.event_handler("on_client_connected")(self._on_connected)
@@ -279,27 +219,16 @@ class CallPipeline:
         self.transport.event_handler("on_media_timeout")(self._on_media_timeout)
         self.transport.event_handler("on_input_abuse")(self._on_input_abuse)
 
-    @staticmethod
-    def _vad_params(persona: Any) -> VADParams | None:
-        b = persona.barge_in
-        if not b.local_vad:
-            return None
-        start_secs = max(b.start_secs, b.min_speech_ms / 1000)
-        return VADParams(
-            confidence=b.confidence,
-            start_secs=start_secs,
-            stop_secs=b.stop_secs,
-            min_volume=b.min_volume,
-        )
-
     async def run(self) -> None:
         """Run the call until it ends; every task of the call has ended when this returns."""
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         self.control.start()
         try:
             # Setups take turns (pipelines.call.setup_gate); the slot is freed once the Live API
-            # session is ready (_on_session_ready).
-            self._setup_slot = await self._resources.setup_gate.enter()
+            # session is ready (_on_session_ready). A warm open still waiting or running hands
+            # its slot over: one per call (pipelines.call.warm_session).
+            warm_slot = await self._warm.take_setup_slot() if self._warm is not None else None
+            self._setup_slot = warm_slot or await self._resources.setup_gate.enter()
             await runner.add_workers(self.worker)
             await runner.run()
         finally:

@@ -14,6 +14,14 @@ as without pre-warming). The context manager stays in the holder task; ``release
 which closes the socket. Whoever made the warm session (the server's webhook) expires an
 unclaimed one with ``close()``.
 
+**Setup gate.** Given the server's ``SetupGate``, the open takes a slot before its TLS handshake
+and ``setup``, as any call's setup does (a burst of webhooks must not do every handshake in the
+same loop iterations), and gives it back once open or failed. The call's pipeline, arriving
+while the open still waits for its slot or runs, takes that slot over (``take_setup_slot``)
+rather than entering the gate a second time: one slot per call, and a call never holds a slot
+while its own open waits behind it. Its connection's ``claim()`` meanwhile waits for this open;
+it never opens a second session for it.
+
 May import google-genai and ``pipelines._compat`` (its socket state).
 """
 
@@ -29,6 +37,7 @@ from google.genai.types import LiveConnectConfig
 from loguru import logger
 
 from pipelines._compat import genai_session
+from pipelines.call.setup_gate import GateTicket, SetupGate, SetupSlot
 
 # How long closing waits for the holder task to finish the socket's close handshake.
 CLOSE_TIMEOUT_SECS = 1.0
@@ -45,6 +54,7 @@ class WarmSession:
         label: Names the holder task (e.g. the call SID).
         on_settled: Called once when the open is over: True open, False failed (not called
             for an open cut short by ``close()``).
+        gate: The server's setup gate: the open waits for a slot first (None: no gate).
 
     Attributes:
         error: Why the open failed (None while it goes or went well).
@@ -59,6 +69,7 @@ class WarmSession:
         *,
         label: str = "",
         on_settled: Callable[[bool], None] | None = None,
+        gate: SetupGate | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -72,6 +83,12 @@ class WarmSession:
         self._release = asyncio.Event()
         self._claimed = False
         self._task: asyncio.Task[None] | None = None
+        self._gate = gate
+        self._slot: SetupSlot | None = None
+        self._ticket: GateTicket | None = None
+        self._gated = asyncio.Event()  # the slot is held, or will not be (open over)
+        self._slot_wanted = False  # the call takes the slot over
+        self._in_use = False
 
     def start(self) -> None:
         """Start opening the session (in a task); idempotent."""
@@ -82,6 +99,14 @@ class WarmSession:
     def claimed(self) -> bool:
         """Whether a call took it (``claim`` returned the session)."""
         return self._claimed
+
+    @property
+    def in_use(self) -> bool:
+        """Whether a call's pipeline began using it (``take_setup_slot`` or ``claim``).
+
+        From then on that call closes it when it ends, however long the open waits for the gate.
+        """
+        return self._in_use
 
     @property
     def is_open(self) -> bool:
@@ -97,6 +122,7 @@ class WarmSession:
         """
         if self._claimed:
             return None
+        self._in_use = True
         self.start()
         await self._settled.wait()
         session = self._session
@@ -105,6 +131,30 @@ class WarmSession:
         self._claimed = True
         return session
 
+    async def take_setup_slot(self) -> SetupSlot | None:
+        """For the call's pipeline: the gate slot this open holds or waits for, handed over.
+
+        The call then releases it (when its session is ready or it ends). None when there is
+        none to take (no gate, the open is over or never started): the call enters the gate
+        itself.
+        """
+        self._in_use = True
+        if self._gate is None or self._task is None or self._settled.is_set():
+            return None
+        self._slot_wanted = True
+        if self._ticket is not None:
+            self._ticket.promote()
+        await self._gated.wait()
+        slot, self._slot = self._slot, None
+        return slot if slot is not None and not slot.released else None
+
+    def _drop_slot(self) -> None:
+        """Give the slot back unless the call took it over (it releases it then)."""
+        self._gated.set()
+        if not self._slot_wanted and self._slot is not None:
+            self._slot.release()
+            self._slot = None
+
     def release(self) -> None:
         """Let the holder close the session (idempotent; the socket closes in the background)."""
         self._release.set()
@@ -112,6 +162,9 @@ class WarmSession:
     async def close(self) -> None:
         """Release the session and wait (bounded) until its socket is closed."""
         self.release()
+        if self._slot is not None:  # handed to a call that ended before taking it
+            self._slot.release()
+            self._slot = None
         task = self._task
         if task is None or task.done():
             return
@@ -124,9 +177,17 @@ class WarmSession:
     async def _hold(self) -> None:
         started = time.monotonic()
         try:
+            if self._gate is not None:
+                # Spare work: calls whose caller is on the line go first (``take_setup_slot``
+                # promotes this one once its own stream arrives).
+                self._ticket = self._gate.ticket(spare=not self._slot_wanted)
+                self._slot = await self._ticket.wait()
+                self._gated.set()
+                started = time.monotonic()
             async with self.client.aio.live.connect(model=self.model, config=self.config) as s:
                 self.opened_secs = time.monotonic() - started
                 self._session = s
+                self._drop_slot()
                 self._settled.set()
                 if self._on_settled is not None:
                     self._on_settled(True)
@@ -143,6 +204,7 @@ class WarmSession:
             if not self._release.is_set():
                 logger.debug(f"warm Live API session failed: {e.__class__.__name__}: {e}"[:200])
         finally:
+            self._drop_slot()
             self._session = None
             self._settled.set()
             self._release.set()

@@ -6,31 +6,22 @@ Pipecat's public ``LLMService`` base for function calling (``register_function``
 ``run_function_calls``, ``cancel_on_interruption``) and overrides only public methods. Its
 parts, each in its own module: ``connection.LiveConnection`` (the session, resumption, GoAway
 handover, reconnects, failures), ``caller_input.CallerInput`` (caller audio: hot path,
-audioStreamEnd, activity windows), ``replies.Replies`` (server messages -> bot-turn frames).
-This module wires them to the pipeline's frames and keeps the call's history and tools:
-
-- the initial history (the greeting instruction, a developer message of the context) goes as
-  ``clientContent`` once the session is ready, and again to a fresh session after a reconnect
-  that could not resume; ``instruct`` uses realtime text on models that refuse mid-session
-  ``clientContent`` (``gemini_models``);
-- tool calls run through ``run_function_calls``; results go back with ``send_tool_response``
-  (NON_BLOCKING tools with a ``scheduling`` hint and ``willContinue``).
+audioStreamEnd, activity windows), ``replies.Replies`` (server messages -> bot-turn frames),
+``text_input.TextInput`` (the initial history, instructions, the caller's keyed entries). This
+module wires them to the pipeline's frames and runs the call's tools: tool calls run through
+``run_function_calls``; results go back with ``send_tool_response`` (NON_BLOCKING tools with a
+``scheduling`` hint and ``willContinue``).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from google import genai
-from google.genai.types import (
-    Content,
-    LiveConnectConfig,
-    LiveServerMessage,
-    Part,
-)
+from google.genai.types import LiveConnectConfig, LiveServerMessage
 from loguru import logger
 from pipecat.adapters.llm.services.gemini_live_adapter import GeminiLiveLLMAdapter
 from pipecat.frames.frames import (
@@ -60,6 +51,7 @@ from pipelines.gemini.caller_input import CallerInput
 from pipelines.gemini.clients import GeminiClients
 from pipelines.gemini.connection import LiveConnection, parse_duration_secs
 from pipelines.gemini.replies import Replies
+from pipelines.gemini.text_input import TextInput
 from pipelines.gemini.tools import ToolBook
 from pipelines.gemini.transcripts import Transcripts
 from pipelines.ports import NO_CALL_METRICS, CallMetrics
@@ -118,15 +110,13 @@ class CallGeminiLive(LLMService):
         super().__init__(settings=LLMSettings(model=model, **unused), **kwargs)
         self.model = model
         version = _version(model)
-        self._gemini_3 = version is not None and version[0] == 3
         self._tools = ToolBook(version is None or version < (3, 0) or version >= (3, 8))
         spec = gemini_models.lookup(model)
-        self._client_content_mid_session = spec is None or spec.mid_session_client_content
+        mid_session_client_content = spec is None or spec.mid_session_client_content
         self._call_metrics = metrics
         self._vad_stop_secs = 0.0  # the local VAD's stop_secs: how late it ends a caller turn
         self._on_session_ready = on_session_ready
         self._on_session_failed = on_session_failed
-        self._inference_on_init = inference_on_context_initialization
         self._conn = LiveConnection(
             client,
             model,
@@ -136,7 +126,7 @@ class CallGeminiLive(LLMService):
             on_failed=on_session_failed,
             can_hand_over=lambda: self._replies.held_end is None,
             time_scale=time_scale,
-            context_notes=self._client_content_mid_session,
+            context_notes=mid_session_client_content,
             metrics=metrics,
         )
         ric = config.realtime_input_config
@@ -149,9 +139,16 @@ class CallGeminiLive(LLMService):
             server_vad_disabled=bool(aad is not None and aad.disabled),
         )
         self._replies = Replies(self, self._conn, metrics, self._tool_calls)
-        self._context: LLMContext | None = None
-        self._run_when_ready = False
-        self._needs_turn_complete = False  # 2.5 seeded without inference (see _seed)
+        self._text = TextInput(
+            self._conn,
+            self._input,
+            invocation_params=self._invocation_params,
+            send_error=self._send_error,
+            start_ttfb=self.start_ttfb_metrics,
+            gemini_3=version is not None and version[0] == 3,
+            mid_session_client_content=mid_session_client_content,
+            inference_on_init=inference_on_context_initialization,
+        )
         # The call's model watchdog (``pipelines.call.watchdog.ModelWatchdog``), if any: told
         # of model audio, generation ends, caller turns and interruptions.
         self.watchdog: Any = None
@@ -232,55 +229,19 @@ class CallGeminiLive(LLMService):
         return conn.restart()
 
     async def instruct(self, text: str) -> bool:
-        """Give the model an instruction and have it answer now.
+        """Give the model an instruction and have it answer now; False if not sent.
 
-        A completed client turn, or realtime text on models that refuse mid-session
-        ``clientContent`` (the model table's ``mid_session_client_content``).
-
-        Returns:
-            False when it was not sent: no open session, or (realtime text) the session's
-            initial history has not been sent yet.
+        ``TextInput.instruct``: a completed client turn, or realtime text on models that refuse
+        mid-session ``clientContent``.
         """
-        conn = self._conn
-        if conn.session is None or conn.closing:
-            return False
-        try:
-            if not self._client_content_mid_session:
-                # clientContent would close the session (1007): only the initial history
-                # may use it. Realtime text is a caller turn the model answers at once; not
-                # before that history was sent, which would then be refused.
-                if not self._input.ready:
-                    return False
-                return await conn.send_realtime_input(text=text)
-            turn = Content(role="user", parts=[Part(text=text)])
-            await conn.send_client_content(turns=[turn], turn_complete=True)
-            if self._gemini_3:
-                # Gemini 3.x runs inference on a completed turn only after realtime input.
-                await conn.send_realtime_input(text=" ")
-        except Exception as e:
-            await self._send_error(e)
-            return False
-        return True
+        return await self._text.instruct(text)
 
     async def caller_text(self, text: str) -> bool:
         """Text the caller typed (an entry of keys, ``pipelines.call.dtmf``): a caller turn.
 
-        Realtime text, which every model takes mid-session and answers like the caller's
-        speech; like caller audio, it is kept during a handover or reconnect and re-sent on
-        the next connection until a resumption handle holds it (``connection``, ``resend``).
-
-        Returns:
-            False when it was neither sent nor kept: no session yet, the session's initial
-            history not sent yet, or the call ending.
+        ``TextInput.caller_text``: realtime text; False when it was neither sent nor kept.
         """
-        conn = self._conn
-        if conn.closing or (conn.live and not self._input.ready):
-            return False
-        try:
-            return await conn.send_realtime_input(text=text)
-        except Exception as e:
-            await self._send_error(e)
-            return False
+        return await self._text.caller_text(text)
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -318,7 +279,7 @@ class CallGeminiLive(LLMService):
             return
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
-            await self._context_frame(frame.context)
+            await self._text.context_frame(frame.context)
         elif isinstance(frame, InputAudioRawFrame):
             await self._input.audio(frame)
             await self.push_frame(frame, direction)
@@ -361,52 +322,10 @@ class CallGeminiLive(LLMService):
             self.watchdog.caller_turn_ended()
         await self._input.user_stopped()
         await self.start_ttfb_metrics()
-        if self._needs_turn_complete and self._conn.session is not None:
-            self._needs_turn_complete = False
-            # Gemini 2.5 ignores history seeded without a completed turn otherwise.
-            try:
-                await self._conn.send_client_content(turn_complete=True)
-            except Exception as e:
-                await self._send_error(e)
+        await self._text.caller_turn_ended()
 
-    async def _context_frame(self, context: LLMContext) -> None:
-        first = self._context is None
-        self._context = context
-        if first:
-            await self._seed()
-
-    async def _seed(self, *, for_reconnect: bool = False) -> None:
-        """Send the context's history; the session then takes realtime input.
-
-        A first connection has the model answer it when ``inference_on_context_initialization``
-        (the greeting). A fresh session after a reconnect: Gemini 2.5 answers it (a recap;
-        otherwise it acts as if it forgot everything on the next caller turn), 3.x does not.
-        """
-        if self._conn.closing:
-            return
-        if self._conn.session is None or self._context is None:
-            self._run_when_ready = True
-            return
-        params = await self.get_llm_adapter().get_llm_invocation_params(self._context)
-        messages: list[Any] = list(params.get("messages", []))
-        if not messages:
-            self._input.ready = True
-            return
-        trigger = (not self._gemini_3) if for_reconnect else self._inference_on_init
-        if not self._gemini_3 and getattr(messages[-1], "role", None) != "user":
-            messages.append(Content(role="user", parts=[Part(text=" ")]))  # 2.5 needs a user turn
-        await self.start_ttfb_metrics()
-        try:
-            # direct: sent from on_ready too, before the connection re-sends and goes live
-            await self._conn.send_client_content(turns=messages, turn_complete=trigger, direct=True)
-            if self._gemini_3 and trigger:
-                # Gemini 3.x runs inference on a completed turn only after realtime input.
-                await self._conn.send_realtime_input(text=" ", direct=True)
-        except Exception as e:
-            await self._send_error(e)
-        if not trigger and not self._gemini_3:
-            self._needs_turn_complete = True
-        self._input.ready = True
+    async def _invocation_params(self, context: LLMContext) -> Mapping[str, Any]:
+        return await self.get_llm_adapter().get_llm_invocation_params(context)
 
     # the connection's events -----------------------------------------------------------
 
@@ -416,13 +335,7 @@ class CallGeminiLive(LLMService):
         await self._replies.new_connection()  # a reply cut off by a drop is over
         if self._on_session_ready is not None:
             self._on_session_ready()
-        if self._run_when_ready and self._context is not None:
-            self._run_when_ready = False
-            await self._seed()
-        elif resumed:
-            self._input.ready = True  # the server restored the session
-        elif self._context is not None:
-            await self._seed(for_reconnect=True)
+        await self._text.session_ready(resumed)
 
     async def _on_server_message(self, message: LiveServerMessage) -> None:
         await self._replies.message(message)
@@ -437,11 +350,12 @@ class CallGeminiLive(LLMService):
     # tools -----------------------------------------------------------------------------
 
     async def _tool_calls(self, calls: list[Any]) -> None:
-        if self._context is None:
+        context = self._text.context
+        if context is None:
             logger.error("a tool call before the context arrived")
         found = [
             FunctionCallFromLLM(
-                context=self._context,
+                context=context,
                 tool_call_id=f.id or str(uuid.uuid4()),
                 function_name=f.name or "",
                 arguments=f.args or {},

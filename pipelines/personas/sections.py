@@ -27,6 +27,34 @@ from pipelines.personas.quoting import E164
 DEFAULT_GREETING = "Greet the caller briefly and ask how you can help."
 
 
+def env_var_name(value: str, info: ValidationInfo, *, example: str, holds: str, fix: str) -> str:
+    """Check a field naming an environment variable (a secret is never written in YAML).
+
+    The variable must be set in the server's environment when the loader was handed one
+    (``info.context["environ"]``); with none (a file checked on its own) only the name is.
+
+    Args:
+        value: The field's value, the variable's NAME.
+        info: Pydantic's validation info, carrying the loader's context.
+        example: A name to show in the error.
+        holds: What the variable must hold, for the error.
+        fix: What to ``export NAME=`` in the fix.
+    """
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value, re.ASCII):
+        raise ValueError(
+            f"got {value!r}, expected the NAME of an environment variable (A-Z, 0-9, _), "
+            f"e.g. {example!r}; the secret itself never goes in a persona file"
+        )
+    context = info.context if isinstance(info.context, Mapping) else {}
+    environ = context.get("environ")  # the server's, handed in; None: not checked here
+    if environ is not None and not str(environ.get(value, "")).strip():
+        raise ValueError(
+            f"got {value!r}, which is not set in the server's environment, expected it set to "
+            f"{holds}; fix: export {value}={fix}"
+        )
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -249,17 +277,10 @@ class PostCallWebhook(_Strict):
     @field_validator("secret_env")
     @classmethod
     def _secret_env(cls, value: str, info: ValidationInfo) -> str:
-        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value, re.ASCII):
-            raise ValueError(
-                f"got {value!r}, expected the NAME of an environment variable (A-Z, 0-9, _), "
-                "e.g. 'CRM_WEBHOOK_SECRET'; the secret itself never goes in a persona file"
-            )
-        context = info.context if isinstance(info.context, Mapping) else {}
-        environ = context.get("environ")  # the server's, handed in; None: not checked here
-        if environ is not None and not str(environ.get(value, "")).strip():
-            raise ValueError(
-                f"got {value!r}, which is not set in the server's environment, expected it "
-                f"set to the signing secret; fix: export {value}=<a long random secret> "
-                "(e.g. `openssl rand -hex 32`) before starting the server"
-            )
-        return value
+        return env_var_name(
+            value,
+            info,
+            example="CRM_WEBHOOK_SECRET",
+            holds="the signing secret",
+            fix="<a long random secret> (e.g. `openssl rand -hex 32`) before starting the server",
+        )

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.personas.sections import _Strict
+from pipelines.personas.sections import _Strict, env_var_name
 from pipelines.tools.json_schema import schema_problems
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ BUILTIN_TOOLS: tuple[str, ...] = ("end_call", "transfer_call")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_FAILURE_TEXT = "I'm sorry, I can't look that up right now."
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_ENV = re.compile(r"[A-Z_][A-Z0-9_]*")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -64,20 +63,13 @@ class EnvHeader(_Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, value: str, info: ValidationInfo) -> str:
-        if not _ENV.fullmatch(value):
-            raise ValueError(
-                f"got {value!r}, expected the NAME of an environment variable (A-Z, 0-9, _), "
-                "e.g. 'APPT_TOKEN'; the secret itself never goes in a persona file"
-            )
-        context = info.context if isinstance(info.context, Mapping) else {}
-        environ = context.get("environ")  # the server's, handed in; None: not checked here
-        if environ is not None and not str(environ.get(value, "")).strip():
-            raise ValueError(
-                f"got {value!r}, which is not set in the server's environment, expected it set "
-                f"to the header's value; fix: export {value}=<the token> before starting the "
-                "server, or remove the header"
-            )
-        return value
+        return env_var_name(
+            value,
+            info,
+            example="APPT_TOKEN",
+            holds="the header's value",
+            fix="<the token> before starting the server, or remove the header",
+        )
 
 
 class HttpTool(_Strict):

@@ -3,9 +3,10 @@
 ``TwilioSender`` is the socket side of the output processor (``transport_output``): it
 serializes and sends, and keeps what hangs on what was sent: the pacing clock (``Pacer``),
 seconds of audio sent, bridge latency out (``OutboundLatency``), marks sent (the transport's
-``MarkBook``), and whether a ``clear`` has anything to clear. It owns no task and no queue; the
-output's writer calls it, one chunk at a time. ``WriteWatchdog`` ends a write that never
-returns (a peer that stopped reading) without a timer per chunk.
+``MarkBook``; the end mark and its echo), and whether a ``clear`` has anything to clear. It
+owns no task and no queue; the output's writer calls it, one chunk at a time.
+``WriteWatchdog`` ends a write that never returns (a peer that stopped reading) without a
+timer per chunk.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipelines.twilio.transport_client import OutboundLatency, TransportOwner, W
 
 # After the last chunk was sent, how long Twilio may still be playing (network and jitter).
 CLEAR_MARGIN_SECS = 0.25
+END_MARK_NAME = "call-end"
 
 
 class TwilioSender:
@@ -132,6 +134,21 @@ class TwilioSender:
         """Send a mark, noting how much audio went before it; whether it was sent."""
         self._transport.marks.sent(frame.mark_name, self.sent_audio_secs)
         return await self.write_frame(frame)
+
+    async def end_mark(self, timeout_secs: float) -> None:
+        """Send the end mark and wait for its echo (the goodbye was played), at most this long.
+
+        Nothing is sent with ``timeout_secs`` 0 or a serializer other than Twilio's.
+        """
+        if timeout_secs <= 0 or self.twilio is None:
+            return
+        waiter = self._transport.marks.expect(END_MARK_NAME)
+        sent = await self.mark(TwilioMarkFrame(mark_name=END_MARK_NAME))
+        try:
+            if sent:  # else the socket is gone: nothing will come back
+                await asyncio.wait_for(asyncio.shield(waiter), timeout_secs)
+        except TimeoutError:
+            logger.debug(f"Twilio output: no echo of the end mark within {timeout_secs}s")
 
     async def write_frame(self, frame: Frame) -> bool:
         """Serialize ``frame`` and send it; whether anything was sent (errors are logged)."""

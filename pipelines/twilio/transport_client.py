@@ -1,6 +1,7 @@
 """The pieces of the aiohttp transport that are not Pipecat processors.
 
-* ``AiohttpWebsocketParams``: the transport's parameters.
+* ``AiohttpWebsocketParams``: the transport's parameters (``check_output_params``: what the
+  Twilio output refuses).
 * ``WebsocketClient``: the socket shared by the input and output processors (send, receive,
   close once when the last user leaves).
 * ``MarkBook``: Twilio ``mark`` bookkeeping: which marks were sent after how much audio, which
@@ -141,6 +142,30 @@ class AiohttpWebsocketParams(TransportParams):
     input_batch_ms: int = 40
     direct_output: bool = True
     media_timeout_secs: float | None = None
+
+
+def check_output_params(params: AiohttpWebsocketParams, owner: str) -> None:
+    """Refuse output parameters the Twilio output does not support.
+
+    Raises:
+        ValueError: A mixer or filter is set, or the output is not one stream at full volume.
+    """
+    problems = [
+        f"{name} is set"
+        for name in ("audio_out_mixer", "audio_out_filter")
+        if getattr(params, name) is not None
+    ]
+    if params.audio_out_channels != 1:
+        problems.append(f"audio_out_channels is {params.audio_out_channels}")
+    if params.audio_out_volume != 1.0:
+        problems.append(f"audio_out_volume is {params.audio_out_volume}")
+    if problems:
+        raise ValueError(
+            f"{owner}: {', '.join(problems)}; expected one mono "
+            "stream at full volume with no mixer or filter (what Twilio plays). Fix: leave "
+            "audio_out_mixer, audio_out_filter, audio_out_channels and audio_out_volume "
+            "at their defaults."
+        )
 
 
 class WebsocketClient:

@@ -15,18 +15,14 @@ members, so the call's audio path is built here on public seams (``FrameProcesso
   every reply. System frames and upstream frames pass at once.
 * Barge-in: on ``InterruptionFrame`` the queue drops its interruptible entries, Twilio gets
   ``clear`` at once (skipped when nothing is playing), and no audio of the interrupted reply
-  leaves after it (the writer checks before every chunk; audio created before the
-  interruption is dropped on arrival).
+  leaves after it (``barge_in``).
 * ``BotStartedSpeakingFrame``/``BotStoppedSpeakingFrame`` go both ways as Pipecat's output
-  sends them: started before the first chunk of speech, stopped when the writer reaches the
-  reply's ``TTSStoppedFrame``, on an interruption that leaves no audio, or after 3 s without
-  audio. ``BotSpeakingFrame`` is not sent (its consumers are off here).
+  sends them (``bot_speaking``).
 * ``EndFrame``: the queue drains, ``audio_out_end_silence_secs`` of silence, the end mark is
-  sent and its echo awaited (bounded), then the serializer hangs up and the socket closes.
-  ``CancelFrame`` stops at once.
-* A watchdog (a few checks per ``audio_out_write_timeout_secs``) cancels a write that never
-  returns and reports a permanent error, as Pipecat's timeout per chunk does, without a timer
-  per chunk.
+  sent and its echo awaited (bounded, ``TwilioSender.end_mark``), then the serializer hangs up
+  and the socket closes. ``CancelFrame`` stops at once.
+* A write that never returns is cancelled (``WriteWatchdog``) and reported as a permanent error,
+  as Pipecat's timeout per chunk does.
 """
 
 from __future__ import annotations
@@ -37,8 +33,6 @@ import functools
 from loguru import logger
 from pipecat.audio.dtmf.utils import load_dtmf_audio
 from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
-    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -56,11 +50,12 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
-from pipecat.utils.utils import obj_id
 
 from pipelines.audio.resampling import FirStreamResampler
 from pipelines.frame_metadata import RX_KEY
 from pipelines.ports import NO_CALL_METRICS, CallMetrics
+from pipelines.twilio.barge_in import InterruptedAudio
+from pipelines.twilio.bot_speaking import BOT_STOP_FALLBACK_SECS, BotSpeaking
 from pipelines.twilio.output_queue import OutputQueue
 from pipelines.twilio.output_sender import TwilioSender, WriteWatchdog
 from pipelines.twilio.pacing import Pacer
@@ -69,11 +64,9 @@ from pipelines.twilio.transport_client import (
     AiohttpWebsocketParams,
     TransportOwner,
     WebsocketClient,
+    check_output_params,
 )
 
-END_MARK_NAME = "call-end"
-# With speech started and no audio for this long, the bot stopped (Pipecat's fallback).
-BOT_STOP_FALLBACK_SECS = 3.0
 # The writer's "drained" marker in the queue (an EndFrame of our own, never pushed); an
 # interruption must not drop it.
 _DRAINED = EndFrame()
@@ -100,22 +93,7 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         **kwargs: object,
     ) -> None:
         """Create the output side; use ``AiohttpWebsocketTransport.output()``."""
-        problems = [
-            f"{name} is set"
-            for name in ("audio_out_mixer", "audio_out_filter")
-            if getattr(params, name) is not None
-        ]
-        if params.audio_out_channels != 1:
-            problems.append(f"audio_out_channels is {params.audio_out_channels}")
-        if params.audio_out_volume != 1.0:
-            problems.append(f"audio_out_volume is {params.audio_out_volume}")
-        if problems:
-            raise ValueError(
-                f"AiohttpWebsocketOutputTransport: {', '.join(problems)}; expected one mono "
-                "stream at full volume with no mixer or filter (what Twilio plays). Fix: leave "
-                "audio_out_mixer, audio_out_filter, audio_out_channels and audio_out_volume "
-                "at their defaults."
-            )
+        check_output_params(params, "AiohttpWebsocketOutputTransport")
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._transport = transport
         self._client = client
@@ -125,17 +103,9 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         self._chunk_bytes = 0
         self._queue = OutputQueue(8000, 320)
         self._resampler = FirStreamResampler()
-        # Interruptible audio frames created before this id belong to an interrupted reply.
-        self._stale_before_id = 0
-        self._clearing = False
-        # Bumped by every interruption: the run being written stops if it changed.
-        self._epoch = 0
-        self._writing_epoch = 0
-        self._writing: OutputAudioRawFrame | None = None
+        self._cut = InterruptedAudio()
         self._reply_count = 0
-        self._bot_speaking = False
-        self._speaking_lock = asyncio.Lock()
-        self._tts_audio_received = False
+        self._bot = BotSpeaking(self.broadcast_frame, str(self))
         self._latency = self._sender.latency
         self._writer: asyncio.Task[None] | None = None
         self._watchdog = WriteWatchdog(params.audio_out_write_timeout_secs)
@@ -231,7 +201,7 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
     async def _audio_in(self, frame: OutputAudioRawFrame) -> None:
         if not self._params.audio_out_enabled:
             return
-        if frame.interruptible and (self._clearing or frame.id < self._stale_before_id):
+        if self._cut.dropped_on_arrival(frame):
             return
         secs = len(frame.audio) / (frame.sample_rate * 2 * frame.num_channels)
         self._latency.audio_in(secs, frame.metadata.get(RX_KEY))
@@ -256,15 +226,7 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         if writer is not None and not writer.done():
             self._queue.put(_DRAINED)
             await asyncio.wait({writer})
-        timeout = self._params.end_mark_timeout_secs
-        if timeout > 0 and self._sender.twilio is not None:
-            waiter = self._transport.marks.expect(END_MARK_NAME)
-            sent = await self._sender.mark(TwilioMarkFrame(mark_name=END_MARK_NAME))
-            try:
-                if sent:  # else the socket is gone: nothing will come back
-                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except TimeoutError:
-                logger.debug(f"{self}: no echo of the end mark within {timeout}s")
+        await self._sender.end_mark(self._params.end_mark_timeout_secs)
         await self._stop_tasks()
         await self._sender.write_frame(frame)
         await self._client.disconnect("output")
@@ -288,14 +250,14 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         while True:
             frame = queue.get_nowait()
             if frame is None:
-                if not self._bot_speaking:
+                if not self._bot.speaking:
                     frame = await queue.get()
                 else:
                     try:
                         async with asyncio.timeout(BOT_STOP_FALLBACK_SECS):
                             frame = await queue.get()
                     except TimeoutError:
-                        await self._bot_stopped()
+                        await self._bot.stopped()
                         continue
             if frame is _DRAINED:
                 await self._write_end_silence()
@@ -313,19 +275,19 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
 
     async def _play(self, frame: OutputAudioRawFrame) -> None:
         # Taken from the queue with no await since: an interruption from here on stops it.
-        self._writing, self._writing_epoch = frame, self._epoch
+        self._cut.writing(frame)
         try:
             if isinstance(frame, TTSAudioRawFrame | SpeechOutputAudioRawFrame):
-                self._tts_audio_received = True
-                await self._bot_started()
+                self._bot.tts_audio_received = True
+                await self._bot.started()
             await self._write_with_timeout(frame)
         finally:
-            self._writing = None
+            self._cut.writing(None)
 
     async def _handle_in_order(self, frame: Frame) -> None:
         if isinstance(frame, TTSStoppedFrame):
-            if self._tts_audio_received:
-                await self._bot_stopped()
+            if self._bot.tts_audio_received:
+                await self._bot.stopped()
         elif isinstance(frame, TwilioMarkFrame):
             await self._sender.mark(frame)
         elif isinstance(frame, OutputTransportMessageFrame):
@@ -348,29 +310,6 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
         frame = OutputAudioRawFrame(audio, self._sample_rate, 1)
         frame.interruptible = False  # not part of a reply: a barge-in does not cut it
         await self._write_with_timeout(frame)
-
-    async def _bot_started(self) -> None:
-        if self._bot_speaking:
-            return
-        # Started and stopped each go both ways as a pair, never interleaved (an interruption
-        # can stop the bot from another task while the writer is starting it).
-        async with self._speaking_lock:
-            if self._bot_speaking:
-                return
-            self._bot_speaking = True
-            logger.debug(f"{self}: bot started speaking")
-            await self.broadcast_frame(BotStartedSpeakingFrame)
-
-    async def _bot_stopped(self) -> None:
-        if not self._bot_speaking:
-            return
-        async with self._speaking_lock:
-            if not self._bot_speaking:
-                return
-            self._bot_speaking = False
-            self._tts_audio_received = False
-            logger.debug(f"{self}: bot stopped speaking")
-            await self.broadcast_frame(BotStoppedSpeakingFrame)
 
     async def _write_with_timeout(self, frame: OutputAudioRawFrame) -> bool:
         """``write_audio_frame`` under the watchdog: a write that never returns ends the call.
@@ -395,22 +334,18 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
     async def _interrupt(self, frame: InterruptionFrame, direction: FrameDirection) -> None:
         # Before any await: queued interruptible audio is gone and the run being written stops
         # at its next chunk.
-        self._stale_before_id = obj_id()
-        self._epoch += 1
-        writing = self._writing
-        audio_left = self._queue.drop_interruptible() or (
-            writing is not None and not writing.interruptible
-        )
+        writing_kept = self._cut.interrupted()
+        audio_left = self._queue.drop_interruptible() or writing_kept
         if not audio_left:
             await self._resampler.reset()  # the rest of the interrupted stream is not wanted
-        self._clearing = True
+        self._cut.clearing = True
         try:
             await self._sender.clear()
             await self.push_frame(frame, direction)
             if not audio_left:
-                await self._bot_stopped()
+                await self._bot.stopped()
         finally:
-            self._clearing = False
+            self._cut.clearing = False
 
     # frames out ----------------------------------------------------------------------------
 
@@ -430,7 +365,7 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
             Whether all of it was sent.
         """
         audio, step = frame.audio, self._chunk_bytes
-        stale = functools.partial(self._is_stale, frame)
+        stale = functools.partial(self._cut.is_stale, frame)
         send = self._sender.send_audio
         if len(audio) <= step:
             return await send(audio, stale)
@@ -444,6 +379,3 @@ class AiohttpWebsocketOutputTransport(FrameProcessor):
             return True
         finally:
             view.release()
-
-    def _is_stale(self, frame: OutputAudioRawFrame) -> bool:
-        return frame.interruptible and self._epoch != self._writing_epoch

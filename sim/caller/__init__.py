@@ -1,13 +1,13 @@
 """The simulated Twilio caller: one phone call placed exactly as Twilio places it.
 
 Holds the call plan (``plan``: what the caller says and does), the clockless caller state machine
-(``core`` with ``steps``, ``phone``, ``line_noise`` and ``twilio_checks``), what a call felt like
-(``result``), Twilio's webhook and TwiML side (``twilio_webhook``), the asyncio driver
-(``driver.place_call``), the shared 20 ms sender clock (``frame_ticker``), the ``voicebot call``
-command (``cmd``) and a hand-driven signed stream for attack tests (``hand_stream``). It may
-import the standard library, numpy, aiohttp and loguru; never ``bot``, ``pipelines`` or another
-``sim`` package (the gevent caller in ``deploy/locustfile.py`` reuses ``core``). Names are
-re-exported lazily so ``voicebot --help`` loads no aiohttp.
+(``core`` with ``steps``, ``microphone``, ``phone``, ``line_noise`` and ``twilio_checks``), what
+a call felt like (``result``), Twilio's webhook and TwiML side (``twilio_webhook``), the asyncio
+driver (``driver.place_call``), the shared 20 ms sender clock (``frame_ticker``), the
+``voicebot call`` command (``cmd``) and a hand-driven signed stream for attack tests
+(``hand_stream``). It may import the standard library, numpy, aiohttp and loguru; never ``bot``,
+``pipelines`` or another ``sim`` package (the gevent caller in ``deploy/locustfile.py`` reuses
+``core``). Names are re-exported lazily so ``voicebot --help`` loads no aiohttp.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ fills in are defined in :mod:`sim.caller.result`; the phone's playback model is
 :mod:`sim.caller.phone`; what the line adds to the caller's audio is :mod:`sim.caller.line_noise`;
 every message received is checked as Twilio checks it (:mod:`sim.caller.twilio_checks`), and one
 Twilio would drop is dropped and counted. The plan's steps are walked by
-:class:`sim.caller.steps.PlanSteps`.
+:class:`sim.caller.steps.PlanSteps`; the media frames sent are built by
+:class:`sim.caller.microphone.Microphone`.
 """
 
 from __future__ import annotations
@@ -15,55 +16,26 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
 from typing import Any
 
 from sim.caller.dead_air import DeadAirTracker
-from sim.caller.line_noise import (
-    SILENT_FRAME,
-    FrameSet,
-    bank_for,
-    describe_line,
-    echo_gain,
-    mix_echo,
-    speech_mix,
-)
+from sim.caller.line_noise import bank_for, describe_line, echo_gain
+from sim.caller.microphone import Microphone, Speech
 from sim.caller.phone import PhoneBuffer
-from sim.caller.plan import (
-    FRAME_BYTES,
-    FRAME_SECS,
-    SAMPLE_RATE_HZ,
-    CallPlan,
-    Utterance,
-    ulaw_rms,
-)
+from sim.caller.plan import FRAME_BYTES, FRAME_SECS, SAMPLE_RATE_HZ, CallPlan, ulaw_rms
 from sim.caller.result import CallEvent, CallResult, percentile
-from sim.caller.steps import BargeInState, PlanSteps
+from sim.caller.steps import BargeInState
 from sim.caller.twilio_checks import BadMessage, check_message
 from sim.caller.twilio_webhook import Twiml, new_sid
 
 __all__ = ["CallEvent", "CallResult", "CallerCore", "PhoneBuffer", "percentile"]
-
-_MEDIA = (
-    '{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":'
-    '{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
-)
 
 # The caller's own generator: the process's global one belongs to whoever hosts the caller (a
 # property-based test seeds and watches it).
 _RNG = random.Random()
 
 
-@dataclass
-class _Speech:
-    utterance: Utterance
-    frames: FrameSet  # the utterance as sent: with the line's noise under it
-    kind: str  # "say" | "bargein"
-    index: int = 0
-    stale_window: bool = False
-
-
-class CallerCore(PlanSteps):
+class CallerCore(Microphone):
     """One simulated Twilio Media Stream, driven by ``open``/``on_message``/``on_tick``.
 
     Args:
@@ -114,7 +86,7 @@ class CallerCore(PlanSteps):
         self._step = 0
         self._step_started: float | None = None
         self._step_state = 0
-        self._speech: _Speech | None = None
+        self._speech: Speech | None = None
         self._pending_response: float | None = None
         self._reply_audible_start: float | None = None
         self._barge: BargeInState | None = None
@@ -337,56 +309,6 @@ class CallerCore(PlanSteps):
         if self.done:
             return out + extra
         return out + extra + [self._frame(now)]
-
-    # -- sending -------------------------------------------------------------------------
-    def _frame(self, now: float) -> str:
-        """The media message for the 20 ms the caller's microphone picked up until ``now``."""
-        self._chunk += 1
-        sp = self._speech
-        if sp is None:  # line noise (or digital silence) between utterances
-            frames, i = self._noise, self._noise_i
-            self._noise_i = i + 1 if i + 1 < len(frames.payloads) else 0
-        else:
-            frames, i = sp.frames, sp.index
-            sp.index += 1
-            self.res.audio_sent_secs += FRAME_BYTES / SAMPLE_RATE_HZ
-            if sp.index >= len(frames.payloads):
-                self._end_speech(now)
-        payload = frames.payloads[i]
-        if self._echo_gain is not None:  # the bot as heard, leaking back from the handset
-            echo = self.buffer.played_frame(now - self._echo_lag)
-            if echo != SILENT_FRAME:
-                payload = mix_echo(frames.raw[i], echo, self._echo_gain)
-        # Twilio's timestamp follows the clock (ms since the stream started), first one above 0
-        since = now - self.t_start if self.t_start is not None else 0.0
-        ts = max(round(since * 1000), self._last_ts + 1)
-        self._last_ts = ts
-        self._seq += 1
-        return _MEDIA % (self._seq, self.res.stream_sid, self._chunk, ts, payload)
-
-    def _start_speech(self, now: float, utt: Utterance, kind: str) -> None:
-        if self._pending_response is not None:
-            self.res.replies_missed += 1
-            self.event(now, "no-reply", "previous utterance got no audible reply")
-            self._pending_response = None
-        line = self.plan.line_noise
-        self._speech = _Speech(utt, speech_mix(utt, line.dbfs, line.color), kind)
-        self._note_dead_air(now, self.dead_air.caller_speaks(now, self.buffer.audible_until))
-        self.event(now, "say" if kind == "say" else "barge-in", f"{utt.name} starts")
-
-    def _end_speech(self, now: float) -> None:
-        sp = self._speech
-        assert sp is not None
-        self._speech = None
-        self._reply_boundary = True
-        self._reply_audible_start = None
-        self.dead_air.caller_stopped(now)
-        self.event(now, "said", f"{sp.utterance.name} ended ({sp.utterance.duration_secs:.2f} s)")
-        if self.buffer.audible_until > now and not sp.stale_window:
-            self.res.talkovers += 1
-            self.event(now, "talkover", "bot still speaking when the caller stopped")
-        else:
-            self._pending_response = now
 
     def _hangup(self, now: float, how: str) -> list[str]:
         self.done = True

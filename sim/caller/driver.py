@@ -1,8 +1,9 @@
 """Place one simulated Twilio call over asyncio/aiohttp, exactly as Twilio would.
 
 ``result = await place_call(url, CallPlan.default())``: POST the incoming-call webhook (signed when
-``auth_token`` is given), read the TwiML, open the ``<Stream>`` WebSocket (upgrade signed too), run
-the plan through :class:`sim.caller.core.CallerCore`, and return a :class:`CallResult`.
+``auth_token`` is given), read the TwiML (following ``<Redirect>``s as Twilio does: the same
+parameters POSTed to the new URL, signed anew), open the ``<Stream>`` WebSocket (upgrade signed
+too), run the plan through :class:`sim.caller.core.CallerCore`, and return a :class:`CallResult`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -21,6 +23,8 @@ from sim.caller.result import CallEvent, CallResult
 from sim.caller.twilio_webhook import (
     DEFAULT_FROM,
     DEFAULT_TO,
+    MAX_REDIRECTS,
+    REDIRECT_FETCH_SECS,
     Twiml,
     new_sid,
     parse_twiml,
@@ -115,22 +119,36 @@ async def _call(
     t0 = time.monotonic()
     hook = voice_url(url, persona)
     params = webhook_params(call_sid, account_sid, from_, to)
-    headers = {}
-    if auth_token:
-        headers["X-Twilio-Signature"] = twilio_signature(auth_token, hook, params)
     timeout = aiohttp.ClientTimeout(total=timeout_secs)
-    try:
-        async with session.post(hook, data=params, headers=headers, timeout=timeout) as resp:
-            body = await resp.text()
-            if resp.status != 200:
-                return _failed(res, t0, time.monotonic(), f"webhook: HTTP {resp.status}")
-    except (aiohttp.ClientError, TimeoutError) as e:
-        return _failed(res, t0, time.monotonic(), f"webhook: {type(e).__name__}: {e}".rstrip(": "))
-    res.events.append(CallEvent(round(time.monotonic() - t0, 4), "webhook", "HTTP 200, TwiML read"))
-    try:
-        tw = parse_twiml(body)
-    except ValueError as e:
-        return _failed(res, t0, time.monotonic(), f"twiml: {e}")
+    for documents in range(1, MAX_REDIRECTS + 2):
+        headers = {}
+        if auth_token:
+            headers["X-Twilio-Signature"] = twilio_signature(auth_token, hook, params)
+        try:
+            async with session.post(hook, data=params, headers=headers, timeout=timeout) as resp:
+                body = await resp.text()
+                if resp.status != 200:
+                    return _failed(res, t0, time.monotonic(), f"webhook: HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            why = f"webhook: {type(e).__name__}: {e}".rstrip(": ")
+            return _failed(res, t0, time.monotonic(), why)
+        at = round(time.monotonic() - t0, 4)
+        res.events.append(CallEvent(at, "webhook", "HTTP 200, TwiML read"))
+        try:
+            tw = parse_twiml(body)
+        except ValueError as e:
+            return _failed(res, t0, time.monotonic(), f"twiml: {e}")
+        if tw.redirect is None:
+            break
+        # Like Twilio: the same call parameters POSTed to the <Redirect>'s URL, signed anew.
+        if tw.redirect_method != "POST" or documents > MAX_REDIRECTS:
+            why = f"<Redirect method={tw.redirect_method}> (only POST is simulated)"
+            if documents > MAX_REDIRECTS:
+                why = f"more than {MAX_REDIRECTS} <Redirect>s (Twilio gives up)"
+            return _failed(res, t0, time.monotonic(), f"twiml: {why}")
+        hook = urljoin(hook, tw.redirect)
+        res.redirects += 1
+        await asyncio.sleep(REDIRECT_FETCH_SECS)
     if not tw.stream_url:
         if tw.say_only is not None:
             how = f"apology TwiML: {tw.say_only!r}"
@@ -183,6 +201,7 @@ async def run_stream(
         plan, tw, t0=t0, call_sid=call_sid, account_sid=account_sid, record=record is not None
     )
     core.res.events = res.events + core.res.events
+    core.res.redirects = res.redirects
     async with ws:
         try:
             for m in core.open(time.monotonic()):

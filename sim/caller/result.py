@@ -93,6 +93,7 @@ class CallResult:
     twiml_say: str | None = None
     twiml_say_voice: str | None = None  # the <Say>'s voice and language attributes
     twiml_say_language: str | None = None
+    redirects: int = 0  # TwiML <Redirect>s followed before the final TwiML (a full process's)
     setup_ms: float | None = None
     setup_to_audio_ms: float | None = None
     greeting_ms: float | None = None

@@ -16,6 +16,14 @@ from urllib.parse import urlencode
 
 DEFAULT_TO = "+15005550006"
 DEFAULT_FROM = "+15005550001"
+REDIRECT_FETCH_SECS = 0.15
+"""Twilio's delay before it requests a ``<Redirect>``'s URL: its webhook fetcher opens a new
+HTTPS connection to the app over the internet (TCP and TLS handshakes, then the request: about
+three round trips of ~50 ms), so the retry is a new connection the load balancer places anew."""
+MAX_REDIRECTS = 50
+"""How many TwiML documents a call may chain with ``<Redirect>`` before Twilio gives up: the
+limit Twilio documents for a reply session (error 14106, a self-referencing ``<Redirect>``);
+no separate Voice figure is published."""
 
 
 def new_sid(prefix: str) -> str:
@@ -68,6 +76,9 @@ class Twiml:
     # The recorded <Say>'s voice and language attributes (what Twilio would speak it with).
     say_voice: str | None = None
     say_language: str | None = None
+    # A <Redirect>'s URL (as written: absolute or relative) and method; verbs after it are ignored.
+    redirect: str | None = None
+    redirect_method: str = "POST"
 
 
 def start_message(
@@ -95,6 +106,8 @@ def start_message(
 def parse_twiml(text: str) -> Twiml:
     """Parse ``<Response><Connect><Stream url>…</Connect><Say>…</Say></Response>``.
 
+    A ``<Redirect>`` ends the document (its URL in ``redirect``).
+
     Raises:
         ValueError: not XML or not a ``<Response>`` document.
     """
@@ -107,6 +120,10 @@ def parse_twiml(text: str) -> Twiml:
     tw = Twiml()
     seen_connect = False
     for el in root:
+        if el.tag == "Redirect":
+            tw.redirect = (el.text or "").strip()
+            tw.redirect_method = (el.get("method") or "POST").upper()
+            break  # Twilio transfers control; nothing after <Redirect> runs
         if el.tag == "Connect":
             stream = el.find("Stream")
             if stream is not None and tw.stream_url is None:

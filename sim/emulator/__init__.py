@@ -2,12 +2,12 @@
 
 ``LiveEmulator`` serves BidiGenerateContent over TLS on loopback for the unmodified
 google-genai SDK and Pipecat's ``GeminiLiveLLMService``. It holds the server and one session per
-socket (``server``, ``session``), what a session does (``wire``, ``voices``, ``vad``, ``tools``,
-``resumption``, ``limits``, ``faults``, ``misbehaviour``), the protocol and setup checks
-(``protocol``, ``schema``), its configuration (``config``) and the ``voicebot emulator`` command
-(``cmd``). It may import the model table of ``pipelines`` (the service's per-model rules) and
-third-party libraries; never ``bot`` or another ``sim`` package. Names are imported lazily so
-``voicebot --help`` does not load aiohttp and numpy.
+socket (``server``, ``session``), what a session does (``caller_input``, ``wire``, ``voices``,
+``vad``, ``tools``, ``resumption``, ``limits``, ``faults``, ``misbehaviour``), the protocol and
+setup checks (``protocol``, ``schema``), its configuration (``config``) and the
+``voicebot emulator`` command (``cmd``). It may import the model table of ``pipelines`` (the
+service's per-model rules) and third-party libraries; never ``bot`` or another ``sim`` package.
+Names are imported lazily so ``voicebot --help`` does not load aiohttp and numpy.
 """
 
 from __future__ import annotations

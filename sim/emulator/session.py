@@ -1,4 +1,4 @@
-"""One Live API session: setup, caller turns, replies, barge-in, tool calls and faults."""
+"""One Live API session: setup, replies, barge-in, tool calls, faults (input: ``caller_input``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from sim.emulator import caller_input, resumption, tools, voices, wire
 from sim.emulator import protocol as p
-from sim.emulator import resumption, tools, voices, wire
 from sim.emulator.config import ToolScript
 from sim.emulator.conversation import Conversation, cancel_and_wait
 from sim.emulator.faults import fault_timer
@@ -24,8 +24,6 @@ from sim.emulator.vad import TurnDetector
 
 if TYPE_CHECKING:
     from sim.emulator.server import LiveEmulator
-
-NUDGE_WINDOW_SECS = 2.0
 
 
 class LiveSession:
@@ -202,120 +200,17 @@ class LiveSession:
         for key, body in obj.items():
             if key in ("realtime_input", "realtimeInput"):
                 self._realtime_seen = True
-                await self._on_realtime(body)
+                await caller_input.on_realtime(self, body)
             elif key in ("client_content", "clientContent"):
-                await self._on_client_content(body)
+                await caller_input.on_client_content(self, body)
             elif key in ("tool_response", "toolResponse"):
-                await self._on_tool_response(body)
+                await tools.on_tool_response(self, body)
             elif key == "setup":
                 raise Rejection(1007, INVALID_ARGUMENT, "second setup message")
             else:
                 raise Rejection(
                     1007, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
                 )
-
-    # Caller input
-
-    async def _on_realtime(self, body: dict[str, Any]) -> None:
-        audio = body.get("audio")
-        if audio is not None:
-            await self._on_audio(audio)
-            if len(body) == 1:  # the hot path: one audio chunk
-                return
-        for chunk in p.get(body, "media_chunks", "mediaChunks") or ():
-            await self._on_audio(chunk)
-        if p.get(body, "activity_start", "activityStart") is not None:
-            await self._on_activity_start()
-        if p.get(body, "activity_end", "activityEnd") is not None:
-            await self._on_activity_end()
-        if p.get(body, "audio_stream_end", "audioStreamEnd") and self._vad and self._vad.flush():
-            await self._caller_turn(self._vad.finished, self._vad.rate_hz)
-        text = body.get("text")
-        if text is not None:
-            await self._on_text(str(text))
-
-    async def _on_audio(self, blob: dict[str, Any]) -> None:
-        mime = blob.get("mime_type") or blob.get("mimeType") or ""
-        if not mime.startswith("audio/"):
-            return
-        pcm = p.b64decode(blob.get("data") or "")
-        rate = p.mime_rate(mime)
-        vad = self._vad
-        if vad is None or vad.rate_hz != rate:
-            assert self.info is not None
-            if self.info.vad.disabled:
-                if self._manual_active:
-                    self._manual.append(pcm)
-                    self._manual_rate = rate
-                return
-            vad = self._vad = TurnDetector(self.info.vad, rate)
-        events = vad.feed(pcm)
-        if events.started:
-            busy = self._pending_tools or (self._reply_task and not self._reply_task.done())
-            if busy and self._misb.happens("missed_bargein", self.conv.caller_turns):
-                logger.debug("emulator {}: fault: barge-in missed", self.id)
-            else:
-                await self._barge_in()
-        if events.ended:
-            await self._caller_turn(vad.finished, rate)
-
-    async def _on_activity_start(self) -> None:
-        assert self.info is not None
-        if not self.info.vad.disabled:
-            logger.debug("emulator {}: activityStart ignored: automatic VAD is on", self.id)
-            return
-        self._manual_active, self._manual = True, []
-        await self._barge_in()
-
-    async def _on_activity_end(self) -> None:
-        if not self._manual_active:
-            return
-        self._manual_active = False
-        pcm = b"".join(self._manual)
-        self._manual = []
-        await self._caller_turn(np.frombuffer(pcm[: len(pcm) & ~1], "<i2"), self._manual_rate)
-
-    async def _on_text(self, text: str) -> None:
-        if not text.strip():
-            # Pipecat nudges 3.x models with " " right after a clientContent turnComplete.
-            busy = self._reply_task is not None and not self._reply_task.done()
-            if busy or self._loop.time() - self._last_trigger < NUDGE_WINDOW_SECS:
-                return
-            self._start_reply(self._audio("greeting"))
-            return
-        await self._barge_in()
-        self.conv.caller_turns += 1
-        self.conv.context_text_tokens += len(text) // 4 + 1
-        self.conv.history.append(f"caller: [text {len(text)} chars]")
-        self._reply_to_turn(self._audio("greeting"))
-
-    async def _on_client_content(self, body: dict[str, Any]) -> None:
-        wire.check_client_content(self)
-        for turn in body.get("turns") or ():
-            for part in turn.get("parts") or () if isinstance(turn, dict) else ():
-                self.conv.context_text_tokens += (len(str(part.get("text", ""))) + 3) // 4
-        if p.get(body, "turn_complete", "turnComplete"):
-            await self._barge_in(force=True)
-            self._start_reply(self._audio("greeting"))
-
-    async def _on_tool_response(self, body: dict[str, Any]) -> None:
-        await tools.on_tool_response(self, body)
-
-    async def _caller_turn(self, samples: np.ndarray | None, rate: int) -> None:
-        assert self.info is not None
-        if samples is None:
-            return
-        secs = samples.size / rate
-        label = f"[caller audio {secs:.2f} s]"
-        self.conv.caller_turns += 1
-        self.conv.context_audio_secs += secs
-        self.conv.history.append(f"caller: {label}")
-        if self.info.input_transcription:
-            now, self._pending_input = wire.input_transcript(self.info.model, self._pending_input,
-                                                             label)  # fmt: skip
-            for message in now:
-                await self.send(message)
-        self._reply_to_turn(self._audio("answer", samples, rate))
 
     # Replies
 

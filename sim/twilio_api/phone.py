@@ -4,7 +4,8 @@
 ``failed``, or answered (``in-progress``); with ``MachineDetection`` Twilio listens first and
 fetches the ``Url`` only once it has decided (``AnsweredBy``); then the TwiML runs:
 ``<Connect><Stream>`` is the simulated caller (``sim.caller.driver.run_stream``) on the
-server's media socket, ``<Say>`` takes as long as its words, ``<Hangup/>`` ends the call. A
+server's media socket, ``<Say>`` takes as long as its words, ``<Hangup/>`` ends the call,
+``<Redirect>`` POSTs the call's parameters to its URL and runs the TwiML found there. A
 REST ``Status=completed`` hangs up whatever is running. Status callbacks for the events the
 call asked for (``StatusCallbackEvent``; ``completed`` always) are signed with the auth token
 and sent in order, numbered by ``SequenceNumber``.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 from loguru import logger
@@ -28,7 +30,12 @@ from loguru import logger
 from sim.caller.driver import run_stream
 from sim.caller.frame_ticker import FrameTicker
 from sim.caller.result import CallResult
-from sim.caller.twilio_webhook import parse_twiml, twilio_signature
+from sim.caller.twilio_webhook import (
+    MAX_REDIRECTS,
+    REDIRECT_FETCH_SECS,
+    parse_twiml,
+    twilio_signature,
+)
 from sim.twilio_api import numbers as net
 from sim.twilio_api.numbers import FakeTwilioConfig
 
@@ -68,6 +75,7 @@ class SimCall:
     stream: CallResult | None = None
     hung_up_by_api: bool = False
     redirects: list[str] = field(default_factory=list)
+    webhook_urls: list[str] = field(default_factory=list)  # the Url, then each <Redirect>'s
     statuses: list[tuple[float, str]] = field(default_factory=list)
     callbacks_sent: list[str] = field(default_factory=list)
     callback_errors: list[str] = field(default_factory=list)
@@ -190,18 +198,47 @@ class PhoneNetwork:
         return ("unknown", limit) if secs > limit else (verdict, secs)
 
     async def _follow_twiml(self, call: SimCall, behaviour: net.NumberBehaviour) -> None:
-        twiml = await self._fetch_twiml(call)
-        if twiml is None:
-            return
-        call.twiml = twiml
-        try:
-            root = ET.fromstring(twiml)
-        except ET.ParseError:
-            call.callback_errors.append("webhook: TwiML is not XML")
-            return
-        for verb in root:
-            if call.hangup.is_set():
+        url = call.one("Url") or ""
+        for _ in range(MAX_REDIRECTS + 1):
+            twiml = await self._fetch_twiml(call, url)
+            if twiml is None:
                 return
+            call.twiml = twiml
+            try:
+                root = ET.fromstring(twiml)
+            except ET.ParseError:
+                call.callback_errors.append("webhook: TwiML is not XML")
+                return
+            redirect = root.find("Redirect")
+            if redirect is None:
+                break
+            # Like Twilio: the same call parameters POSTed to the new URL, a new connection.
+            if not await self._run_verbs(call, behaviour, twiml, root, until=redirect):
+                return
+            if not await self._sleep(call, REDIRECT_FETCH_SECS):
+                return
+            url = urljoin(url, (redirect.text or "").strip())
+        else:
+            call.callback_errors.append(f"webhook: more than {MAX_REDIRECTS} <Redirect>s")
+            return
+        await self._run_verbs(call, behaviour, twiml, root)
+
+    async def _run_verbs(
+        self,
+        call: SimCall,
+        behaviour: net.NumberBehaviour,
+        twiml: str,
+        root: ET.Element,
+        until: ET.Element | None = None,
+    ) -> bool:
+        """Run the document's verbs in order, up to ``until`` (a ``<Redirect>``).
+
+        Returns:
+            False when the call ended on the way (``<Hangup/>`` or a hang-up).
+        """
+        for verb in root:
+            if verb is until or call.hangup.is_set():
+                return not call.hangup.is_set()
             if verb.tag == "Connect" and verb.find("Stream") is not None:
                 await self._stream(call, behaviour, twiml)
             elif verb.tag == "Say":
@@ -212,15 +249,16 @@ class PhoneNetwork:
                 completed = await self._sleep(call, words / net.SAY_WORDS_PER_SEC)
                 said.ended_at = time.monotonic() - call.created
                 if not completed:
-                    return
+                    return False
             elif verb.tag == "Hangup":
-                return
+                return False
             elif verb.tag == "Pause":
                 if not await self._sleep(call, float(verb.get("length", "1"))):
-                    return
+                    return False
+        return not call.hangup.is_set()
 
-    async def _fetch_twiml(self, call: SimCall) -> str | None:
-        url = call.one("Url") or ""
+    async def _fetch_twiml(self, call: SimCall, url: str) -> str | None:
+        call.webhook_urls.append(url)
         form = self._form(call)
         form["CallStatus"] = "in-progress"
         if call.answered_by is not None:
