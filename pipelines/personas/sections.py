@@ -27,6 +27,16 @@ from pipelines.personas.quoting import E164
 DEFAULT_GREETING = "Greet the caller briefly and ask how you can help."
 
 
+def http_url(value: str, *, example: str) -> str:
+    """Check a field holding an http(s) URL with a host; ``example`` is shown in the error."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"got {value!r}, expected an http:// or https:// URL with a host, e.g. {example!r}"
+        )
+    return value
+
+
 def env_var_name(value: str, info: ValidationInfo, *, example: str, holds: str, fix: str) -> str:
     """Check a field naming an environment variable (a secret is never written in YAML).
 
@@ -266,13 +276,7 @@ class PostCallWebhook(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"got {value!r}, expected an http:// or https:// URL with a host, "
-                "e.g. 'https://crm.example.com/hooks/calls'"
-            )
-        return value
+        return http_url(value, example="https://crm.example.com/hooks/calls")
 
     @field_validator("secret_env")
     @classmethod

@@ -22,7 +22,6 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -33,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.personas.sections import _Strict, env_var_name
+from pipelines.personas.sections import _Strict, env_var_name, http_url
 from pipelines.tools.json_schema import schema_problems
 
 if TYPE_CHECKING:
@@ -147,13 +146,7 @@ class HttpTool(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"got {value!r}, expected an http:// or https:// URL with a host, e.g. "
-                "'https://booking.example.com/slots'"
-            )
-        return value
+        return http_url(value, example="https://booking.example.com/slots")
 
     @field_validator("headers", mode="before")
     @classmethod
