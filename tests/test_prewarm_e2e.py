@@ -127,29 +127,32 @@ async def test_a_warm_open_refused_for_quota_is_the_calls_one_refusal(
 
 
 async def test_a_burst_of_webhooks_opens_through_the_setup_gate(make_server) -> None:
-    # Six webhooks at once: their warm opens take turns through the gate (two at a time), so
-    # the service sees the setups in waves one setup time (400 ms) apart, not all at once.
+    # More webhooks at once than the gate's width: their warm opens take turns through the
+    # gate, so the service sees the setups in waves one setup time (400 ms) apart.
     server = await make_server()
     gate, warm = server.app[SETUP_GATE], server.app[WARM_SESSIONS]
-    streams = await asyncio.gather(*(_webhook(server.url) for _ in range(6)))
+    width = gate.concurrency
+    count = width + 2
+    streams = await asyncio.gather(*(_webhook(server.url) for _ in range(count)))
     assert all(s.startswith("ws://") for s in streams)
-    assert await wait_until(lambda: warm.counts["ready"] == 6, 5.0)
-    assert gate.peak == gate.concurrency == 2 and gate.held == 0
+    assert await wait_until(lambda: warm.counts["ready"] == count, 5.0)
+    assert gate.peak == width and gate.held == 0
     setups = sorted(
         next(m["t"] for m in messages if "setup" in m["msg"])
         for messages in server.emulator.recordings.values()
     )
-    assert len(setups) == 6
-    # A third setup only once one of the first two was answered (400 ms): two in flight at most.
-    assert all(later - first >= 0.3 for first, later in zip(setups, setups[2:], strict=False))
+    assert len(setups) == count
+    # A setup beyond the width only once an earlier one was answered (400 ms).
+    assert all(later - first >= 0.3 for first, later in zip(setups, setups[width:], strict=False))
 
 
 async def test_a_stream_whose_warm_open_waits_for_the_gate_takes_it_over(make_server) -> None:
-    # The gate is full (two other calls setting up) when the webhook comes and still when the
+    # The gate is full (other calls setting up) when the webhook comes and still when the
     # stream starts: the call waits for its warm open's slot, and that one open is its session.
     server = await make_server()
     gate = server.app[SETUP_GATE]
-    held = [await gate.enter(), await gate.enter()]  # released only by this test (or 1 s on)
+    # Every place held, released only by this test (or 1 s on).
+    held = [await gate.enter() for _ in range(gate.concurrency)]
     call = asyncio.create_task(server.call(_greeting_plan(connect_secs=0.1)))
     assert await wait_until(lambda: len(server.calls) == 1, 2.0)  # its stream is registered
     await asyncio.sleep(0.2)
