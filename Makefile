@@ -27,10 +27,14 @@ run: $(STAMP) ## serve calls on :8080 (emulator when GEMINI_API_KEY is unset); /
 # End-to-end tests mostly wait on real-time audio, so six workers share two cores (more make
 # the loop stalls they measure the machine's, not the server's); tests/schedule.py deals the
 # long ones out first (tests/durations.json).
+# tests/warm_caches.py first writes the bytecode (and pytest's rewritten test modules) that
+# every worker would otherwise compile again, since PYTHONDONTWRITEBYTECODE stops them writing it.
 test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, 6 workers)
+	$(BIN)/python -m tests.warm_caches
 	$(BIN)/pytest -n 6 --dist worksteal
 
 durations: $(STAMP) ## re-measure the long tests into tests/durations.json (the suite's schedule)
+	$(BIN)/python -m tests.warm_caches
 	$(BIN)/pytest -n 6 --dist worksteal --store-durations
 
 lint: $(STAMP) ## ruff + mypy

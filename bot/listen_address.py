@@ -8,7 +8,10 @@ server reachable from outside (production mode, ``bot.ops``).
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 DEFAULT_OPS_HOST = "127.0.0.1"
 DEFAULT_OPS_LISTEN = "127.0.0.1:9464"  # 9464: the port Prometheus exporters conventionally use
@@ -69,3 +72,38 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def reachable_from_outside(settings: Settings, host: str) -> str | None:
+    """Why this server is reachable from outside (production mode), or None when it is not.
+
+    A Twilio auth token means Twilio is meant to reach it; a non-loopback bind address means
+    anyone on that network can.
+    """
+    if settings.signatures_required:
+        return "TWILIO_AUTH_TOKEN is set"
+    if not is_loopback_host(host):
+        return f"--host {host} is not a loopback address"
+    return None
+
+
+class OpsExposureError(ValueError):
+    """The operations listener would be reachable from outside without a token."""
+
+
+def check_ops_exposure(settings: Settings) -> None:
+    """Refuse an operations listener on a non-loopback address without ``VOICEBOT_OPS_TOKEN``.
+
+    Raises:
+        OpsExposureError: naming the address, both variables and the fixes.
+    """
+    address = settings.ops_address
+    if address is None or settings.ops_token is not None or is_loopback_host(address.host):
+        return
+    raise OpsExposureError(
+        f"the operations listener (/stats; --ops-port / VOICEBOT_OPS_PORT = "
+        f"{settings.ops_listen}) binds {address.host}, which is not a loopback address, and "
+        "VOICEBOT_OPS_TOKEN is not set: "
+        "anyone who can reach that port could read it. Set VOICEBOT_OPS_TOKEN (clients then "
+        "send 'Authorization: Bearer <token>'), or bind it to 127.0.0.1 (e.g. --ops-port 9464)"
+    )

@@ -18,7 +18,8 @@ readable through a drain).
 
 ``VOICEBOT_OPS_TOKEN``, when set, is required on every ops request (``Authorization: Bearer``,
 compared in constant time; otherwise 401 with ``WWW-Authenticate``). A listener on a
-non-loopback address without a token refuses to start (``check_ops_exposure``).
+non-loopback address without a token refuses to start (``check_ops_exposure``, in
+``bot.listen_address`` so that ``voicebot serve`` refuses before importing Pipecat).
 
 The calls page (``bot.calls_page``) is opened in a browser, which cannot add a header: opening
 ``/?token=<token>`` (or ``/calls?token=``) once answers 303 to the bare page with an HttpOnly,
@@ -40,7 +41,9 @@ from loguru import logger
 from bot.app_keys import CALLS, FORWARDER, RECORDS, VAD_MODEL
 from bot.calls_page.routes import PAGE_PATHS, add_calls_page_routes
 from bot.health import add_health_routes
-from bot.listen_address import ListenAddress, is_loopback_host
+from bot.listen_address import ListenAddress
+from bot.listen_address import OpsExposureError as OpsExposureError
+from bot.listen_address import check_ops_exposure as check_ops_exposure
 from bot.metrics import METRICS, add_metrics_route
 from bot.outbound.http_api import add_outbound_api
 from bot.settings import Settings
@@ -55,28 +58,6 @@ REFUSAL_LOG_WINDOW_SECS = 10.0
 # The calls page's cookie (see the module docstring) and the methods it may authorise.
 PAGE_COOKIE = "voicebot_ops"
 COOKIE_METHODS = ("GET", "HEAD")
-
-
-class OpsExposureError(ValueError):
-    """The operations listener would be reachable from outside without a token."""
-
-
-def check_ops_exposure(settings: Settings) -> None:
-    """Refuse an operations listener on a non-loopback address without ``VOICEBOT_OPS_TOKEN``.
-
-    Raises:
-        OpsExposureError: naming the address, both variables and the fixes.
-    """
-    address = settings.ops_address
-    if address is None or settings.ops_token is not None or is_loopback_host(address.host):
-        return
-    raise OpsExposureError(
-        f"the operations listener (/stats; --ops-port / VOICEBOT_OPS_PORT = "
-        f"{settings.ops_listen}) binds {address.host}, which is not a loopback address, and "
-        "VOICEBOT_OPS_TOKEN is not set: "
-        "anyone who can reach that port could read it. Set VOICEBOT_OPS_TOKEN (clients then "
-        "send 'Authorization: Bearer <token>'), or bind it to 127.0.0.1 (e.g. --ops-port 9464)"
-    )
 
 
 class OpsAuth:

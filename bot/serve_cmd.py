@@ -147,14 +147,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # Before bot.server imports Pipecat, which logs at import: every line in the chosen form.
     setup_logging(settings.log_level, settings.log_format)
-    from bot.server import ServeOptions, reachable_from_outside, serve
+    from bot.listen_address import OpsExposureError, check_ops_exposure, reachable_from_outside
 
     exposed = reachable_from_outside(settings, args.host)
     try:
         source = gemini_source(settings, args.emulator, exposed)
-    except NoKeyInProduction as e:
+        # A refused start says so before the heavy imports below (Pipecat: seconds of CPU).
+        check_ops_exposure(settings)
+    except (NoKeyInProduction, OpsExposureError) as e:
         print(f"voicebot serve: {e}", file=sys.stderr)
         return 1
+    from bot.server import ServeOptions, serve
+
     options = ServeOptions(
         host=args.host,
         port=args.port,

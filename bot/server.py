@@ -30,7 +30,7 @@ from loguru import logger
 from bot.app import create_app
 from bot.app_keys import AUTH, CALLS, FORWARDER
 from bot.gemini_key import KeyRejected, check_gemini_key
-from bot.listen_address import is_loopback_host
+from bot.listen_address import reachable_from_outside as reachable_from_outside
 from bot.ops import OpsExposureError, OpsListener, check_ops_exposure
 from bot.peers import default_peer_url
 from bot.persona_store import PersonaStore
@@ -58,19 +58,6 @@ class ServeOptions:
     # binding host:port; and what it adds (ServeExtras).
     sockets: tuple[socket.socket, ...] = ()
     extras: ServeExtras | None = None
-
-
-def reachable_from_outside(settings: Settings, host: str) -> str | None:
-    """Why this server is reachable from outside (production mode), or None when it is not.
-
-    A Twilio auth token means Twilio is meant to reach it; a non-loopback bind address means
-    anyone on that network can.
-    """
-    if settings.signatures_required:
-        return "TWILIO_AUTH_TOKEN is set"
-    if not is_loopback_host(host):
-        return f"--host {host} is not a loopback address"
-    return None
 
 
 def settings_gemini(settings: Settings) -> GeminiSource:

@@ -10,7 +10,8 @@ and ``sim/`` outside ``pipelines/_compat/``:
   (receivers are not typed; this keeps our own ``session._streaming`` out);
 * an import of a private module or name: ``from google.genai import _live_converters``.
 
-The library side is read once from the installed source; our classes' MROs come from importing
+The library side is read from the installed source (only the files whose text holds a name in
+question are parsed: parsing all of it took seconds); our classes' MROs come from importing
 our modules (importing them has no side effects: ``tests/test_compat.py``), except
 ``__main__`` modules, which are only read.
 """
@@ -21,7 +22,9 @@ import ast
 import functools
 import importlib
 import inspect
-from collections.abc import Iterator
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +88,18 @@ def _parsed(path: str) -> ast.Module:
     return ast.parse(Path(path).read_text(), filename=path)
 
 
+@functools.cache
+def _walked(path: str) -> tuple[list[ast.AST], dict[ast.AST, ast.AST]]:
+    """The nodes of a parsed file in ``ast.walk`` order, and each node's parent (walked once)."""
+    nodes: list[ast.AST] = [_parsed(path)]
+    parents: dict[ast.AST, ast.AST] = {}
+    for node in nodes:  # grows as it goes: breadth first, as ``ast.walk``
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
+            nodes.append(child)
+    return nodes, parents
+
+
 def _find_class(tree: ast.AST, qualname: str) -> ast.ClassDef | None:
     node: ast.AST = tree
     for part in qualname.split("."):
@@ -131,20 +146,48 @@ def library_owner(module: object, cls_node: ast.ClassDef, name: str) -> str:
 
 
 @functools.cache
-def library_private_names() -> frozenset[str]:
-    """Every private name defined anywhere in the installed Pipecat and google-genai source."""
-    out: set[str] = set()
+def _library_sources() -> tuple[tuple[str, str], ...]:
+    """Each Pipecat/google-genai source file with its text, for a quick look before parsing.
+
+    A text that is not ASCII is NFKC-normalised, as Python normalises identifiers: a name a
+    file defines is then always in its text.
+    """
+    out = []
     for folder in LIBRARY_DIRS:
         for path in folder.rglob("*.py"):
-            for node in ast.walk(_parsed(str(path))):
+            text = path.read_text()
+            out.append((str(path), text if text.isascii() else unicodedata.normalize("NFKC", text)))
+    return tuple(out)
+
+
+_LIBRARY_DEFINES: dict[str, bool] = {}
+
+
+def library_private_names(among: Iterable[str]) -> frozenset[str]:
+    """Those of the private names ``among`` defined anywhere in Pipecat's or google-genai's source.
+
+    Defined: a function or class, an attribute or a variable assigned, or a module's name. Only
+    the files whose text holds one of the names are parsed (parsing all 14 MB of both libraries
+    takes seconds); answers are remembered.
+    """
+    names = {n for n in among if is_private(n)}
+    todo = names - _LIBRARY_DEFINES.keys()
+    if todo:
+        stems = {Path(path).stem for path, _ in _library_sources()}
+        found = todo & stems  # private modules
+        word = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, sorted(todo))) + r")(?!\w)")
+        for path, text in _library_sources():
+            if not word.search(text):
+                continue
+            for node in ast.walk(_parsed(path)):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                    out.add(node.name)
+                    found.add(node.name)
                 elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-                    out.add(node.attr)
+                    found.add(node.attr)
                 elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                    out.add(node.id)
-            out.add(path.stem)  # private modules
-    return frozenset(n for n in out if is_private(n))
+                    found.add(node.id)
+        _LIBRARY_DEFINES.update((n, n in found) for n in todo)
+    return frozenset(n for n in names if _LIBRARY_DEFINES[n])
 
 
 def module_name(path: Path) -> str:
@@ -164,10 +207,9 @@ def _our_pure_names(module: str) -> frozenset[str]:
     """Private names defined by the module's own classes that have no library base."""
     path = importlib.import_module(module).__file__
     assert path is not None
-    tree = _parsed(path)
     loaded = importlib.import_module(module)
     out: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _walked(path)[0]:
         if isinstance(node, ast.ClassDef):
             cls = getattr(loaded, node.name, None)
             if isinstance(cls, type) and any(is_library(k.__module__) for k in cls.__mro__):
@@ -176,9 +218,9 @@ def _our_pure_names(module: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _imported_ours(tree: ast.Module) -> set[str]:
+def _imported_ours(nodes: list[ast.AST]) -> set[str]:
     out = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
             if node.module.split(".")[0] in SCANNED:
                 out.add(node.module)
@@ -198,58 +240,73 @@ def _in_class(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.ClassDef | 
     return None
 
 
-def scan_file(path: Path) -> Iterator[Access]:
-    """Every access to a Pipecat/google-genai private name in one of our files."""
+def _accesses(path: Path) -> list[tuple[Access, str]]:
+    """Candidate accesses in one of our files, each with a name the library must define ("": none).
+
+    An access on another receiver counts only if the library defines its name at all, which
+    :func:`resolve` checks for the candidates of every file at once.
+    """
     rel = str(path.relative_to(ROOT))
-    tree = _parsed(str(path))
+    nodes, parents = _walked(str(path))
     # ``__main__`` modules run when imported (``sim/bench/__main__.py`` runs the benchmark).
     module = None if path.name == "__main__.py" else importlib.import_module(module_name(path))
     ours = set(_our_pure_names(module.__name__)) if module else set()
-    for other in _imported_ours(tree):
+    for other in _imported_ours(nodes):
         try:
             ours |= _our_pure_names(other)
         except (ImportError, AttributeError):
             continue
     # Names our code passes as keywords (``parser.set_defaults(_run=...)``) are ours.
-    ours |= {k.arg for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg}
-    lib_names = library_private_names()
+    ours |= {k.arg for k in nodes if isinstance(k, ast.keyword) and k.arg}
     not_library = {
         alias.asname or alias.name.split(".")[0]
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Import)
         for alias in node.names
         if not is_library(alias.name)
     }
-    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
 
-    for node in ast.walk(tree):
+    out: list[tuple[Access, str]] = []
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and is_library(node.module):
             for alias in node.names:
                 dotted = f"{node.module}.{alias.name}"
                 if any(is_private(p) for p in dotted.split(".")):
-                    yield Access(rel, node.lineno, alias.name, node.module)
+                    out.append((Access(rel, node.lineno, alias.name, node.module), ""))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and is_private(node.name):
             owner = parents.get(node)
             if isinstance(owner, ast.ClassDef):
                 found = library_owner(module, owner, node.name)
                 if found:
-                    yield Access(rel, node.lineno, node.name, f"def in {owner.name}", found)
+                    access = Access(rel, node.lineno, node.name, f"def in {owner.name}", found)
+                    out.append((access, ""))
         elif isinstance(node, ast.Attribute) and is_private(node.attr):
             receiver = ast.unparse(node.value)
             own = receiver in ("self", "cls", "super()")
             cls_node = _in_class(node, parents) if own else None
             if cls_node is not None:
-                owner = library_owner(module, cls_node, node.attr)
-                if owner:
-                    yield Access(rel, node.lineno, node.attr, receiver, owner)
+                defined_by = library_owner(module, cls_node, node.attr)
+                if defined_by:
+                    out.append((Access(rel, node.lineno, node.attr, receiver, defined_by), ""))
             elif (
-                node.attr in lib_names
-                and node.attr not in ours
+                node.attr not in ours
                 and receiver.split(".")[0] not in not_library  # ``asyncio.events.Handle._run``
             ):
-                yield Access(rel, node.lineno, node.attr, receiver)
+                out.append((Access(rel, node.lineno, node.attr, receiver), node.attr))
+    return out
+
+
+def resolve(candidates: list[tuple[Access, str]]) -> list[Access]:
+    """The candidates whose name, if they need one, the library defines."""
+    lib_names = library_private_names(name for _, name in candidates if name)
+    return [access for access, name in candidates if not name or name in lib_names]
+
+
+def scan_file(path: Path) -> Iterator[Access]:
+    """Every access to a Pipecat/google-genai private name in one of our files."""
+    yield from resolve(_accesses(path))
 
 
 def scan() -> list[Access]:
     """The accesses in every scanned file, sorted."""
-    return sorted(a for path in our_files() for a in scan_file(path))
+    return sorted(resolve([c for path in our_files() for c in _accesses(path)]))

@@ -26,6 +26,7 @@ import pytest
 
 DURATIONS_FILE = Path(__file__).parent / "durations.json"
 RECORD_MIN_SECS = 2.0
+DIST_KEY = "voicebot_dist"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,14 +73,23 @@ def lpt_order(items: list[Any], secs: dict[str, float], workers: int) -> list[An
     return ordered + short
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """On the xdist controller: tell each worker the ``--dist`` mode.
+
+    A worker's own ``dist`` option always reads ``"no"`` (xdist resets it there), so without
+    this the reordering below never ran: until this fix the suite ran in file order.
+    """
+    node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
     """On an xdist worker, put the collection in longest-first slice order."""
     workerinput = getattr(config, "workerinput", None)
     if not workerinput or not DURATIONS_FILE.exists():
         return
-    dist = config.getoption("dist", "no")
-    if dist != "worksteal":
+    if workerinput.get(DIST_KEY) != "worksteal":
         return
     secs = {k: float(v) for k, v in json.loads(DURATIONS_FILE.read_text()).items()}
     items[:] = lpt_order(list(items), secs, int(workerinput["workercount"]))

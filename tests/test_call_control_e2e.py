@@ -17,6 +17,9 @@ THINK_MS = 300
 # The time scale of tests whose timers, not their audio, set the pace (Settings.time_scale and
 # EmulatorConfig.time_scale): limits and silences last a tenth, audio plays in real time.
 SCALE = 0.1
+# Where a test does not depend on the length of the bot's audio, the emulator speaks the 2.06 s
+# short reply rather than its 3.9 s greeting or 13.8 s answer: the call's pace is the audio's.
+SHORT = ASSETS_DIR / "bot_short_reply.wav"
 
 
 def _client_messages(emulator) -> list[str]:
@@ -27,8 +30,10 @@ def _client_messages(emulator) -> list[str]:
 async def test_goaway_hands_over_to_a_new_connection_without_dropping_the_call(
     make_emulator, make_server
 ):
+    # goAway comes during the 3.9 s greeting; the reply is the short one (2.06 s).
     emu = await make_emulator(
-        EmulatorConfig(think_ms=THINK_MS), FaultPlan(goaway_after=2.0, time_left=5.0)
+        EmulatorConfig(think_ms=THINK_MS, answer_wav=SHORT),
+        FaultPlan(goaway_after=2.0, time_left=5.0),
     )
     server = await make_server(emulator=emu)
     plan = CallPlan().wait_for_greeting().say("caller_question.wav").wait_for_reply().hangup()
@@ -80,7 +85,9 @@ async def test_max_call_duration_warns_then_hangs_up(make_server):
 async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, fake_twilio_rest):
     emu = await make_emulator(
         EmulatorConfig(
-            think_ms=THINK_MS, tool_scripts=(ToolScript(after_turn=1, name="transfer_call"),)
+            think_ms=THINK_MS,
+            greeting_wav=SHORT,
+            tool_scripts=(ToolScript(after_turn=1, name="transfer_call"),),
         )
     )
     server = await make_server(
@@ -89,7 +96,9 @@ async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, f
         twilio_account_sid="AC" + "0" * 32,
         twilio_auth_token="secret",
     )
-    plan = CallPlan().wait_for_greeting().say("caller_question.wav").pause(6).hangup()
+    # The redirect comes ~2 s after the question (the model's turn, a 1.5 s reply, the REST
+    # call); the caller stays on the line 4.5 s, as Twilio would until the redirect.
+    plan = CallPlan().wait_for_greeting().say("caller_question.wav").pause(4.5).hangup()
     result = await place_call(server.url, plan, to="+15005550009", auth_token="secret")
 
     assert result.ok, result.failure
@@ -104,12 +113,10 @@ async def test_transfer_redirects_the_call_to_dial(make_emulator, make_server, f
 
 
 async def test_audio_stream_end_after_caller_silence_then_resumes(make_emulator, make_server):
-    # A one-second silence (quiet.yaml), scaled; the reply's length plays no part here, so the
-    # emulator answers with its 3.9 s greeting recording rather than the 13.8 s answer.
+    # A one-second silence (quiet.yaml), scaled; the greeting's and the reply's lengths play no
+    # part here, so the emulator speaks its 2.06 s short reply for both.
     emu = await make_emulator(
-        EmulatorConfig(
-            think_ms=THINK_MS, answer_wav=ASSETS_DIR / "bot_greeting.wav", time_scale=SCALE
-        )
+        EmulatorConfig(think_ms=THINK_MS, greeting_wav=SHORT, answer_wav=SHORT, time_scale=SCALE)
     )
     server = await make_server(emulator=emu, time_scale=SCALE)
     plan = (

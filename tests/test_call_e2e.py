@@ -9,11 +9,15 @@ from loguru import logger
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan, ToolScript
+from sim.emulator.config import ASSETS_DIR
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
 THINK_MS = 300
+# Where a test does not depend on the length of the bot's audio, the emulator speaks the 2.06 s
+# short reply rather than its 3.9 s greeting or 13.8 s answer: the call's pace is the audio's.
+SHORT = ASSETS_DIR / "bot_short_reply.wav"
 
 
 def _server_tasks() -> set[asyncio.Task]:
@@ -26,8 +30,12 @@ def _server_tasks() -> set[asyncio.Task]:
     }
 
 
-async def test_greeting_then_reply(make_server):
-    server = await make_server()
+async def test_greeting_then_reply(make_emulator, make_server):
+    # Greeting and reply: the 2.06 s short reply each (together over 4 s of audio).
+    emu = await make_emulator(
+        EmulatorConfig(think_ms=THINK_MS, greeting_wav=SHORT, answer_wav=SHORT)
+    )
+    server = await make_server(emulator=emu)
     plan = CallPlan().wait_for_greeting().say("caller_question.wav").wait_for_reply().hangup()
     result = await place_call(server.url, plan)
 
@@ -42,8 +50,10 @@ async def test_greeting_then_reply(make_server):
     assert result.gap_max_ms < 100, result.gaps_ms
 
 
-async def test_barge_in_clears_and_sends_no_stale_audio(make_server):
-    server = await make_server()
+async def test_barge_in_clears_and_sends_no_stale_audio(make_emulator, make_server):
+    # A short greeting; the answer talked over is the long one (13.8 s).
+    emu = await make_emulator(EmulatorConfig(think_ms=THINK_MS, greeting_wav=SHORT))
+    server = await make_server(emulator=emu)
     plan = (
         CallPlan()
         .wait_for_greeting()
@@ -65,8 +75,9 @@ async def test_barge_in_clears_and_sends_no_stale_audio(make_server):
     assert result.audio_played_secs < 10
 
 
-async def test_caller_hang_up_frees_everything(make_server):
-    server = await make_server()
+async def test_caller_hang_up_frees_everything(make_emulator, make_server):
+    emu = await make_emulator(EmulatorConfig(think_ms=THINK_MS, greeting_wav=SHORT))
+    server = await make_server(emulator=emu)
     await asyncio.sleep(0.3)  # let the server's own background tasks settle
     before = _server_tasks()
     result = await place_call(server.url, CallPlan().wait_for_greeting().hangup())
@@ -82,7 +93,11 @@ async def test_caller_hang_up_frees_everything(make_server):
 
 async def test_bot_ends_call_after_goodbye_is_played(make_emulator, make_server, fake_twilio_rest):
     emu = await make_emulator(
-        EmulatorConfig(think_ms=THINK_MS, tool_scripts=(ToolScript(after_turn=1, name="end_call"),))
+        EmulatorConfig(
+            think_ms=THINK_MS,
+            greeting_wav=SHORT,
+            tool_scripts=(ToolScript(after_turn=1, name="end_call"),),
+        )
     )
     server = await make_server(
         emulator=emu,

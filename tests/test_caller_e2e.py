@@ -12,7 +12,9 @@ from aiohttp import web
 from sim.caller import CallPlan, parse_twiml, place_call, voice_url
 from sim.caller.cmd import format_timeline
 from sim.caller.line_noise import LineNoise
-from sim.testing import SEEN, TONE, scripted_bot_app
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
+from sim.testing import SEEN, TEST_THINK_MS, TONE, scripted_bot_app
 
 pytestmark = pytest.mark.e2e
 
@@ -47,8 +49,16 @@ async def test_call_completes_records_audio_and_sends_twilio_messages(
         assert w.getframerate() == 8000 and w.getnframes() >= 3200
 
 
-async def test_call_on_a_noisy_line_completes_against_the_real_server(make_server) -> None:
-    server = await make_server()  # the real server, SDK and Pipecat against the emulator
+async def test_call_on_a_noisy_line_completes_against_the_real_server(
+    make_emulator, make_server
+) -> None:
+    # The real server, SDK and Pipecat against the emulator; a 2 s greeting and reply (4 s
+    # played in all).
+    short = ASSETS_DIR / "bot_short_reply.wav"
+    emu = await make_emulator(
+        EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short, answer_wav=short)
+    )
+    server = await make_server(emulator=emu)
     line = LineNoise(dbfs=-45.0, color="pink", echo_db=30.0)
     plan = (
         CallPlan(line_noise=line)

@@ -28,7 +28,9 @@ from sqlalchemy import insert
 from bot.app_keys import RECORDS
 from bot.records.tables import calls, turns
 from sim.caller import CallPlan, place_call
-from sim.testing import wait_until
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
+from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -90,13 +92,19 @@ async def _store_hostile_call(writer) -> None:
         )
 
 
-async def test_the_calls_page_shows_a_live_call_then_its_record(make_server, tmp_path):
+async def test_the_calls_page_shows_a_live_call_then_its_record(
+    make_emulator, make_server, tmp_path
+):
     executable = _chromium()
     playwright = pytest.importorskip(
         "playwright.async_api", reason="Playwright is not installed (pip install playwright)"
     )
     expect = playwright.expect
-    server = await make_server(database_url=f"sqlite:///{tmp_path}/calls.db", ops_token=OPS_TOKEN)
+    short = ASSETS_DIR / "bot_short_reply.wav"  # a 2 s greeting: a bot line, then the caller's
+    emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
+    server = await make_server(
+        emulator=emu, database_url=f"sqlite:///{tmp_path}/calls.db", ops_token=OPS_TOKEN
+    )
     writer = server.app[RECORDS]
     assert await wait_until(lambda: writer.migrated, 10)
     await _store_hostile_call(writer)

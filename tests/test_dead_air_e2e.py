@@ -15,11 +15,13 @@ import pytest
 from sim.caller import CallPlan, place_call
 from sim.caller.cmd import format_timeline
 from sim.caller.line_noise import LineNoise
-from sim.emulator.config import FaultPlan
+from sim.emulator.config import ASSETS_DIR, EmulatorConfig, FaultPlan
 
 pytestmark = pytest.mark.e2e
 
 STALL_SECS = 2.5
+# The greeting's first phrase (2.06 s) as greeting and answer: it stalls 1 s in and resumes.
+SHORT = ASSETS_DIR / "bot_short_reply.wav"
 
 
 def silence_at(path: Path, at_secs: float, silence_rms: float) -> float:
@@ -40,7 +42,10 @@ async def test_stalls_mid_greeting_and_mid_answer_are_measured_whole(
     The server has some of the reply queued ahead when the stall starts, so the caller hears a
     little less than 2.5 s of silence; the figure must match the silence in what it recorded.
     """
-    emu = await make_emulator(faults=FaultPlan(stall_after=1.0, stall_secs=STALL_SECS))
+    emu = await make_emulator(
+        EmulatorConfig(greeting_wav=SHORT, answer_wav=SHORT),
+        FaultPlan(stall_after=1.0, stall_secs=STALL_SECS),
+    )
     server = await make_server(emulator=emu)
     heard = tmp_path / "heard.wav"
     # a caller who keeps waiting through a stall (quiet_secs longer than it), on a quiet line

@@ -2,10 +2,12 @@
 
 The real server (Twilio credentials set, REST at a fake), the real SDK against the emulator,
 20 simulated callers: 6 hang up on their own within the window, 7 sit quietly on the line and
-7 are hearing a 13.8 s answer when the window closes. The drain is started the way SIGTERM
-starts it (``CallRegistry.drain``, ``bot.server``). Expected: a new caller gets the busy
-TwiML; the 6 end naturally, untouched; the other 14 hear their answer to its end, then the
-goodbye, and are hung up through the REST API with a normal stream close; none is cut.
+7 are hearing a 3.9 s answer when the window closes (the emulator greets with its 2.06 s short
+reply, answers with its 3.9 s greeting recording and says the goodbye with the short reply).
+The drain is started the way SIGTERM starts it (``CallRegistry.drain``, ``bot.server``).
+Expected: a new caller gets the busy TwiML; the 6 end naturally, untouched; the other 14 hear
+their answer to its end, then the goodbye, and are hung up through the REST API with a normal
+stream close; none is cut.
 """
 
 from __future__ import annotations
@@ -20,21 +22,25 @@ import pytest
 from bot.twilio_routes import BUSY
 from pipelines.call.control import WRAP_UP_GOODBYE
 from sim.caller import CallPlan, place_call
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "secret"
 SID = "AC" + "0" * 32
-# The issue's figure: 60 s of drain, shortened to 0.15 of it (9 s); the goodbyes after it are
-# real time. The window is shortened, not the server's clock: a time scale would also shrink the
-# model watchdog to 0.45/1.2/2.3 s, which a loaded test machine's stalls set off (a call then
-# ends with the apology instead of the drain's goodbye).
+# The issue's figure: 60 s of drain, shortened to 0.16 of it (9.6 s): the natural calls are
+# over by ~4.5 s, and the window closes ~1.5 s into the answering calls' 3.9 s answer (which
+# starts ~8 s after the calls are placed); the goodbyes after it are real time. The window is
+# shortened, not the server's clock: a time scale would also shrink the model watchdog to
+# ~0.5/1.3/2.4 s, which a loaded test machine's stalls set off (a call then ends with the
+# apology instead of the drain's goodbye).
 DRAIN_SECS = 60.0
-SCALE = 0.15
+SCALE = 0.16
 NATURAL, IDLE, ANSWERING = 6, 7, 7
-ANSWER_SECS = 13.8  # the emulator's answer (bot_long_answer.wav); its greeting is 3.9 s
-GREETING_SECS = 3.9
+ANSWER_SECS = 3.87  # the emulator's answer here (bot_greeting.wav)
+GREETING_SECS = 2.06  # its greeting and its goodbye (bot_short_reply.wav)
 
 
 def _number(i: int) -> str:
@@ -60,9 +66,17 @@ async def _health(url: str) -> tuple[int, int]:
 
 
 async def test_drain_lets_calls_end_then_wraps_up_the_rest_with_a_goodbye(
-    make_server, fake_twilio_rest
+    make_emulator, make_server, fake_twilio_rest
 ):
+    emu = await make_emulator(
+        EmulatorConfig(
+            think_ms=300,
+            greeting_wav=ASSETS_DIR / "bot_short_reply.wav",
+            answer_wav=ASSETS_DIR / "bot_greeting.wav",
+        )
+    )
     server = await make_server(
+        emulator=emu,
         twilio_api_base=fake_twilio_rest.url,
         twilio_account_sid=SID,
         twilio_auth_token=TOKEN,

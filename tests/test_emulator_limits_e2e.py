@@ -43,8 +43,13 @@ async def test_announced_end_call_plays_the_announcement_then_hangs_up(
 ):
     # The persona's instructions say to speak before end_call: the model says goodbye, then
     # calls the tool; that goodbye counts, and the call ends once it has been played.
+    # The short greeting: the announcement is the greeting voice's first second either way.
     emu = await make_emulator(
-        EmulatorConfig(think_ms=300, tool_scripts=(ToolScript(after_turn=1, name="end_call"),))
+        EmulatorConfig(
+            think_ms=300,
+            greeting_wav=ASSETS_DIR / "bot_short_reply.wav",
+            tool_scripts=(ToolScript(after_turn=1, name="end_call"),),
+        )
     )
     server = await make_server(
         emulator=emu,
@@ -69,13 +74,23 @@ async def test_call_without_compression_meets_the_session_limit_gracefully(
     make_emulator, make_server
 ):
     # 15 min -> 9 s (goAway 0.6 s before); frontdesk.yaml has no context_window_compression.
-    emu = await make_emulator(EmulatorConfig(think_ms=300, connection_secs=None, time_scale=0.01))
+    # Short greeting and answer (2.06 s): the question still comes after the first limit.
+    short = ASSETS_DIR / "bot_short_reply.wav"
+    emu = await make_emulator(
+        EmulatorConfig(
+            think_ms=300,
+            greeting_wav=short,
+            answer_wav=short,
+            connection_secs=None,
+            time_scale=0.01,
+        )
+    )
     server = await make_server(emulator=emu)
     plan = CallPlan().wait_for_greeting().pause(8).say("caller_question.wav").wait_for_reply()
     result = await place_call(server.url, plan.hangup())
 
-    # Two session limits in 18 s: each costs one resume the service ends at once, then a fresh
-    # session (1 + 2 * 2 connections), never a storm.
+    # One or two session limits in the ~17 s call (9 s each): each costs one resume the service
+    # ends at once, then a fresh session (at most 1 + 2 * 2 connections), never a storm.
     assert emu.sessions_total <= 5, f"{emu.sessions_total} connections: a reconnect storm"
     assert result.ok, result.failure
     # The call went on past the limit on a fresh session seeded with the call's context, and

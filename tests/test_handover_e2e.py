@@ -8,7 +8,8 @@ call ended; and, through the emulator, what the resumed session holds.
 How much of an answer was heard: the caller waits for each answer to end (0.5 s of quiet) and
 then speaks again, so from its first audible audio to the caller's next words, less that 0.5 s,
 is what it heard; an answer cut short makes the caller speak early. The emulator's long answer
-(``sim/assets/bot_long_answer.wav``) is 13.77 s, 13.56 s of it audible.
+(``sim/assets/bot_long_answer.wav``) is 13.77 s, 13.56 s of it audible; the medium one
+(``sim/assets/bot_medium_answer.wav``, its first 5.75 s, cut at a pause) 5.70 s audible.
 """
 
 from __future__ import annotations
@@ -25,26 +26,42 @@ from sim.emulator.config import ASSETS_DIR, FaultPlan
 pytestmark = pytest.mark.e2e
 
 LONG_ANSWER_SECS = 13.56  # bot_long_answer.wav from its first to its last audible frame
+MEDIUM = ASSETS_DIR / "bot_medium_answer.wav"  # 5.75 s: bot_long_answer.wav's first phrases
+MEDIUM_ANSWER_SECS = 5.70  # bot_medium_answer.wav from its first to its last audible frame
 QUIET_SECS = 0.5
 
 
-def heard_answers(result: CallResult) -> list[float]:
-    """Seconds of each answer heard (see the module docstring)."""
+def heard_answers(result: CallResult, pause_before_hangup: float = 0.0) -> list[float]:
+    """Seconds of each answer heard (see the module docstring).
+
+    ``pause_before_hangup``: the caller's ``pause`` after the last answer, not counted in it.
+    """
     heard: list[float] = []
     start: float | None = None
     for event in result.events:
         if event.kind == "reply":
             start = event.t
         elif event.kind in ("say", "end") and start is not None:
-            heard.append(event.t - start - QUIET_SECS)
+            tail = pause_before_hangup if event.kind == "end" else 0.0
+            heard.append(event.t - start - QUIET_SECS - tail)
             start = None
     return heard
 
 
-def questions_plan(n: int, timeout_secs: float = 40.0) -> CallPlan:
+def questions_plan(
+    n: int,
+    timeout_secs: float = 40.0,
+    *,
+    pause_after_greeting: float = 0.0,
+    pause_before_hangup: float = 0.0,
+) -> CallPlan:
     plan = CallPlan().wait_for_greeting()
+    if pause_after_greeting:
+        plan.pause(pause_after_greeting)
     for _ in range(n):
         plan.say("caller_question.wav").wait_for_reply(timeout_secs=timeout_secs)
+    if pause_before_hangup:
+        plan.pause(pause_before_hangup)
     return plan.hangup()
 
 
@@ -63,6 +80,9 @@ def callers_turns(history: list[str]) -> int:
     return sum(1 for line in history if line.startswith("caller:"))
 
 
+SHORT = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s, for calls whose answers are not long
+
+
 async def call_with(make_emulator: Any, make_server: Any, faults: FaultPlan, **cfg: Any) -> Any:
     emu = await make_emulator(EmulatorConfig(think_ms=300, **cfg), faults)
     server = await make_server(emulator=emu)
@@ -72,16 +92,28 @@ async def call_with(make_emulator: Any, make_server: Any, faults: FaultPlan, **c
 async def test_goaway_every_8_s_hears_each_answer_whole_and_keeps_the_questions(
     make_emulator, make_server
 ):
-    # Issue 12, row 1: goAway 8 s into every connection, 3 s warning, 13.8 s answers.
+    # Issue 12, row 1: goAway 8 s into every connection, 3 s warning, 5.75 s answers (2.9 s
+    # of generation at the emulator's pace: longer than what the warning leaves).
+    # The timeline (short greeting, 2.06 s): the caller waits 1.9 s after it so that its first
+    # question ends ~8.1 s into connection 1 and the server's turn end (~1.1 s later) comes
+    # after the goAway (8 s), which hands the question to connection 2 (~9.6 s). Ending it
+    # before ~7.3 s would let connection 1 answer it and go before that answer's
+    # turnComplete, so no handle would hold it; later is fine. Connections 2 and 3 answer the
+    # questions whole, each issuing its handle before its goAway; the second question goes
+    # to connection 3 at connection 2's deadline (~20 s), and connection 3's goAway (~28 s)
+    # opens connection 4 with both questions: the caller waits 2.8 s after the last answer
+    # (not counted in it) so that this happens before it hangs up (~29 s).
     emu, server = await call_with(make_emulator, make_server, FaultPlan(goaway_after=8,
-                                                                        time_left=3))  # fmt: skip
-    result = await place_call(server.url, questions_plan(2))
+                                                                        time_left=3),
+                                  greeting_wav=SHORT, answer_wav=MEDIUM)  # fmt: skip
+    plan = questions_plan(2, 20, pause_after_greeting=1.9, pause_before_hangup=2.8)
+    result = await place_call(server.url, plan)
 
     assert result.ok, result.failure
     assert "caller hung up" in result.end_reason
-    heard = heard_answers(result)
+    heard = heard_answers(result, pause_before_hangup=2.8)
     assert len(heard) == 2 and result.replies_missed == 0, result.events
-    assert all(h >= 0.95 * LONG_ANSWER_SECS for h in heard), heard
+    assert all(h >= 0.95 * MEDIUM_ANSWER_SECS for h in heard), heard
     assert result.clears == 0  # nothing already received was dropped
     assert result.dead_air_secs < 2.0, result.dead_air
     assert emu.sessions_total >= 4, emu.closes  # handed over at least three times
@@ -93,14 +125,22 @@ async def test_goaway_every_8_s_hears_each_answer_whole_and_keeps_the_questions(
 
 
 async def test_connection_lifetime_10_s_hears_each_answer_whole(make_emulator, make_server):
-    # Issue 12, row 2: 10 s connections, goAway 1 s before the end (too short for an answer).
-    emu, server = await call_with(make_emulator, make_server, FaultPlan(lifetime=10))
-    result = await place_call(server.url, questions_plan(2))
+    # Issue 12, row 2: 10 s connections, goAway 1 s before the end (too short for an answer:
+    # 5.75 s answers, 2.9 s of generation). Short greeting (2.06 s), then the caller waits
+    # 2.1 s so that the first answer begins ~0.6 s before connection 1's goAway (9 s): the
+    # server restarts it on connection 2 (~9.9 s). (Begun from ~7 s on, the answer goes to
+    # connection 2 anyway, by a restart, a cut or a switch; begun earlier, connection 1 would
+    # go before its turnComplete and no handle would hold the question.) Connection 2 issues
+    # its handle after that answer, then the second question reaches connection 3 (~20 s) at
+    # connection 2's deadline; the call ends ~26.5 s.
+    emu, server = await call_with(make_emulator, make_server, FaultPlan(lifetime=10),
+                                  greeting_wav=SHORT, answer_wav=MEDIUM)  # fmt: skip
+    result = await place_call(server.url, questions_plan(2, 20, pause_after_greeting=2.1))
 
     assert result.ok, result.failure
     heard = heard_answers(result)
     assert len(heard) == 2 and result.replies_missed == 0, result.events
-    assert all(h >= 0.95 * LONG_ANSWER_SECS for h in heard), heard
+    assert all(h >= 0.95 * MEDIUM_ANSWER_SECS for h in heard), heard
     assert result.clears == 0
     assert result.dead_air_secs < 2.0, result.dead_air
     assert emu.sessions_total >= 3, emu.closes
@@ -127,11 +167,12 @@ async def test_1011_on_every_connection_goes_on_within_the_budget_then_ends(
 async def test_drop_then_a_refused_reconnect_is_retried_and_the_call_goes_on(
     make_emulator, make_server
 ):
-    # Issue 12, row 4: the first connection drops (1011) 6 s in, mid-question; the reconnect
+    # Issue 12, row 4: the first connection drops (1011) 4 s in, mid-question; the reconnect
     # is refused (1011 unavailable); a second attempt within the budget succeeds.
-    faults = FaultPlan(close_after=6, close_sessions="1", refuse_connects=1)
+    # (Short greeting and answers, 2.06 s: the drop at 4 s still falls inside the question.)
+    faults = FaultPlan(close_after=4, close_sessions="1", refuse_connects=1)
     emu, server = await call_with(
-        make_emulator, make_server, faults, answer_wav=ASSETS_DIR / "bot_greeting.wav"
+        make_emulator, make_server, faults, greeting_wav=SHORT, answer_wav=SHORT
     )
     result = await place_call(server.url, questions_plan(2, timeout_secs=20))
 

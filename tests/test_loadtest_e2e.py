@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sim.caller.plan import read_wav_as_ulaw
+from sim.caller.twilio_webhook import write_wav
+from sim.emulator.config import ASSETS_DIR
 from sim.loadtest.cmd import configure
 from sim.loadtest.report import summarize
 from sim.loadtest.runner import LoadConfig, run_calls
@@ -19,14 +22,17 @@ pytestmark = pytest.mark.e2e
 SCENARIO = """
 steps:
   - wait_for_greeting: {timeout_secs: 2, quiet_secs: 0.1}
-  - say: caller_bargein.wav
+  - say: SAY_WAV
   - hangup
 """
 
 
-async def test_loadtest_runs_calls_and_report_matches(aiohttp_server) -> None:
+async def test_loadtest_runs_calls_and_report_matches(aiohttp_server, tmp_path: Path) -> None:
+    # The caller says the first 1.4 s of caller_bargein.wav (70 frames; two rounds of 3 calls).
+    say = tmp_path / "bargein_start.wav"
+    write_wav(say, read_wav_as_ulaw(ASSETS_DIR / "caller_bargein.wav")[: 8000 * 14 // 10])
     server = await aiohttp_server(scripted_bot_app())
-    sc = parse_scenario(SCENARIO, "t.yaml")
+    sc = parse_scenario(SCENARIO.replace("SAY_WAV", str(say)), "t.yaml")
     cfg = LoadConfig(url=str(server.make_url("/")), scenario=sc, calls=6, concurrency=3)
     out = await run_calls(cfg, list(range(6)))
     assert len(out.records) == 6 and all(r["ok"] for r in out.records)

@@ -13,11 +13,19 @@ from loguru import logger
 
 from sim.caller import CallPlan, parse_twiml, place_call, twilio_signature, webhook_params
 from sim.caller.twilio_webhook import start_message
-from sim.testing import wait_until
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
+from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "test-auth-token"
+# A 2 s greeting and reply (the default answer is 13.8 s): these calls only need bot audio.
+SHORT = ASSETS_DIR / "bot_short_reply.wav"
+
+
+def _short_voice() -> EmulatorConfig:
+    return EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=SHORT, answer_wav=SHORT)
 
 
 async def _webhook(session, url: str, token: str | None, call_sid: str) -> tuple[int, str]:
@@ -42,9 +50,10 @@ async def test_forged_and_missing_webhook_signatures_are_refused(make_server):
     assert server.emulator.sessions_total == 0
 
 
-async def test_forged_and_missing_upgrade_signatures_are_refused(make_server):
+async def test_forged_and_missing_upgrade_signatures_are_refused(make_emulator, make_server):
     # No pre-warming: CA9's signed webhook would open its session (tests/test_prewarm_e2e.py).
-    server = await make_server(twilio_auth_token=TOKEN, prewarm=False)
+    emu = await make_emulator(_short_voice())
+    server = await make_server(emulator=emu, twilio_auth_token=TOKEN, prewarm=False)
     async with aiohttp.ClientSession() as session:
         status, body = await _webhook(session, server.url + "/twilio/voice", TOKEN, "CA9")
         assert status == 200
@@ -105,8 +114,8 @@ class RawStream:
         return count
 
 
-async def test_bad_input_is_ignored_and_counted_while_other_calls_flow(make_server):
-    server = await make_server()
+async def test_bad_input_is_ignored_and_counted_while_other_calls_flow(make_emulator, make_server):
+    server = await make_server(emulator=await make_emulator(_short_voice()))
     lines: list[str] = []
     sink = logger.add(lines.append, level="INFO", format="{message}")
     try:
@@ -120,7 +129,8 @@ async def test_bad_input_is_ignored_and_counted_while_other_calls_flow(make_serv
             )
             raw = await RawStream.open(session, server.url)
             await raw.ws.send_str(json.dumps(raw.start))
-            assert await raw.bot_media_count(1.5) > 0  # greeting flows (after a 0.4 s setup)
+            # The 2 s greeting flows (after a 0.4 s setup) until ~2.8 s, past both counts.
+            assert await raw.bot_media_count(1.5) > 0
             for _ in range(3):
                 await raw.ws.send_str("this is not json")
                 await raw.ws.send_bytes(b"\x00\x01binary")
@@ -226,14 +236,15 @@ async def test_a_stream_needs_its_own_fresh_twiml_when_signatures_are_enforced(m
         assert await close_code("CA5", twiml.parameters["call_token"]) == 1008
 
 
-async def test_a_stream_that_goes_quiet_ends_and_frees_its_session(make_server):
+async def test_a_stream_that_goes_quiet_ends_and_frees_its_session(make_emulator, make_server):
     # Twilio sends media every 20 ms while a call is up; a stream that stops sending after
     # `start` is dead: the call must end and free its Gemini session and slot long before the
-    # persona's maximum duration. Scaled: 10 s -> 1 s. A healthy call alongside is untouched.
-    server = await make_server(time_scale=0.1)
+    # persona's maximum duration. Scaled: 10 s -> 1 s. A healthy call alongside is untouched
+    # (it lasts ~3 s with its 2 s greeting, then 1 s more, past the quiet stream's end).
+    server = await make_server(emulator=await make_emulator(_short_voice()), time_scale=0.1)
     async with aiohttp.ClientSession() as session:
         healthy = asyncio.create_task(
-            place_call(server.url, CallPlan().wait_for_greeting().pause(3.0).hangup()),
+            place_call(server.url, CallPlan().wait_for_greeting().pause(1.0).hangup()),
             name="healthy-call",
         )
         raw = await RawStream.open(session, server.url)

@@ -11,13 +11,19 @@ import pytest
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan
+from sim.emulator.config import ASSETS_DIR
 
 pytestmark = pytest.mark.e2e
 
+SHORT = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s: the greeting's first phrase
+
 
 async def test_missed_barge_in_is_stopped_by_local_vad(make_emulator, make_server):
-    # The model never notices the caller talking over it and streams its reply to the end.
-    emu = await make_emulator(EmulatorConfig(think_ms=300), FaultPlan(missed_bargein="1"))
+    # The model never notices the caller talking over it and streams its reply (the default
+    # 13.8 s answer) to the end.
+    emu = await make_emulator(
+        EmulatorConfig(think_ms=300, greeting_wav=SHORT), FaultPlan(missed_bargein="1")
+    )
     server = await make_server(emulator=emu)
     plan = (
         CallPlan()
@@ -41,8 +47,11 @@ async def test_missed_barge_in_is_stopped_by_local_vad(make_emulator, make_serve
 
 
 async def test_phantom_interruption_cuts_one_reply_not_the_call(make_emulator, make_server):
-    # The model sends `interrupted` 1 s into its first answer although nobody spoke.
-    emu = await make_emulator(EmulatorConfig(think_ms=300), FaultPlan(phantom_interrupt="turn:1"))
+    # The model sends `interrupted` 1 s into its first answer (of 2.06 s) although nobody spoke.
+    emu = await make_emulator(
+        EmulatorConfig(think_ms=300, greeting_wav=SHORT, answer_wav=SHORT),
+        FaultPlan(phantom_interrupt="turn:1"),
+    )
     server = await make_server(emulator=emu)
     plan = (
         CallPlan()

@@ -15,7 +15,9 @@ import pytest
 from loguru import logger
 
 from sim.caller import CallPlan, place_call
-from sim.testing import wait_until
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
+from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +32,12 @@ async def _get(session: aiohttp.ClientSession, url: str, token: str | None = Non
         return resp.status, resp.headers.get("WWW-Authenticate"), await resp.text()
 
 
-async def test_stats_are_gone_from_the_public_listener_and_need_the_token(make_server):
-    server = await make_server(twilio_auth_token=TWILIO_TOKEN, ops_token=OPS_TOKEN)
+async def test_stats_are_gone_from_the_public_listener_and_need_the_token(
+    make_emulator, make_server
+):
+    short = ASSETS_DIR / "bot_short_reply.wav"  # a 2 s greeting: the call only has to be up
+    emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
+    server = await make_server(emulator=emu, twilio_auth_token=TWILIO_TOKEN, ops_token=OPS_TOKEN)
     assert server.ops_url and server.ops_url != server.url
     lines: list[str] = []
     sink = logger.add(lines.append, level="DEBUG", format="{level} {message}")

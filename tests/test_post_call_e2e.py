@@ -33,6 +33,8 @@ from bot.records.record import summarise_call
 from bot.webhook_signature import SIGNATURE_HEADER, verify
 from pipelines.ports import TranscriptTurn
 from sim.caller import CallPlan
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +86,7 @@ async def receiver(
 
 
 async def test_a_calls_record_reaches_a_flaky_receiver_signed_once_it_accepts(
-    make_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_emulator, make_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("E2E_HOOK_SECRET", SECRET)
     server_box: list[Any] = []
@@ -101,8 +103,12 @@ async def test_a_calls_record_reaches_a_flaky_receiver_signed_once_it_accepts(
             + f"post_call_webhook:\n  url: {hooks.url}\n  secret_env: E2E_HOOK_SECRET\n"
             "  timeout_secs: 2\n  max_attempts: 4\n"
         )
-        # time_scale 0.1: the backoff starts at 0.1 s instead of 1 s.
-        server = await make_server(personas=personas, time_scale=0.1)
+        # time_scale 0.1: the backoff starts at 0.1 s instead of 1 s. The greeting's length
+        # plays no part: the emulator greets with its 2.06 s short reply, not the 3.9 s one.
+        emu = await make_emulator(
+            EmulatorConfig(think_ms=300, greeting_wav=ASSETS_DIR / "bot_short_reply.wav")
+        )
+        server = await make_server(emulator=emu, personas=personas, time_scale=0.1)
         server_box.append(server)
         sender = server.app[POST_CALL]
         started = time.monotonic()

@@ -20,7 +20,7 @@ from bot.app_keys import RECORDS
 from bot.records.reader import Query, get_call, list_calls
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import FaultPlan
+from sim.emulator.config import ASSETS_DIR, FaultPlan
 from sim.postgres import TempPostgres, unavailable_reason
 from sim.testing import wait_until
 
@@ -125,10 +125,14 @@ async def test_a_call_with_a_barge_in_and_a_handover_is_recorded_turn_by_turn(
 
 
 async def test_calls_go_on_while_the_database_is_down_and_are_recorded_when_it_returns(
-    make_server, database
+    make_emulator, make_server, database
 ):
     url, pg = database
-    server = await make_server(database_url=url)
+    # The greeting's length plays no part here: the 2.06 s short reply, not the 3.9 s greeting.
+    emu = await make_emulator(
+        EmulatorConfig(think_ms=300, greeting_wav=ASSETS_DIR / "bot_short_reply.wav")
+    )
+    server = await make_server(emulator=emu, database_url=url)
     writer = server.app[RECORDS]
     assert await wait_until(lambda: writer.stats()["database_up"] and writer.migrated, 10)
     plan = CallPlan().wait_for_greeting().say("caller_question.wav").pause(1.0).hangup()

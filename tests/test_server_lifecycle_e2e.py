@@ -15,7 +15,9 @@ import pytest
 
 from bot.app_keys import PERSONAS
 from sim.caller import CallPlan, place_call
-from sim.testing import wait_until
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
+from sim.testing import TEST_THINK_MS, wait_until
 from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
@@ -32,10 +34,13 @@ def _setup_voices(emulator) -> list[str]:
     return voices
 
 
-async def test_reload_keeps_live_calls_on_their_persona(make_server, tmp_path):
+async def test_reload_keeps_live_calls_on_their_persona(make_emulator, make_server, tmp_path):
     personas = tmp_path / "personas"
     shutil.copytree(TEST_PERSONAS, personas)
-    server = await make_server(personas=personas)
+    # A 2 s greeting: the calls only need to be served, on the voice their setup names.
+    short = ASSETS_DIR / "bot_short_reply.wav"
+    emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
+    server = await make_server(emulator=emu, personas=personas)
     store = server.app[PERSONAS]
 
     first = asyncio.create_task(

@@ -7,15 +7,19 @@ import pytest
 
 from sim.caller import CallPlan
 from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
 from sim.testing import fake_twilio_rest, running_emulator, running_server, wait_until
 from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
 
+SHORT = ASSETS_DIR / "bot_short_reply.wav"
+
 
 async def test_running_server_answers_a_call_and_cleans_up() -> None:
     async with (
-        running_emulator(EmulatorConfig(think_ms=20)) as emu,
+        # A 2 s greeting (the default is 3.9 s): the call only has to be answered.
+        running_emulator(EmulatorConfig(think_ms=20, greeting_wav=SHORT)) as emu,
         running_server(emu, TEST_PERSONAS) as server,
     ):
         res = await server.call(CallPlan().wait_for_greeting(timeout_secs=5).hangup())

@@ -18,13 +18,16 @@ import pytest
 from pipelines.personas.schema import SHIPPED_CLIPS
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan
+from sim.emulator.config import ASSETS_DIR
 
 pytestmark = pytest.mark.e2e
 
 SCALE = 0.5
-# The greeting recording the emulator plays is 3.9 s, its answer 13.8 s: a stall after 5 s of
-# audio hits answers, never the greeting.
-STALL_AFTER_SECS = 5.0
+# In the 6 s stall test the emulator greets with the 2.1 s short reply and answers with the
+# 3.9 s greeting recording: a stall after 3 s of audio hits answers, never the greeting.
+SHORT = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s
+MEDIUM = ASSETS_DIR / "bot_greeting.wav"  # 3.87 s
+STALL_AFTER_SECS = 3.0
 
 
 def _read_pcm(path: Path) -> tuple[np.ndarray, int]:
@@ -122,7 +125,7 @@ async def test_setup_delayed_40s_apology_and_normal_hang_up(
 
 async def test_reply_stall_6s_holding_phrase_then_the_rest(make_emulator, make_server, tmp_path):
     emu = await make_emulator(
-        EmulatorConfig(think_ms=300),
+        EmulatorConfig(think_ms=300, greeting_wav=SHORT, answer_wav=MEDIUM),
         FaultPlan(stall_after=STALL_AFTER_SECS, stall_secs=6.0),
     )
     server = await make_server(emulator=emu)
@@ -139,8 +142,9 @@ async def test_reply_stall_6s_holding_phrase_then_the_rest(make_emulator, make_s
     assert result.ok, result.failure
     holds = find_clip(rec, "hold_en.wav")
     assert len(holds) == 1, holds
-    # The whole answer (13.8 s) was heard, with the holding phrase inside the stall.
-    assert result.audio_played_secs >= 3.8 + 13.5 + 1.3, result.audio_played_secs
+    # The whole greeting (2.06 s) and answer (3.87 s) were heard, with the holding phrase
+    # (1.38 s) inside the stall.
+    assert result.audio_played_secs >= 2.0 + 3.6 + 1.3, result.audio_played_secs
     assert result.dead_air_secs <= 3.3, result.dead_air
     assert emu.sessions_total == 1  # it resumed on its own: no reconnect
     assert not find_clip(rec, "apology_en.wav")
@@ -149,10 +153,10 @@ async def test_reply_stall_6s_holding_phrase_then_the_rest(make_emulator, make_s
 async def test_reply_stall_45s_reconnect_then_apology(
     make_emulator, make_server, fake_twilio_rest, tmp_path
 ):
-    # Every reply stalls after 2 s of audio: the greeting, and the answer the model is asked
+    # Every reply stalls after 1 s of audio: the greeting, and the answer the model is asked
     # for after the reconnect; the call's trouble budget runs out.
     emu = await make_emulator(
-        EmulatorConfig(think_ms=300), FaultPlan(stall_after=2.0, stall_secs=45.0)
+        EmulatorConfig(think_ms=300), FaultPlan(stall_after=1.0, stall_secs=45.0)
     )
     server = await make_server(emulator=emu, time_scale=SCALE, **_rest(fake_twilio_rest))
     rec = tmp_path / "heard.wav"
@@ -183,7 +187,9 @@ async def test_freeze_after_interrupt_recovers_through_a_reconnect(
         .wait_for_greeting()
         .say("caller_question.wav")
         .barge_in(after_bot_audio_secs=1.5)
-        .wait_for_reply(timeout_secs=15, quiet_secs=6.0)
+        # Silence in the wait is at most the scaled 1.5 s before a holding phrase (asserted
+        # below); 3 s of quiet means the reply after the reconnect has finished.
+        .wait_for_reply(timeout_secs=15, quiet_secs=3.0)
         .hangup()
     )
     result = await place_call(server.url, plan, record=rec)

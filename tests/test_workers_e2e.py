@@ -25,6 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.call.control import WRAP_UP_GOODBYE
 from sim.caller import CallPlan, place_call
+from sim.emulator import EmulatorConfig
+from sim.emulator.config import ASSETS_DIR
+from sim.testing import TEST_THINK_MS
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +86,9 @@ def _started_by_worker(page: str) -> dict[str, float]:
 async def test_two_workers_share_the_port_aggregate_metrics_and_drain_on_sigterm(
     make_emulator, tmp_path
 ):
-    emulator = await make_emulator()
+    # A 2 s greeting (and drain goodbye), not the 3.9 s default: each call only has to hear one.
+    short = ASSETS_DIR / "bot_short_reply.wav"
+    emulator = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     port, ops = _free_ports(2)
     env = {
         **os.environ,
@@ -136,7 +141,16 @@ async def test_two_workers_share_the_port_aggregate_metrics_and_drain_on_sigterm
 
         assert await _wait_for(staying_live, 15)
 
-        status, page = await _get(f"{ops_url}/metrics")
+        # /stats counts a call from its webhook; the counter moves when its stream starts
+        # (~0.3 s later, Twilio's connect time): read it once every stream has started.
+        status, page = 0, ""
+
+        async def all_started() -> bool:
+            nonlocal status, page
+            status, page = await _get(f"{ops_url}/metrics")
+            return status == 200 and sum(_started_by_worker(page).values()) >= SHORT + STAYING
+
+        await _wait_for(all_started, 10)
         assert status == 200
         started = _started_by_worker(page)
         assert sum(started.values()) == SHORT + STAYING, started

@@ -8,6 +8,7 @@ precomputed, so sending a frame costs one string format.
 
 from __future__ import annotations
 
+import asyncio
 import audioop
 import base64
 import functools
@@ -193,9 +194,14 @@ class Dtmf:
 
 @dataclass(frozen=True)
 class Pause:
-    """Say nothing for ``secs`` (the line keeps sending its noise, or µ-law silence if off)."""
+    """Say nothing for ``secs`` (the line keeps sending its noise, or µ-law silence if off).
+
+    ``until``: end the pause early once this event is set (a test holding callers on the line
+    until it has checked what it needs, then letting them hang up).
+    """
 
     secs: float
+    until: asyncio.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -266,9 +272,9 @@ class CallPlan:
         self.steps.append(Dtmf(digits, gap_secs))
         return self
 
-    def pause(self, secs: float) -> CallPlan:
+    def pause(self, secs: float, until: asyncio.Event | None = None) -> CallPlan:
         """Append a :class:`Pause` step."""
-        self.steps.append(Pause(secs))
+        self.steps.append(Pause(secs, until))
         return self
 
     def hangup(self) -> CallPlan:

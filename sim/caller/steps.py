@@ -159,7 +159,7 @@ class PlanSteps:
             if self._step_state == 0:
                 self._step_state = 1
                 self._pause_started(now)
-            if elapsed >= step.secs:
+            if elapsed >= step.secs or (step.until is not None and step.until.is_set()):
                 self._next_step(now)
                 return True
             return False

@@ -17,6 +17,7 @@ fields) and the signature (absent, garbage, or valid for what is sent).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,14 @@ SID = st.one_of(
     TEXT,
 )
 
+# Strategies are built once, here, not at each draw: Hypothesis validates a new strategy object
+# (and its properties) every time it is drawn from, which cost more than the drawing itself.
+# The same strategies, so the same inputs for a seed.
+MARK_NAMES = st.one_of(st.just("end"), TEXT, JSON_SCALARS)
+EVENTS = ["connected", "start", "media", "mark", "dtmf", "stop"]
+BREAKS = st.sampled_from([0, 0, 1, 1, 2])
+BREAK_ACTIONS = st.sampled_from(["replace", "delete", "add"])
+
 
 def _template(draw: st.DrawFn, event: str) -> dict[str, Any]:
     if event == "connected":
@@ -105,7 +114,7 @@ def _template(draw: st.DrawFn, event: str) -> dict[str, Any]:
         payload = draw(B64_EDGE)
         base["media"] = {"track": "inbound", "chunk": "3", "timestamp": "60", "payload": payload}
     elif event == "mark":
-        base["mark"] = {"name": draw(st.one_of(st.just("end"), TEXT, JSON_SCALARS))}
+        base["mark"] = {"name": draw(MARK_NAMES)}
     elif event == "dtmf":
         base["dtmf"] = {"track": "inbound_track", "digit": draw(DTMF_DIGITS)}
     elif event == "stop":
@@ -124,18 +133,23 @@ def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+@functools.cache
+def _events(events: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.sampled_from(list(events))
+
+
 @st.composite
 def twilio_messages(draw: st.DrawFn, events: list[str] | None = None) -> dict[str, Any]:
     """A Twilio message, correct or with one or two fields broken (wrong type, missing, extra)."""
-    event = draw(st.sampled_from(events or ["connected", "start", "media", "mark", "dtmf", "stop"]))
+    event = draw(_events(tuple(events or EVENTS)))
     msg = _template(draw, event)
-    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
+    for _ in range(draw(BREAKS)):
         paths = _paths(msg)
         path = draw(st.sampled_from(paths))
         parent = msg
         for key in path[:-1]:
             parent = parent[key]
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        action = draw(BREAK_ACTIONS)
         if action == "delete":
             del parent[path[-1]]
         elif action == "replace":
@@ -145,18 +159,28 @@ def twilio_messages(draw: st.DrawFn, events: list[str] | None = None) -> dict[st
     return msg
 
 
+DEPTHS = st.sampled_from([10, 100, 900, 1000, 1001, 5000, 20000])
+DEEP_KINDS = st.sampled_from(["list", "dict", "mixed"])
+DEEP_PLACES = st.sampled_from(["bare", "media", "start", "event", "unclosed"])
+
+
+@functools.cache
+def _twilio_messages(events: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    return twilio_messages(list(events))
+
+
 @st.composite
 def deep_json(draw: st.DrawFn) -> str:
     """JSON nested ``depth`` levels (arrays, objects or both), inside a message or bare."""
-    depth = draw(st.sampled_from([10, 100, 900, 1000, 1001, 5000, 20000]))
-    kind = draw(st.sampled_from(["list", "dict", "mixed"]))
+    depth = draw(DEPTHS)
+    kind = draw(DEEP_KINDS)
     if kind == "list":
         core = "[" * depth + "]" * depth
     elif kind == "dict":
         core = '{"a":' * depth + "1" + "}" * depth
     else:
         core = '[{"a":' * (depth // 2) + "1" + "}]" * (depth // 2)
-    where = draw(st.sampled_from(["bare", "media", "start", "event", "unclosed"]))
+    where = draw(DEEP_PLACES)
     if where == "media":
         return '{"event":"media","streamSid":"' + STREAM_SID + '","media":' + core + "}"
     if where == "start":
@@ -168,26 +192,34 @@ def deep_json(draw: st.DrawFn) -> str:
     return core
 
 
+WIDTHS = st.sampled_from([1000, 5000])
+
+
 @st.composite
 def wide_json(draw: st.DrawFn) -> str:
     """Objects with thousands of keys or arrays with thousands of items."""
-    n = draw(st.sampled_from([1000, 5000]))
+    n = draw(WIDTHS)
     if draw(st.booleans()):
         return json.dumps({"event": "media", **{f"k{i}": i for i in range(n)}})
     return json.dumps({"event": "mark", "mark": {"name": list(range(n))}})
 
 
+LIMITS = st.sampled_from(SIZE_LIMITS)
+OVER_LIMIT = st.sampled_from([-1, 0, 1, 1000, 200_000])
+
+
 @st.composite
 def sized(draw: st.DrawFn) -> str:
     """A ``media`` message of exactly a size limit, one byte over, or far over it."""
-    limit = draw(st.sampled_from(SIZE_LIMITS))
-    target = limit + draw(st.sampled_from([-1, 0, 1, 1000, 200_000]))
+    limit = draw(LIMITS)
+    target = limit + draw(OVER_LIMIT)
     head = '{"event":"media","streamSid":"' + STREAM_SID + '","media":{"payload":"'
     pad = max(0, target - len(head) - 3)
     return head + "A" * pad + '"}}'
 
 
 MESSAGE_KINDS = ("twilio", "text", "binary", "deep", "wide", "number", "sized", "scalar")
+KINDS = st.sampled_from(MESSAGE_KINDS[:1] * 6 + MESSAGE_KINDS[1:] + ("text", "binary", "scalar"))
 
 
 def _short(value: object, limit: int = 300) -> str:
@@ -212,32 +244,30 @@ class Message:
 @st.composite
 def media_messages(draw: st.DrawFn, events: list[str] | None = None) -> Message:
     """One message for the media socket: mostly Twilio-shaped, the rest every kind of junk."""
-    kind = draw(
-        st.sampled_from(MESSAGE_KINDS[:1] * 6 + MESSAGE_KINDS[1:] + ("text", "binary", "scalar"))
-    )
+    kind = draw(KINDS)
     if kind == "twilio":
-        msg = draw(twilio_messages(events))
+        msg = draw(_twilio_messages(tuple(events or EVENTS)))
         compact = draw(st.booleans())  # Twilio's own compact form takes the serializer fast path
         sep = (",", ":") if compact else (", ", ": ")
         return Message(kind, json.dumps(msg, separators=sep, ensure_ascii=draw(st.booleans())))
     if kind == "text":
-        return Message(kind, draw(st.text(max_size=200).filter(_encodable)))
+        return Message(kind, draw(_TEXTS))
     if kind == "binary":
-        return Message(kind, draw(st.binary(max_size=300)))
+        return Message(kind, draw(_BINARIES))
     if kind == "deep":
-        return Message(kind, draw(deep_json()))
+        return Message(kind, draw(_DEEP))
     if kind == "wide":
-        return Message(kind, draw(wide_json()))
+        return Message(kind, draw(_WIDE))
     if kind == "number":
         num = draw(HUGE_NUMBERS)
-        shape = draw(st.sampled_from(["bare", "event", "field"]))
+        shape = draw(_NUMBER_SHAPES)
         if shape == "bare":
             return Message(kind, num)
         if shape == "event":
             return Message(kind, '{"event":' + num + "}")
         return Message(kind, '{"event":"dtmf","streamSid":"' + STREAM_SID + '","dtmf":' + num + "}")
     if kind == "sized":
-        return Message(kind, draw(sized()))
+        return Message(kind, draw(_SIZED))
     return Message(kind, json.dumps(draw(JSON_VALUES)))
 
 
@@ -247,6 +277,14 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_TEXTS = st.text(max_size=200).filter(_encodable)
+_BINARIES = st.binary(max_size=300)
+_DEEP = deep_json()
+_WIDE = wide_json()
+_SIZED = sized()
+_NUMBER_SHAPES = st.sampled_from(["bare", "event", "field"])
 
 
 def render(message: Message, stream_sid: str, call_sid: str) -> str | bytes:
@@ -302,49 +340,51 @@ class WebhookRequest:
         printer.text(repr(self))  # Hypothesis's reports: short, even for a 2 MB field
 
 
+WEBHOOK_PATHS = st.sampled_from(["/twilio/voice"] * 3 + ["/twilio/status", "/twilio/voice/"])
+QUERIES = st.lists(
+    st.tuples(
+        st.sampled_from(["persona", "persona", "x", ""]),
+        st.one_of(st.sampled_from(["receptionist", "..", "../../etc/passwd", "", "%00"]), TEXT),
+    ),
+    max_size=2,
+)
+FORMS = st.lists(
+    st.tuples(st.one_of(st.sampled_from(FORM_FIELDS), TEXT), FORM_VALUES), min_size=0, max_size=8
+)
+ONE_IN_TEN = st.integers(0, 9)
+HUGE_FIELD_SIZES = st.sampled_from([5000, 100_000, 2_000_000])
+BODY_KINDS = st.sampled_from(["urlencoded"] * 3 + ["multipart", "raw", "empty"])
+RAW_BODIES = st.one_of(
+    st.binary(max_size=500),
+    st.just(b"CallSid=CA1&" * 2000),
+    st.just(b"%" * 1000),
+    st.just(b"a=" + b"%e2%82" * 100),
+    st.just(b"--xyz\r\nContent-Disposition: form-data\r\n\r\n"),
+)
+CONTENT_TYPE_OR_NONE = st.one_of(st.none(), CONTENT_TYPES)
+SIGNS = st.sampled_from(["valid", "valid", "none", "garbage"])
+ONE_IN_FIVE = st.integers(0, 4)
+ODD_HEADERS = st.sampled_from(["X-Forwarded-For", "Host", "X-Twilio-Signature"])
+HEADER_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+
+
 @st.composite
 def webhook_requests(draw: st.DrawFn) -> WebhookRequest:
     """A webhook request as Twilio would send it, or broken in one or more ways."""
-    path = draw(st.sampled_from(["/twilio/voice"] * 3 + ["/twilio/status", "/twilio/voice/"]))
-    query = draw(
-        st.lists(
-            st.tuples(
-                st.sampled_from(["persona", "persona", "x", ""]),
-                st.one_of(
-                    st.sampled_from(["receptionist", "..", "../../etc/passwd", "", "%00"]), TEXT
-                ),
-            ),
-            max_size=2,
-        )
-    )
-    form = draw(
-        st.lists(
-            st.tuples(st.one_of(st.sampled_from(FORM_FIELDS), TEXT), FORM_VALUES),
-            min_size=0,
-            max_size=8,
-        )
-    )
-    if draw(st.integers(0, 9)) == 0:  # a huge field
-        form.append(("From", "9" * draw(st.sampled_from([5000, 100_000, 2_000_000]))))
-    body_kind = draw(st.sampled_from(["urlencoded"] * 3 + ["multipart", "raw", "empty"]))
+    path = draw(WEBHOOK_PATHS)
+    query = draw(QUERIES)
+    form = draw(FORMS)
+    if draw(ONE_IN_TEN) == 0:  # a huge field
+        form.append(("From", "9" * draw(HUGE_FIELD_SIZES)))
+    body_kind = draw(BODY_KINDS)
     raw = None
     if body_kind == "raw":
-        raw = draw(
-            st.one_of(
-                st.binary(max_size=500),
-                st.just(b"CallSid=CA1&" * 2000),
-                st.just(b"%" * 1000),
-                st.just(b"a=" + b"%e2%82" * 100),
-                st.just(b"--xyz\r\nContent-Disposition: form-data\r\n\r\n"),
-            )
-        )
+        raw = draw(RAW_BODIES)
     elif body_kind == "empty":
         raw = b""
-    content_type = draw(st.one_of(st.none(), CONTENT_TYPES))
-    sign = draw(st.sampled_from(["valid", "valid", "none", "garbage"]))
+    content_type = draw(CONTENT_TYPE_OR_NONE)
+    sign = draw(SIGNS)
     headers: dict[str, str] = {}
-    if draw(st.integers(0, 4)) == 0:
-        headers[draw(st.sampled_from(["X-Forwarded-For", "Host", "X-Twilio-Signature"]))] = draw(
-            st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
-        )
+    if draw(ONE_IN_FIVE) == 0:
+        headers[draw(ODD_HEADERS)] = draw(HEADER_VALUES)
     return WebhookRequest(path, query, form, body_kind, raw, content_type, sign, headers)
