@@ -185,3 +185,38 @@ async def test_drop_then_a_refused_reconnect_is_retried_and_the_call_goes_on(
     # The question the drop cut into reached the next connection (re-sent, then kept input)
     # and was answered: both latencies above; the refused attempt cost under a second.
     assert [c for c in emu.closes if "unavailable" in c[2]], emu.closes
+
+
+SHORT_ANSWER_SECS = 1.84  # bot_short_reply.wav from its first to its last audible frame
+
+
+async def test_goaway_with_a_long_warning_lets_the_begun_answer_finish_heard_once(
+    make_emulator, make_server
+):
+    # The service's own case: goAway with a long warning (~60 s; here 20 s) while the caller
+    # asks. The model starts answering ~0.5 s after the caller's last word, before the
+    # server's voice detector ends the turn (~1.1 s): the old connection gives that answer and
+    # the switch waits for the quiet after it. Switching at the turn end played the answer's
+    # start twice (what the old connection had sent, then all of it from the next one).
+    # Timeline: setup, 2.06 s greeting, the question (3.1 s) from ~3 s; goAway at 4 s.
+    emu, server = await call_with(make_emulator, make_server, FaultPlan(goaway_after=4,
+                                                                        time_left=20),
+                                  greeting_wav=SHORT, answer_wav=SHORT)  # fmt: skip
+    result = await place_call(server.url, questions_plan(1, 10, pause_before_hangup=1.5))
+
+    assert result.ok, result.failure
+    heard = heard_answers(result, pause_before_hangup=1.5)
+    assert len(heard) == 1 and result.replies_missed == 0, result.events
+    # Whole, and once: a repeated start would add the ~0.6-1.5 s the old connection had sent.
+    assert 0.95 * SHORT_ANSWER_SECS <= heard[0] < SHORT_ANSWER_SECS + 0.4, heard
+    assert result.clears == 0
+    assert emu.sessions_total == 2, emu.closes  # handed over, after the answer
+    assert not [c for c in emu.closes if "Deadline" in c[2]], emu.closes
+    # The switch came after the answer's generation but before the handle that covers it (the
+    # service issues one after turnComplete, once the answer has played): the next connection
+    # gets the turn as a context note (clientContent, no reply asked), not the question again.
+    second = list(emu.recordings.values())[-1]
+    notes = [r["msg"]["client_content"] for r in second if "client_content" in r["msg"]]
+    assert any(n.get("turnComplete") is False and n["turns"][0]["role"] == "user" for n in notes), (
+        notes
+    )

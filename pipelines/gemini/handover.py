@@ -16,7 +16,12 @@ end is never needed. The rules:
   connection will not live long enough for an answer (its lifetime learned from an earlier
   goAway, the answer's length from the longest generation seen), switch now: the caller's
   words are re-sent to the next connection, which answers them whole. The old connection's
-  messages after that moment are not played (the next one gives the answer).
+  messages after that moment are not played (the next one gives the answer). Except when the
+  model is already answering (it hears the end of the caller's words ~0.5 s after they stop,
+  our voice detector ~1 s after) and the pending goAway's deadline leaves room for that answer:
+  the old connection gives it and the switch waits for the quiet after it. Switching then
+  played the answer's first second or so twice: what the old connection had sent, then the
+  whole answer from the next one. With the service's ~60 s warning this is the usual case.
 - **A goAway just after an answer began** (``restart_on_go_away``): when the warning is
   shorter than an answer and the answer began under ``RESTART_WINDOW_SECS`` ago, switch now
   the same way rather than cut it at the deadline. With the real service's ~60 s warning this
@@ -130,7 +135,8 @@ class HandoverPlan:
         if self.tools_pending:
             return False
         if self.deadline is not None:
-            return True
+            answering = self._generating_since is not None
+            return not (answering and self.deadline - now >= self._answer_allowance())
         if self.lifetime is None or not self.longest_answer:
             return False
         margin = min(MARGIN_SECS * self._scale, MARGIN_FRACTION * self.lifetime)
