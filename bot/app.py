@@ -126,7 +126,7 @@ def create_app(
         ttl_secs=WARM_TTL_SECS * settings.time_scale,
         gate=app[SETUP_GATE],  # warm opens are calls' setups: they take turns too
     )
-    app[METRICS].registry.register(WarmSessionsCollector())
+    app[METRICS].registry.register(WarmSessionsCollector(app[WARM_SESSIONS].counts))
     add_routes(app)
     add_outbound_routes(app)  # outbound calls' status callbacks (bot.outbound.status)
     app.router.add_get("/twilio/media", media)

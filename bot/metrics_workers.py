@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -43,8 +43,8 @@ from prometheus_client.samples import Sample
 
 from bot.app_keys import CALLS
 from bot.health import add_health_routes
-from bot.listen_address import ListenAddress, is_loopback_host
-from bot.ops import OPS_AUTH, OpsAuth, OpsExposureError
+from bot.listen_address import ListenAddress, OpsExposureError, is_loopback_host
+from bot.ops import OPS_AUTH, OpsAuth, require_token
 from bot.settings import Settings
 
 FETCH_TIMEOUT_SECS = 5.0
@@ -129,30 +129,13 @@ class AggregateOps:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[require_token])
         app[OPS_AUTH] = OpsAuth(token)
         app[CALLS] = public[CALLS]
         add_health_routes(app)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/stats", self._stats)
         self.app = app
-
-    @web.middleware
-    async def _auth(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        auth = request.app[OPS_AUTH]
-        reason = auth.refusal(request)
-        if reason is not None:
-            auth.note_refusal(request, reason)
-            raise web.HTTPUnauthorized(
-                text="401: this operations endpoint requires 'Authorization: Bearer <token>' "
-                "(VOICEBOT_OPS_TOKEN)\n",
-                headers={"WWW-Authenticate": 'Bearer realm="voicebot-ops"'},
-            )
-        return await handler(request)
 
     async def start(self) -> str:
         """Bind and serve; the base URL.

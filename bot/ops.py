@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from loguru import logger
 
-from bot.app_keys import CALLS, FORWARDER, RECORDS, VAD_MODEL
+from bot.app_keys import CALLS, FORWARDER, RECORDS, VAD_MODEL, WARM_SESSIONS
 from bot.calls_page.routes import PAGE_PATHS, add_calls_page_routes
 from bot.health import add_health_routes
 from bot.listen_address import ListenAddress
@@ -160,9 +160,10 @@ class OpsAuth:
 
 
 @web.middleware
-async def _require_token(
+async def require_token(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """Middleware of an operations app: its ``OPS_AUTH`` bearer token, or 401."""
     auth = request.app[OPS_AUTH]
     login = auth.page_login(request)
     if login is not None:
@@ -189,7 +190,7 @@ def create_ops_app(public: web.Application, settings: Settings) -> web.Applicati
     app's registry), ``/livez``, ``/readyz``, ``/healthz``, and the calls page (``/``,
     ``/calls``, ``/static/…``, ``/api/calls…``; ``bot.calls_page``).
     """
-    ops = web.Application(middlewares=[_require_token])
+    ops = web.Application(middlewares=[require_token])
     token = settings.ops_token.get_secret_value() if settings.ops_token else None
     ops[OPS_AUTH] = OpsAuth(token)
     ops[PUBLIC_APP] = public
@@ -200,6 +201,8 @@ def create_ops_app(public: web.Application, settings: Settings) -> web.Applicati
     ops[METRICS] = public[METRICS]
     if FORWARDER in public:  # relays to other processes, for /stats
         ops[FORWARDER] = public[FORWARDER]
+    if WARM_SESSIONS in public:  # pre-warming outcomes, for /stats
+        ops[WARM_SESSIONS] = public[WARM_SESSIONS]
     add_metrics_route(ops, public[METRICS])
     add_calls_page_routes(ops, public[CALLS], public.get(RECORDS), token_required=token is not None)
     add_outbound_api(ops, public)  # POST /calls: place an outbound call (bot.outbound.http_api)

@@ -30,8 +30,9 @@ from loguru import logger
 from bot.app import create_app
 from bot.app_keys import AUTH, CALLS, FORWARDER
 from bot.gemini_key import KeyRejected, check_gemini_key
+from bot.listen_address import OpsExposureError, check_ops_exposure
 from bot.listen_address import reachable_from_outside as reachable_from_outside
-from bot.ops import OpsExposureError, OpsListener, check_ops_exposure
+from bot.ops import OpsListener
 from bot.peers import default_peer_url
 from bot.persona_store import PersonaStore
 from bot.request_limits import runner_options

@@ -37,16 +37,11 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from pipelines.gemini.reconnect import QUOTA_MARKERS as QUOTA_MARKERS
+from pipelines.gemini.reconnect import is_quota_refusal as is_quota_refusal
+
 BACKOFF_SECS = 30.0
 MAX_BACKOFF_SECS = 600.0
-# How a quota refusal reads (the Live API's close reason; RESOURCE_EXHAUSTED in other APIs).
-QUOTA_MARKERS = ("quota", "resource_exhausted", "resource exhausted")
-
-
-def is_quota_refusal(code: int | None, reason: str) -> bool:
-    """Whether a Live API close (code, reason) says the concurrent-session quota is used up."""
-    text = reason.lower()
-    return code in (None, 1008, 1011, 1013) and any(m in text for m in QUOTA_MARKERS)
 
 
 class SessionQuota:

@@ -37,8 +37,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from bot.app_keys import CALLS, FORWARDER, VAD_MODEL
-from bot.warm_sessions import PROCESS_COUNTS as WARM_COUNTS
+from bot.app_keys import CALLS, FORWARDER, VAD_MODEL, WARM_SESSIONS
 
 # Histogram resolution: 0.25 ms buckets up to 1 s, then one overflow bucket.
 BUCKET_MS = 0.25
@@ -261,7 +260,8 @@ def add_stats_routes(
         counters = getattr(request.app.get(VAD_MODEL), "stats", None)
         if callable(counters):
             snap["vad"] = counters()
-        snap["warm_sessions"] = dict(WARM_COUNTS)  # pre-warming outcomes (bot.warm_sessions)
+        if (warm := request.app.get(WARM_SESSIONS)) is not None:  # bot.warm_sessions
+            snap["warm_sessions"] = dict(warm.counts)  # pre-warming outcomes
         if (calls := request.app.get(CALLS)) is not None:  # admission of this process
             snap["calls_max"] = calls.max_live
             snap["admission"] = dict(calls.totals)

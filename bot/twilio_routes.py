@@ -27,7 +27,6 @@ from pipelines.personas.texts import DEFAULTS as TEXT_DEFAULTS
 from pipelines.personas.texts import Texts
 
 # The English defaults; a call's words are its persona's ``texts`` (pipelines.personas.texts).
-APOLOGY = TEXT_DEFAULTS["en"]["apology"]
 BUSY = TEXT_DEFAULTS["en"]["busy"]
 # The webhook URL's query parameter counting the processes that passed a call on (``voice``).
 BUSY_HOPS = "busy_hops"
@@ -167,8 +166,7 @@ async def voice(request: web.Request) -> web.Response:
             logger.info(f"call {call_sid} passed on: {refusal.detail} here (hop {hops + 1})")
             twiml = redirect_twiml(busy_redirect_url(request, auth.public_base(request), hops))
             return web.Response(text=twiml, content_type="text/xml")
-        calls.refuse(call_sid, refusal)
-        logger.warning(f"call {call_sid} refused: at capacity, draining or over the quota")
+        calls.refuse(call_sid, refusal)  # logs why
         return web.Response(text=busy_twiml(persona.texts), content_type="text/xml")
 
     # Open its Live API session while Twilio reads the TwiML and connects (bot.warm_sessions).

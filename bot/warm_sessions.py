@@ -49,9 +49,6 @@ from pipelines.personas import call_variables
 TTL_SECS = 10.0
 OUTCOMES = ("opened", "ready", "failed", "claimed", "expired", "closed")
 
-# Process-wide lifetime counts (every app's warm sessions), for /stats and Prometheus.
-PROCESS_COUNTS: Counter[str] = Counter()
-
 
 class WarmSessions:
     """The process's warm sessions by CallSid (see the module docstring).
@@ -84,7 +81,6 @@ class WarmSessions:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
-        PROCESS_COUNTS[outcome] += 1
 
     def open(self, call_sid: str, persona: Any, variables: Mapping[str, str]) -> None:
         """Start opening ``call_sid``'s session with the config its pipeline would use."""
@@ -175,7 +171,14 @@ def claim(app: web.Application, call_sid: str) -> WarmSession | None:
 
 
 class WarmSessionsCollector(Collector):
-    """``PROCESS_COUNTS`` as ``voicebot_warm_sessions_total{outcome}``, read at scrape time."""
+    """``WarmSessions.counts`` as ``voicebot_warm_sessions_total{outcome}``, read at scrape time.
+
+    Args:
+        counts: The app's ``WarmSessions.counts`` (lifetime counts by outcome).
+    """
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self._counts = counts
 
     def describe(self) -> Iterable[CounterMetricFamily]:
         """The metric family, without samples."""
@@ -185,7 +188,7 @@ class WarmSessionsCollector(Collector):
         """The lifetime counts by outcome."""
         family = CounterMetricFamily("voicebot_warm_sessions", _DOC, labels=["outcome"])
         for outcome in OUTCOMES:
-            family.add_metric([outcome], PROCESS_COUNTS[outcome])
+            family.add_metric([outcome], self._counts[outcome])
         return [family]
 
 

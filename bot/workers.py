@@ -143,7 +143,7 @@ def make_plan(
             from it, so it must be fixed) or beyond loopback without a token; a peer URL on
             the public port.
     """
-    from bot.ops import OpsExposureError, check_ops_exposure
+    from bot.listen_address import OpsExposureError, check_ops_exposure
 
     if workers < 1:
         raise WorkersError(f"--workers: got {workers}, expected 1 or more (one per core)")

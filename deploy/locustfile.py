@@ -100,11 +100,12 @@ def _apply_line(environment, **_kwargs):
     o = environment.parsed_options
     if o is not None:
         SCENARIO = SCENARIO.with_line(
-            o.line_noise_dbfs, o.line_noise_color, o.echo_db, o.playout_delay_ms
+            o.line_noise_dbfs,
+            o.line_noise_color,
+            o.echo_db,
+            o.playout_delay_ms,
+            o.stream_connect_ms,
         )
-        if o.stream_connect_ms is not None:
-            connect_ms = max(0.0, o.stream_connect_ms)
-            SCENARIO = SCENARIO.model_copy(update={"stream_connect_ms": connect_ms})
     SCENARIO.prepare()  # noise bank and speech mixes once per process, before any call
     print(f"voicebot callers' line: {describe_line(SCENARIO.line_description())}", flush=True)
     print(f"voicebot stream connect: {SCENARIO.stream_connect_ms:g} ms after the TwiML", flush=True)

@@ -16,7 +16,7 @@ from bot.session_quota import BACKOFF_SECS
 from bot.twilio_routes import BUSY
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.emulator.protocol import QUOTA_EXCEEDED
 from sim.testing import wait_until
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 # 0.8 s late, which a loaded 2-core machine (8 test workers) made happen.
 SCALE = 0.2
 # A short greeting: these tests are about who is let in, not about what they hear.
-SHORT = ASSETS_DIR / "bot_short_reply.wav"
+SHORT = SHORT_REPLY_WAV
 
 
 def _quota_closes(emulator) -> list[tuple[str, int, str]]:

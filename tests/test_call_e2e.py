@@ -9,7 +9,7 @@ from loguru import logger
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan, ToolScript
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 THINK_MS = 300
 # Where a test does not depend on the length of the bot's audio, the emulator speaks the 2.06 s
 # short reply rather than its 3.9 s greeting or 13.8 s answer: the call's pace is the audio's.
-SHORT = ASSETS_DIR / "bot_short_reply.wav"
+SHORT = SHORT_REPLY_WAV
 
 
 def _server_tasks() -> set[asyncio.Task]:

@@ -13,7 +13,7 @@ from sim.caller import CallPlan, parse_twiml, place_call, voice_url
 from sim.caller.cmd import format_timeline
 from sim.caller.line_noise import LineNoise
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import SEEN, TEST_THINK_MS, TONE, scripted_bot_app
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ async def test_call_on_a_noisy_line_completes_against_the_real_server(
 ) -> None:
     # The real server, SDK and Pipecat against the emulator; a 2 s greeting and reply (4 s
     # played in all).
-    short = ASSETS_DIR / "bot_short_reply.wav"
+    short = SHORT_REPLY_WAV
     emu = await make_emulator(
         EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short, answer_wav=short)
     )

@@ -29,7 +29,7 @@ from bot.app_keys import RECORDS
 from bot.records.tables import calls, turns
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +100,7 @@ async def test_the_calls_page_shows_a_live_call_then_its_record(
         "playwright.async_api", reason="Playwright is not installed (pip install playwright)"
     )
     expect = playwright.expect
-    short = ASSETS_DIR / "bot_short_reply.wav"  # a 2 s greeting: a bot line, then the caller's
+    short = SHORT_REPLY_WAV  # a 2 s greeting: a bot line, then the caller's
     emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     server = await make_server(
         emulator=emu, database_url=f"sqlite:///{tmp_path}/calls.db", ops_token=OPS_TOKEN

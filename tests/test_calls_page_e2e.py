@@ -16,7 +16,7 @@ import pytest
 from bot.app_keys import RECORDS
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ async def _json(http: aiohttp.ClientSession, url: str, **kw) -> tuple[int, dict]
 
 
 async def test_live_and_past_calls_json_from_a_real_call(make_emulator, make_server, tmp_path):
-    short = ASSETS_DIR / "bot_short_reply.wav"  # a 2 s greeting: a bot line, then the caller's
+    short = SHORT_REPLY_WAV  # a 2 s greeting: a bot line, then the caller's
     emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     server = await make_server(
         emulator=emu, database_url=f"sqlite:///{tmp_path}/calls.db", ops_token=OPS_TOKEN

@@ -15,13 +15,13 @@ import pytest
 from sim.caller import CallPlan, place_call
 from sim.caller.cmd import format_timeline
 from sim.caller.line_noise import LineNoise
-from sim.emulator.config import ASSETS_DIR, EmulatorConfig, FaultPlan
+from sim.emulator.config import SHORT_REPLY_WAV, EmulatorConfig, FaultPlan
 
 pytestmark = pytest.mark.e2e
 
 STALL_SECS = 2.5
 # The greeting's first phrase (2.06 s) as greeting and answer: it stalls 1 s in and resumes.
-SHORT = ASSETS_DIR / "bot_short_reply.wav"
+SHORT = SHORT_REPLY_WAV
 
 
 def silence_at(path: Path, at_secs: float, silence_rms: float) -> float:

@@ -23,7 +23,7 @@ from bot.twilio_routes import BUSY
 from pipelines.call.control import WRAP_UP_GOODBYE
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import ASSETS_DIR, SHORT_REPLY_WAV
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,7 @@ async def test_drain_lets_calls_end_then_wraps_up_the_rest_with_a_goodbye(
     emu = await make_emulator(
         EmulatorConfig(
             think_ms=300,
-            greeting_wav=ASSETS_DIR / "bot_short_reply.wav",
+            greeting_wav=SHORT_REPLY_WAV,
             answer_wav=ASSETS_DIR / "bot_greeting.wav",
         )
     )

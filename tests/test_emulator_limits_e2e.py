@@ -8,7 +8,7 @@ import pytest
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, ToolScript
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import ASSETS_DIR, SHORT_REPLY_WAV
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ async def test_announced_end_call_plays_the_announcement_then_hangs_up(
     emu = await make_emulator(
         EmulatorConfig(
             think_ms=300,
-            greeting_wav=ASSETS_DIR / "bot_short_reply.wav",
+            greeting_wav=SHORT_REPLY_WAV,
             tool_scripts=(ToolScript(after_turn=1, name="end_call"),),
         )
     )
@@ -75,7 +75,7 @@ async def test_call_without_compression_meets_the_session_limit_gracefully(
 ):
     # 15 min -> 9 s (goAway 0.6 s before); frontdesk.yaml has no context_window_compression.
     # Short greeting and answer (2.06 s): the question still comes after the first limit.
-    short = ASSETS_DIR / "bot_short_reply.wav"
+    short = SHORT_REPLY_WAV
     emu = await make_emulator(
         EmulatorConfig(
             think_ms=300,

@@ -21,12 +21,12 @@ import pytest
 
 from sim.caller import CallPlan, CallResult, place_call
 from sim.emulator import EmulatorConfig, LiveEmulator
-from sim.emulator.config import ASSETS_DIR, FaultPlan
+from sim.emulator.config import MEDIUM_ANSWER_WAV, SHORT_REPLY_WAV, FaultPlan
 
 pytestmark = pytest.mark.e2e
 
 LONG_ANSWER_SECS = 13.56  # bot_long_answer.wav from its first to its last audible frame
-MEDIUM = ASSETS_DIR / "bot_medium_answer.wav"  # 5.75 s: bot_long_answer.wav's first phrases
+MEDIUM = MEDIUM_ANSWER_WAV  # 5.75 s: bot_long_answer.wav's first phrases
 MEDIUM_ANSWER_SECS = 5.70  # bot_medium_answer.wav from its first to its last audible frame
 QUIET_SECS = 0.5
 
@@ -80,7 +80,7 @@ def callers_turns(history: list[str]) -> int:
     return sum(1 for line in history if line.startswith("caller:"))
 
 
-SHORT = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s, for calls whose answers are not long
+SHORT = SHORT_REPLY_WAV  # 2.06 s, for calls whose answers are not long
 
 
 async def call_with(make_emulator: Any, make_server: Any, faults: FaultPlan, **cfg: Any) -> Any:

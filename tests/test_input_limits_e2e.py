@@ -22,7 +22,7 @@ from pipelines.twilio.input_limits import AUDIO_BURST_SECS
 from sim.caller import CallPlan, parse_twiml, place_call, webhook_params
 from sim.caller.twilio_webhook import start_message
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -136,7 +136,7 @@ async def test_audio_faster_than_real_time_is_dropped_and_the_call_closed(
     # The billing attack: ~560 s of caller audio sent in well under a second. Messages are
     # capped at 16 KiB, so it takes 500 of them (1.125 s each) instead of 100 of 5.6 s.
     # The healthy call meanwhile is greeted with the 2 s short reply.
-    emu = await make_emulator(EmulatorConfig(greeting_wav=ASSETS_DIR / "bot_short_reply.wav"))
+    emu = await make_emulator(EmulatorConfig(greeting_wav=SHORT_REPLY_WAV))
     server = await make_server(emulator=emu)
     payload = base64.b64encode(b"\xff" * 9000).decode()  # 1.125 s of mu-law
     with LogCapture(caplog) as logs:

@@ -14,14 +14,14 @@ from loguru import logger
 from sim.caller import CallPlan, parse_twiml, place_call, twilio_signature, webhook_params
 from sim.caller.twilio_webhook import start_message
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "test-auth-token"
 # A 2 s greeting and reply (the default answer is 13.8 s): these calls only need bot audio.
-SHORT = ASSETS_DIR / "bot_short_reply.wav"
+SHORT = SHORT_REPLY_WAV
 
 
 def _short_voice() -> EmulatorConfig:

@@ -11,11 +11,11 @@ import pytest
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 
 pytestmark = pytest.mark.e2e
 
-SHORT = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s: the greeting's first phrase
+SHORT = SHORT_REPLY_WAV  # 2.06 s: the greeting's first phrase
 
 
 async def test_missed_barge_in_is_stopped_by_local_vad(make_emulator, make_server):

@@ -16,7 +16,7 @@ from loguru import logger
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ async def _get(session: aiohttp.ClientSession, url: str, token: str | None = Non
 async def test_stats_are_gone_from_the_public_listener_and_need_the_token(
     make_emulator, make_server
 ):
-    short = ASSETS_DIR / "bot_short_reply.wav"  # a 2 s greeting: the call only has to be up
+    short = SHORT_REPLY_WAV  # a 2 s greeting: the call only has to be up
     emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     server = await make_server(emulator=emu, twilio_auth_token=TWILIO_TOKEN, ops_token=OPS_TOKEN)
     assert server.ops_url and server.ops_url != server.url

@@ -21,7 +21,7 @@ from bot.records.database import Database, database_url
 from sim.caller.plan import CallPlan
 from sim.caller.twilio_webhook import twilio_signature
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, free_port
 from sim.twilio_api import FakeTwilioConfig, NumberBehaviour, running_twilio_api
 from sim.twilio_api import numbers as net
@@ -123,7 +123,7 @@ async def test_a_person_answers_the_bot_greets_only_after_detection(
 ) -> None:
     plan = CallPlan().wait_for_greeting(timeout_secs=8).hangup()
     # A 2 s greeting: what matters is when it starts.
-    short = ASSETS_DIR / "bot_short_reply.wav"
+    short = SHORT_REPLY_WAV
     emulator = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     async with running_twilio_api(network(**{PERSON: NumberBehaviour("person", plan=plan)})) as api:
         server = await start(make_server, api, tmp_path, emulator=emulator)

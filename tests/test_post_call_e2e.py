@@ -34,7 +34,7 @@ from bot.webhook_signature import SIGNATURE_HEADER, verify
 from pipelines.ports import TranscriptTurn
 from sim.caller import CallPlan
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -105,9 +105,7 @@ async def test_a_calls_record_reaches_a_flaky_receiver_signed_once_it_accepts(
         )
         # time_scale 0.1: the backoff starts at 0.1 s instead of 1 s. The greeting's length
         # plays no part: the emulator greets with its 2.06 s short reply, not the 3.9 s one.
-        emu = await make_emulator(
-            EmulatorConfig(think_ms=300, greeting_wav=ASSETS_DIR / "bot_short_reply.wav")
-        )
+        emu = await make_emulator(EmulatorConfig(think_ms=300, greeting_wav=SHORT_REPLY_WAV))
         server = await make_server(emulator=emu, personas=personas, time_scale=0.1)
         server_box.append(server)
         sender = server.app[POST_CALL]

@@ -27,7 +27,7 @@ import pytest
 
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS
 from tests.conftest import TEST_PERSONAS
 
@@ -98,7 +98,7 @@ async def _webhook_reachable(port: int) -> bool:
 
 
 async def test_serve_reachable_from_outside_needs_a_real_checked_key(make_emulator):
-    short = ASSETS_DIR / "bot_short_reply.wav"  # the one call only has to hear a greeting
+    short = SHORT_REPLY_WAV  # the one call only has to hear a greeting
     emulator = await make_emulator(
         EmulatorConfig(think_ms=TEST_THINK_MS, api_key=RIGHT_KEY, greeting_wav=short)
     )

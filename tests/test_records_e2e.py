@@ -20,7 +20,7 @@ from bot.app_keys import RECORDS
 from bot.records.reader import Query, get_call, list_calls
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR, FaultPlan
+from sim.emulator.config import SHORT_REPLY_WAV, FaultPlan
 from sim.postgres import TempPostgres, unavailable_reason
 from sim.testing import wait_until
 
@@ -129,9 +129,7 @@ async def test_calls_go_on_while_the_database_is_down_and_are_recorded_when_it_r
 ):
     url, pg = database
     # The greeting's length plays no part here: the 2.06 s short reply, not the 3.9 s greeting.
-    emu = await make_emulator(
-        EmulatorConfig(think_ms=300, greeting_wav=ASSETS_DIR / "bot_short_reply.wav")
-    )
+    emu = await make_emulator(EmulatorConfig(think_ms=300, greeting_wav=SHORT_REPLY_WAV))
     server = await make_server(emulator=emu, database_url=url)
     writer = server.app[RECORDS]
     assert await wait_until(lambda: writer.stats()["database_up"] and writer.migrated, 10)

@@ -16,7 +16,7 @@ import pytest
 from bot.app_keys import PERSONAS
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, wait_until
 from tests.conftest import TEST_PERSONAS
 
@@ -38,7 +38,7 @@ async def test_reload_keeps_live_calls_on_their_persona(make_emulator, make_serv
     personas = tmp_path / "personas"
     shutil.copytree(TEST_PERSONAS, personas)
     # A 2 s greeting: the calls only need to be served, on the voice their setup names.
-    short = ASSETS_DIR / "bot_short_reply.wav"
+    short = SHORT_REPLY_WAV
     emu = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     server = await make_server(emulator=emu, personas=personas)
     store = server.app[PERSONAS]

@@ -7,13 +7,13 @@ import pytest
 
 from sim.caller import CallPlan
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import fake_twilio_rest, running_emulator, running_server, wait_until
 from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
 
-SHORT = ASSETS_DIR / "bot_short_reply.wav"
+SHORT = SHORT_REPLY_WAV
 
 
 async def test_running_server_answers_a_call_and_cleans_up() -> None:

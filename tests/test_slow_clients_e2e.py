@@ -20,7 +20,7 @@ from loguru import logger
 from bot.request_limits import WEBHOOK_MAX_BODY_BYTES, runner_options
 from sim.caller import CallPlan, parse_twiml, place_call, webhook_params
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +109,7 @@ async def test_slow_webhook_bodies_are_cut_off_and_a_normal_call_still_works(
     # Scaled: the 10 s body timeout is 1 s here. 30 clients dripping a body, 10 more that
     # leave half-way (the case that logged a traceback each), and a normal call meanwhile
     # (greeted with the 2 s short reply).
-    emu = await make_emulator(EmulatorConfig(greeting_wav=ASSETS_DIR / "bot_short_reply.wav"))
+    emu = await make_emulator(EmulatorConfig(greeting_wav=SHORT_REPLY_WAV))
     server = await make_server(emulator=emu, time_scale=0.1)
     port = _port(server.url)
     with Logs(caplog) as logs:

@@ -33,14 +33,14 @@ import pytest
 from sim.caller import CallPlan, place_call
 from sim.caller.plan import DEFAULT_SILENCE_RMS, read_wav_as_ulaw, ulaw_rms
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR, FaultPlan
+from sim.emulator.config import SHORT_REPLY_WAV, FaultPlan
 
 pytestmark = pytest.mark.e2e
 
 QUESTIONS = 7
 SCALE = 0.0175  # a 600 s connection lasts 10.5 s, its goAway 1.05 s before the end
 DROP_AFTER_SECS = 5.0
-ANSWER_WAV = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s, 1.84 s audible
+ANSWER_WAV = SHORT_REPLY_WAV  # 2.06 s, 1.84 s audible
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

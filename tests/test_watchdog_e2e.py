@@ -18,14 +18,14 @@ import pytest
 from pipelines.personas.schema import SHIPPED_CLIPS
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig, FaultPlan
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import ASSETS_DIR, SHORT_REPLY_WAV
 
 pytestmark = pytest.mark.e2e
 
 SCALE = 0.5
 # In the 6 s stall test the emulator greets with the 2.1 s short reply and answers with the
 # 3.9 s greeting recording: a stall after 3 s of audio hits answers, never the greeting.
-SHORT = ASSETS_DIR / "bot_short_reply.wav"  # 2.06 s
+SHORT = SHORT_REPLY_WAV  # 2.06 s
 MEDIUM = ASSETS_DIR / "bot_greeting.wav"  # 3.87 s
 STALL_AFTER_SECS = 3.0
 

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipelines.call.control import WRAP_UP_GOODBYE
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
-from sim.emulator.config import ASSETS_DIR
+from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +87,7 @@ async def test_two_workers_share_the_port_aggregate_metrics_and_drain_on_sigterm
     make_emulator, tmp_path
 ):
     # A 2 s greeting (and drain goodbye), not the 3.9 s default: each call only has to hear one.
-    short = ASSETS_DIR / "bot_short_reply.wav"
+    short = SHORT_REPLY_WAV
     emulator = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
     port, ops = _free_ports(2)
     env = {

@@ -152,11 +152,9 @@ class CallerAudioRoute:
             return
         if speaking:
             self.caller_quiet.clear()
-        else:
-            self.caller_quiet.set()
-        if speaking:
             self._events.append(VADUserStartedSpeakingFrame(start_secs=params.start_secs))
         else:
+            self.caller_quiet.set()
             self._events.append(VADUserStoppedSpeakingFrame(stop_secs=params.stop_secs))
         if self._pusher is None or self._pusher.done():
             self._pusher = asyncio.get_running_loop().create_task(

@@ -33,6 +33,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from twilio.twiml.voice_response import VoiceResponse
 
 from pipelines.aio import cancel_and_wait
+from pipelines.personas.texts import DEFAULTS
 
 Instruct = Callable[[str], Awaitable[bool]]
 HangUp = Callable[[str], Awaitable[None]]
@@ -53,17 +54,15 @@ WRAP_UP_QUIET_WAIT_SECS = 15.0
 WRAP_UP_PAUSE_SECS = 1.0
 
 
-def dial_twiml(to: str, announcement: str | None, texts: Any = None) -> str:
+def dial_twiml(to: str, announcement: str | None, texts: Any) -> str:
     """The TwiML a transfer replaces the call's with: the announcement, then ``<Dial>``.
 
     ``texts``: the persona's (``pipelines.personas.texts``), for the ``<Say>``'s voice and
     language.
     """
     vr = VoiceResponse()
-    if announcement and texts is not None:
+    if announcement:
         vr.say(announcement, voice=texts.say_voice, language=texts.say_language)
-    elif announcement:
-        vr.say(announcement)
     vr.dial(to)
     return str(vr)
 
@@ -78,9 +77,7 @@ def wrap_up_instruction(goodbye: str) -> str:
     return f"The line has to close now. {say_exactly(goodbye)}"
 
 
-WRAP_UP_GOODBYE = wrap_up_instruction(  # with the English default text
-    "I'm sorry, I have to end the call now. Thank you for calling, goodbye."
-)
+WRAP_UP_GOODBYE = wrap_up_instruction(DEFAULTS["en"]["drain_goodbye"])  # the English default
 
 
 class CallControl:
@@ -217,12 +214,10 @@ class CallControl:
         await params.result_callback({"status": "ok", "next": "the call is being transferred"})
         texts = self._persona.texts  # transfer_announcement: from tool.announcement or texts
         twiml = dial_twiml(tool.to, texts.transfer_announcement, texts)
-        redirect = self._redirect
 
         async def transfer() -> None:
             await self._wait_played(2.0)
-            if not await redirect(twiml):
-                await self._hang_up("transfer failed")
+            await self._redirect_or_hang_up(twiml)
 
         self._after_reply = transfer
         self._reply_seen = self._bot_speaking
@@ -240,14 +235,15 @@ class CallControl:
         if self._ending is not None or self._redirect is None:
             return False
         self._ending = reason
-        twiml, redirect = dial_twiml(to, announcement, self._persona.texts), self._redirect
-
-        async def transfer() -> None:
-            if not await redirect(twiml):
-                await self._hang_up("transfer failed")
-
-        self._spawn_finisher(transfer)
+        twiml = dial_twiml(to, announcement, self._persona.texts)
+        self._spawn_finisher(self._redirect_or_hang_up(twiml))
         return True
+
+    async def _redirect_or_hang_up(self, twiml: str) -> None:
+        """Replace the call's TwiML (a transfer); hang up if Twilio's REST API refused."""
+        assert self._redirect is not None  # checked by both callers
+        if not await self._redirect(twiml):
+            await self._hang_up("transfer failed")
 
     async def end_now(self, goodbye: str | None, reason: str) -> bool:
         """Say ``goodbye`` and hang up once played, as ``end_call`` does (none: hang up now)."""

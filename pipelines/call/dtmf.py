@@ -102,7 +102,6 @@ class KeypadEntries:
         self._allowance = KEYS_BURST
         self._allowance_at = 0.0
         self.entries_sent = 0
-        self.actions_taken = 0
         self.keys_dropped = 0
 
     @property
@@ -210,7 +209,5 @@ class KeypadEntries:
             done = await self._actions.transfer_now(action.to, action.say, reason)
         else:
             done = await self._actions.end_now(action.say, reason)
-        if done:
-            self.actions_taken += 1
-        else:
+        if not done:
             logger.warning(f"DTMF: a key mapped to {action.action} was pressed; not possible now")

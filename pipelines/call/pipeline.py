@@ -100,11 +100,11 @@ class CallPipeline:
         # The serializer hangs up after the goodbye was played (pipelines.call.media_transport).
         self.serializer, self.transport = media_transport(ws, info, resources, self.metrics)
         scale = resources.time_scale
-        instruction = persona.render_system_instruction(variables)
         self._greeting = persona.greeting_instruction(variables)
-        model, config = persona.connect_config(instruction)
         if warm is not None:  # opened with the same persona and call values at the webhook
             model, config = warm.model, warm.config
+        else:
+            model, config = persona.connect_config(persona.render_system_instruction(variables))
         self.llm = CallGeminiLive(
             client=resources.gemini.get(persona.api_version()),
             model=model,
@@ -162,7 +162,7 @@ class CallPipeline:
             )
         # The persona's HTTP tools (pipelines.tools): requests on the shared session, logged.
         self.http_tools = CallTools(
-            getattr(persona, "http_tools", ()),
+            persona.http_tools,
             model_default_async=persona.tools_async,
             http=resources.http,
             env_value=resources.env_value,

@@ -73,7 +73,6 @@ class SetupGate:
         self, concurrency: int = SETUP_CONCURRENCY, max_hold_secs: float = MAX_HOLD_SECS
     ) -> None:
         """Create the gate; see the class docstring for the arguments."""
-        self._free = concurrency
         self._max_hold_secs = max_hold_secs
         self._urgent: deque[GateTicket] = deque()
         self._spare: deque[GateTicket] = deque()
@@ -121,16 +120,14 @@ class SetupGate:
                 pass
 
     def _grant(self) -> None:
-        while self._free > 0 and (self._urgent or self._spare):
+        while self.held < self.concurrency and (self._urgent or self._spare):
             ticket = (self._urgent or self._spare).popleft()
             if ticket.grant():
-                self._free -= 1
                 self.held += 1
                 self.peak = max(self.peak, self.held)
 
     def _left(self) -> None:
         self.held -= 1
-        self._free += 1
         self._grant()
 
 

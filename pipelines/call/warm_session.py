@@ -28,7 +28,6 @@ May import google-genai and ``pipelines._compat`` (its socket state).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from google import genai
@@ -58,7 +57,6 @@ class WarmSession:
 
     Attributes:
         error: Why the open failed (None while it goes or went well).
-        opened_secs: Seconds the open took (None until it is open).
     """
 
     def __init__(
@@ -75,7 +73,6 @@ class WarmSession:
         self.model = model
         self.config = config
         self.error: BaseException | None = None
-        self.opened_secs: float | None = None
         self._label = label
         self._on_settled = on_settled
         self._session: AsyncSession | None = None
@@ -96,22 +93,12 @@ class WarmSession:
             self._task = asyncio.create_task(self._hold(), name=f"warm-session:{self._label}")
 
     @property
-    def claimed(self) -> bool:
-        """Whether a call took it (``claim`` returned the session)."""
-        return self._claimed
-
-    @property
     def in_use(self) -> bool:
         """Whether a call's pipeline began using it (``take_setup_slot`` or ``claim``).
 
         From then on that call closes it when it ends, however long the open waits for the gate.
         """
         return self._in_use
-
-    @property
-    def is_open(self) -> bool:
-        """Open and not yet released."""
-        return self._session is not None and not self._release.is_set()
 
     async def claim(self) -> AsyncSession | None:
         """The open session for the call, waiting for an open in progress; None if unusable.
@@ -175,7 +162,6 @@ class WarmSession:
             task.cancel()
 
     async def _hold(self) -> None:
-        started = time.monotonic()
         try:
             if self._gate is not None:
                 # Spare work: calls whose caller is on the line go first (``take_setup_slot``
@@ -183,9 +169,7 @@ class WarmSession:
                 self._ticket = self._gate.ticket(spare=not self._slot_wanted)
                 self._slot = await self._ticket.wait()
                 self._gated.set()
-                started = time.monotonic()
             async with self.client.aio.live.connect(model=self.model, config=self.config) as s:
-                self.opened_secs = time.monotonic() - started
                 self._session = s
                 self._drop_slot()
                 self._settled.set()

@@ -38,6 +38,7 @@ from pipelines.gemini.reconnect import (
     GapWatch,
     ReconnectBudget,
     close_code,
+    is_quota_refusal,
     refusal,
 )
 from pipelines.gemini.resend import ClientLog, Entry
@@ -46,12 +47,6 @@ from pipelines.ports import CallMetrics
 ReadyCallback = Callable[[bool], Awaitable[None]]
 MessageCallback = Callable[[LiveServerMessage], Awaitable[None]]
 FailedCallback = Callable[[int | None, str], Awaitable[None]]
-
-
-def _quota_refusal(error: APIError) -> bool:
-    """A setup refused for the concurrent-session quota (``RESOURCE_EXHAUSTED``)."""
-    reason = refusal(error)[1].lower()
-    return "quota" in reason or "resource_exhausted" in reason or "resource exhausted" in reason
 
 
 class PreopenedSession(Protocol):
@@ -254,7 +249,7 @@ class ConnectionLoop:
                     logger.debug("Live API: taking the pre-opened session")
                     yield session
                     return
-                if isinstance(warm.error, APIError) and _quota_refusal(warm.error):
+                if isinstance(warm.error, APIError) and is_quota_refusal(*refusal(warm.error)):
                     # The service's answer for this call, a moment ago: the call's first
                     # connection was refused (admission learns the quota from it); asking
                     # again would spend a second refusal and delay the caller's apology.

@@ -57,6 +57,16 @@ def refusal(error: Exception) -> tuple[int | None, str]:
     return None, f"Live API connection failed: {error!r}"[:200]
 
 
+# How a quota refusal reads (the Live API's close reason; RESOURCE_EXHAUSTED in other APIs).
+QUOTA_MARKERS = ("quota", "resource_exhausted", "resource exhausted")
+
+
+def is_quota_refusal(code: int | None, reason: str) -> bool:
+    """Whether a Live API close (code, reason) says the concurrent-session quota is used up."""
+    text = reason.lower()
+    return code in (None, 1008, 1011, 1013) and any(m in text for m in QUOTA_MARKERS)
+
+
 class ReconnectBudget:
     """The reconnect time budget of one call (see the module docstring).
 

@@ -110,9 +110,9 @@ class CallTools:
         try:
             outcome = await self.run(tool, arguments)
         except asyncio.CancelledError:
-            self._record(tool, "cancelled", began, ToolOutcome("cancelled", {}), args_bytes)
+            self._record(tool, began, ToolOutcome("cancelled", {}), args_bytes)
             raise
-        self._record(tool, outcome.outcome, began, outcome, args_bytes)
+        self._record(tool, began, outcome, args_bytes)
         await params.result_callback(outcome.response)
 
     async def run(self, tool: HttpTool, arguments: dict[str, Any]) -> ToolOutcome:
@@ -143,9 +143,8 @@ class CallTools:
             logger.exception(f"call {self._call_sid}: tool {tool.name} failed")
             return failure(tool, "unreachable", type(e).__name__)
 
-    def _record(
-        self, tool: HttpTool, outcome: str, began: float, result: ToolOutcome, args_bytes: int
-    ) -> None:
+    def _record(self, tool: HttpTool, began: float, result: ToolOutcome, args_bytes: int) -> None:
+        outcome = result.outcome
         now = time.monotonic()
         latency = now - began
         self.records.append(

@@ -88,14 +88,13 @@ async def place_call(
         The :class:`CallResult`; failures are reported in it, never raised.
     """
     plan = plan or CallPlan.default()
-    loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:
         if session is None:
             session = await stack.enter_async_context(aiohttp.ClientSession())
         if ticker is None:
             ticker = await stack.enter_async_context(FrameTicker())
         return await _call(
-            url, plan, loop, session, ticker, auth_token, record, to, from_, persona,
+            url, plan, session, ticker, auth_token, record, to, from_, persona,
             connect_timeout_secs,
         )  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover
@@ -104,7 +103,6 @@ async def place_call(
 async def _call(
     url: str,
     plan: CallPlan,
-    loop: asyncio.AbstractEventLoop,
     session: aiohttp.ClientSession,
     ticker: FrameTicker,
     auth_token: str | None,

@@ -14,6 +14,11 @@ from pipelines.gemini_models import AUDIO_SESSION_LIMIT_SECS
 from sim.emulator.misbehaviour import MISBEHAVIOURS, parse_trigger
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+# Short clips for tests whose point is not a reply's length (the defaults below are 3.9 s and
+# 13.8 s): the greeting's first phrase (2.06 s, 1.84 s audible) and the long answer's first
+# phrases, cut at a pause (5.75 s, 5.70 s audible).
+SHORT_REPLY_WAV = ASSETS_DIR / "bot_short_reply.wav"
+MEDIUM_ANSWER_WAV = ASSETS_DIR / "bot_medium_answer.wav"
 
 Voice = Literal["echo", "wav", "tone"]
 VOICES: tuple[str, ...] = ("echo", "wav", "tone")

@@ -227,11 +227,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         scenario = load_scenario(args.scenario).with_line(
-            args.line_noise_dbfs, args.line_noise_color, args.echo_db, args.playout_delay_ms
+            args.line_noise_dbfs,
+            args.line_noise_color,
+            args.echo_db,
+            args.playout_delay_ms,
+            args.stream_connect_ms,
         )
-        if args.stream_connect_ms is not None:
-            connect_ms = max(0.0, args.stream_connect_ms)
-            scenario = scenario.model_copy(update={"stream_connect_ms": connect_ms})
         slos = {**scenario.slo, **dict(parse_slo(s) for s in args.slo)}
         if args.calls < 1 or args.concurrency < 1 or args.workers < 1:
             raise ValueError("--calls, --concurrency and --workers must be at least 1")

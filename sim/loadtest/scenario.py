@@ -52,6 +52,9 @@ from sim.loadtest.report import slo_names
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 
 
+MAX_STREAM_CONNECT_MS = 10_000  # a stream_connect_ms above this is a mistake, not a line
+
+
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the file and field."""
 
@@ -171,7 +174,9 @@ class Scenario(BaseModel):
     line_noise: LineNoiseSpec = Field(default_factory=LineNoiseSpec)
     playout_delay_ms: float = Field(DEFAULT_PLAYOUT_DELAY_SECS * 1000, ge=0, le=1000)
     # Twilio's delay from reading the TwiML to the stream's start (sim.caller.plan).
-    stream_connect_ms: float = Field(DEFAULT_STREAM_CONNECT_SECS * 1000, ge=0, le=10000)
+    stream_connect_ms: float = Field(
+        DEFAULT_STREAM_CONNECT_SECS * 1000, ge=0, le=MAX_STREAM_CONNECT_MS
+    )
     steps: list[ScenarioStep] = Field(min_length=1)
     slo: dict[str, float] = Field(default_factory=dict)
     base_dir: Path | None = Field(None, exclude=True)
@@ -195,8 +200,11 @@ class Scenario(BaseModel):
         color: str | None = None,
         echo_db: float | str | None = None,
         playout_delay_ms: float | None = None,
+        stream_connect_ms: float | None = None,
     ) -> Scenario:
         """A copy on another line (command-line overrides); see :func:`override_line`.
+
+        ``stream_connect_ms``: Twilio's TwiML read -> stream start (below 0: 0).
 
         Raises:
             ScenarioError: a value out of range (the message says which and what is expected).
@@ -207,7 +215,15 @@ class Scenario(BaseModel):
             )
         except LineError as e:
             raise ScenarioError(str(e)) from None
-        return self.model_copy(update={"line_noise": spec, "playout_delay_ms": delay})
+        update: dict[str, Any] = {"line_noise": spec, "playout_delay_ms": delay}
+        if stream_connect_ms is not None:
+            connect_ms = max(0.0, stream_connect_ms)
+            if connect_ms > MAX_STREAM_CONNECT_MS:
+                raise ScenarioError(
+                    f"stream_connect_ms: expected 0-{MAX_STREAM_CONNECT_MS} ms, got {connect_ms:g}"
+                )
+            update["stream_connect_ms"] = connect_ms
+        return self.model_copy(update=update)
 
     def line_description(self) -> dict[str, Any]:
         """The line every call of this scenario is on (for reports)."""

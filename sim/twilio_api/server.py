@@ -65,11 +65,6 @@ class FakeTwilioApi:
     _tokens: float = 1.0
     _refilled: float = field(default_factory=time.monotonic)
 
-    @property
-    def base_url(self) -> str:
-        """What ``TWILIO_API_BASE_URL`` should be."""
-        return self.url
-
     async def wait_all_ended(self, timeout_secs: float = 30.0) -> bool:
         """Wait until every placed call reached a final status (False on timeout)."""
         deadline = time.monotonic() + timeout_secs
