@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -188,9 +189,14 @@ async def test_fifty_calls_through_a_round_robin_proxy_are_all_served_by_their_o
         )
 
         gate = asyncio.Semaphore(CONCURRENCY)
+        # Callers do not dial in step: each waits a moment (seeded) before its webhook, as
+        # real arrivals spread. In lockstep, one round-robin counter over webhooks and streams
+        # locked calls into phases and the relayed share swung from 8 % to 40 % between runs.
+        arrivals = random.Random(16)
 
         async def one() -> object:
             async with gate:
+                await asyncio.sleep(arrivals.uniform(0.0, 0.3))
                 return await place_call(
                     public, plan, auth_token=TWILIO_TOKEN, persona="announcer", session=session
                 )
@@ -235,8 +241,8 @@ async def test_fifty_calls_through_a_round_robin_proxy_are_all_served_by_their_o
         assert s["relays"]["active"] == 0 and s["relays"]["loop"] == 0
     assert served == CALLS - len(busy)
     # Many streams land on the other process and are relayed. Not "about half": one round-robin
-    # rotation over webhooks, streams and <Redirect> retries of calls started in step locks
-    # into phases (a call's webhook and stream 1 or 2 requests apart); 16-40 % seen across runs.
+    # rotation over webhooks, streams and <Redirect> retries still favours phases (a call's
+    # webhook and stream 1 or 2 requests apart).
     assert 0.1 * served <= relayed <= 0.75 * served, (relayed, served)
     assert genuine.bot_media > 0
     # The two replays reached different processes: one of them went through a relay.
