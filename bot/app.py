@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -64,6 +65,7 @@ def create_app(
     drain_secs: float = DEFAULT_DRAIN_SECS,
     wrap_up_secs: float = WRAP_UP_SECS,
     twilio_api_base: str | None = None,
+    vad_session: Any = None,
 ) -> web.Application:
     """Build the server application.
 
@@ -76,6 +78,8 @@ def create_app(
         wrap_up_secs: After that window, how long the goodbyes may take before a call still
             up is closed abnormally.
         twilio_api_base: Twilio REST base URL (tests point it at a fake).
+        vad_session: A loaded Silero ONNX session to use (a test harness starting many apps
+            in one process shares one); None: the app loads its own at start.
     """
     # The installed Pipecat/google-genai must be the ones our private accesses were written for
     # (a clear CompatError otherwise).
@@ -99,7 +103,7 @@ def create_app(
         app[CALLS].guard = lambda: lag_guard(STATS, lag_limit_ms)
     app[PERSONAS] = personas
     app[SETUP_GATE] = SetupGate()
-    app[VAD_MODEL] = BatchedSileroVAD()
+    app[VAD_MODEL] = BatchedSileroVAD(session=vad_session)
     # Call records (bot.records): written off the calls' path; absent when the URL is off.
     if (records_url := settings.records_url) is not None:
         app[RECORDS] = RecordWriter(

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from sim.ports import free_port
 
 START_TIMEOUT_SECS = 30
 
@@ -52,12 +53,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class TempPostgres:
     """A PostgreSQL cluster in a temporary folder, on a free loopback port (module docstring)."""
 
@@ -66,7 +61,7 @@ class TempPostgres:
         if bindir is None:
             raise RuntimeError(unavailable_reason() or "PostgreSQL is not installed")
         self._bin = bindir
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="voicebot-pg-"))
         self.data = self.root / "data"
         self._as_root = os.geteuid() == 0

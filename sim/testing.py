@@ -11,6 +11,8 @@ Plain async context managers and helpers, no pytest: the test suite's fixtures
 - :func:`fake_twilio_rest`: a stand-in for Twilio's REST API that records hang-ups and redirects.
 - :func:`scripted_bot_app`: a tiny Twilio-side app that answers like the server (TwiML, a 0.4 s
   greeting, a mark) for tests of the caller itself.
+- :func:`free_port`, :func:`free_port_block` (from :mod:`sim.ports`): ports for servers whose
+  address must be known before they start.
 - :func:`wait_until`; google-genai helpers (:func:`genai_client`, :func:`collect_turn`,
   :func:`audio_of`, :func:`send_speech`, :func:`caller_hello_16k`).
 
@@ -23,6 +25,7 @@ import asyncio
 import audioop
 import base64
 import contextlib
+import functools
 import json
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -41,12 +44,15 @@ from bot.calls import CallRegistry
 from bot.ops import OpsListener
 from bot.persona_store import PersonaStore
 from bot.settings import Settings
+from pipelines.audio.batched_vad import load_silero_session
 from pipelines.gemini.service import GeminiClients
 from sim.caller.driver import place_call
 from sim.caller.plan import CallPlan
 from sim.caller.result import CallResult
 from sim.emulator import EmulatorConfig, FaultPlan, LiveEmulator
 from sim.emulator.config import ASSETS_DIR
+from sim.ports import free_port as free_port
+from sim.ports import free_port_block as free_port_block
 
 # Tests' default think time: quick enough for short tests, long enough to barge in on a reply.
 TEST_THINK_MS = 300
@@ -125,6 +131,16 @@ class RunningServer:
         return await place_call(self.url, plan, **kwargs)
 
 
+@functools.cache
+def shared_vad_session() -> Any:
+    """One Silero ONNX session for every server this process starts.
+
+    A session is read-only and safe to run from several threads; loading one costs ~30 ms of
+    CPU, for each of the hundreds of servers a test run starts.
+    """
+    return load_silero_session()
+
+
 @contextlib.asynccontextmanager
 async def running_server(
     emulator: LiveEmulator,
@@ -163,6 +179,7 @@ async def running_server(
         drain_secs=drain_secs,
         wrap_up_secs=wrap_up_secs,
         twilio_api_base=twilio_api_base,
+        vad_session=await asyncio.to_thread(shared_vad_session),
     )
     runner, url = await _serve(app, port)
     ops = OpsListener(app, config, address) if (address := config.ops_address) else None
@@ -173,15 +190,6 @@ async def running_server(
         await runner.cleanup()
         if ops is not None:
             await ops.stop()
-
-
-def free_port() -> int:
-    """A loopback TCP port free right now (for a server whose URL must be known in advance)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

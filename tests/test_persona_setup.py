@@ -9,6 +9,7 @@ converters produce (the path ``AsyncLive.connect`` takes), so an SDK change fail
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Coroutine
@@ -236,14 +237,19 @@ def pipecat_connect_config(persona: Persona, instruction: str) -> tuple[str, Any
 # --- oracle 2: the SDK's own converter (what AsyncLive.connect sends) ------------------------
 
 
-def sdk_setup(model: str, config: Any, api_version: str) -> dict[str, Any]:
+@functools.cache
+def _offline_client(api_version: str) -> Any:
+    """One SDK client per API version for the whole module (each new one loads CA bundles)."""
     from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key="offline", http_options=types.HttpOptions(api_version=api_version))
+
+
+def sdk_setup(model: str, config: Any, api_version: str) -> dict[str, Any]:
     from google.genai import _common, _live_converters, live, types
 
-    client = genai.Client(
-        api_key="offline", http_options=types.HttpOptions(api_version=api_version)
-    )
-    api_client = client._api_client
+    api_client = _offline_client(api_version)._api_client
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # SDK: generation_config deprecated
         transformed_model = live.t.t_model(api_client, model)

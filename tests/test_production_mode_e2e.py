@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
 from sim.emulator.config import SHORT_REPLY_WAV
-from sim.testing import TEST_THINK_MS
+from sim.testing import TEST_THINK_MS, free_port
 from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
@@ -37,12 +36,6 @@ REPO = Path(__file__).resolve().parent.parent
 TWILIO_TOKEN = "prod-like-auth-token"
 RIGHT_KEY = "AIza-right-key-for-the-emulator"
 START_TIMEOUT_SECS = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -67,7 +60,7 @@ class Started:
 
 async def _serve(*args: str, **env: str) -> Started:
     """Start ``voicebot serve`` and wait until it serves or exits."""
-    port = _free_port()
+    port = free_port()
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_", "VOICEBOT_"))
     }

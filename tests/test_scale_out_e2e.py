@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -35,7 +34,7 @@ from sim.caller import CallPlan, place_call
 from sim.caller.hand_stream import SignedTwilio
 from sim.caller.twilio_webhook import new_sid
 from sim.emulator import EmulatorConfig
-from sim.testing import TEST_THINK_MS
+from sim.testing import TEST_THINK_MS, free_port
 from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
@@ -52,12 +51,6 @@ START_TIMEOUT_SECS = 60.0
 HAPROXY = shutil.which("haproxy") or next(
     (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _port_open(port: int, timeout_secs: float) -> bool:
@@ -169,8 +162,8 @@ async def test_fifty_calls_through_a_round_robin_proxy_are_all_served_by_their_o
         "GEMINI_BASE_URL": emu.url,
         "GEMINI_CA_FILE": str(emu.ca_file),
     }
-    ports, ops_ports = [_free_port(), _free_port()], [_free_port(), _free_port()]
-    proxy_port = _free_port()
+    ports, ops_ports = [free_port(), free_port()], [free_port(), free_port()]
+    proxy_port = free_port()
     public = f"http://127.0.0.1:{proxy_port}"
     # A short call: the greeting starts ~0.7 s after the webhook; hang up 1.2 s into it.
     plan = CallPlan().pause(1.2).hangup()

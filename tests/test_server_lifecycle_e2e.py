@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from bot.app_keys import PERSONAS
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
 from sim.emulator.config import SHORT_REPLY_WAV
-from sim.testing import TEST_THINK_MS, wait_until
+from sim.testing import TEST_THINK_MS, free_port, wait_until
 from tests.conftest import TEST_PERSONAS
 
 pytestmark = pytest.mark.e2e
@@ -64,14 +63,8 @@ async def test_reload_keeps_live_calls_on_their_persona(make_emulator, make_serv
     assert _setup_voices(server.emulator) == ["Charon", "Kore", "Kore"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_sigterm_wraps_up_live_calls_with_a_goodbye_and_exits():
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_"))}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

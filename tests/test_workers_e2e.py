@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -27,32 +26,13 @@ from pipelines.call.control import WRAP_UP_GOODBYE
 from sim.caller import CallPlan, place_call
 from sim.emulator import EmulatorConfig
 from sim.emulator.config import SHORT_REPLY_WAV
-from sim.testing import TEST_THINK_MS
+from sim.testing import TEST_THINK_MS, free_port_block
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
 VOICEBOT = Path(sys.executable).parent / "voicebot"
 SHORT, STAYING = 6, 4
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` free loopback ports, each with the next 3 free too (peer and ops ports)."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base > 60000 or any(abs(base - p) < 4 for p in ports):
-            continue
-        try:
-            for k in range(4):
-                with socket.socket() as t:
-                    t.bind(("127.0.0.1", base + k))
-        except OSError:
-            continue
-        ports.append(base)
-    return ports
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -89,7 +69,7 @@ async def test_two_workers_share_the_port_aggregate_metrics_and_drain_on_sigterm
     # A 2 s greeting (and drain goodbye), not the 3.9 s default: each call only has to hear one.
     short = SHORT_REPLY_WAV
     emulator = await make_emulator(EmulatorConfig(think_ms=TEST_THINK_MS, greeting_wav=short))
-    port, ops = _free_ports(2)
+    port, ops = free_port_block(4), free_port_block(4)  # each with its peer and ops ports
     env = {
         **os.environ,
         "GEMINI_API_KEY": "test-key",
@@ -188,7 +168,7 @@ async def test_a_worker_that_cannot_start_stops_the_master_with_the_reason(tmp_p
     personas = tmp_path / "personas"
     personas.mkdir()
     (personas / "broken.yaml").write_text("model: gemini-3.8-live\nvoice: Bob\n")
-    port, ops = _free_ports(2)
+    port, ops = free_port_block(4), free_port_block(4)  # each with its peer and ops ports
     env = {**os.environ, "VOICEBOT_PERSONAS_DIR": str(personas), "VOICEBOT_DATABASE_URL": "off"}
     env.pop("TWILIO_AUTH_TOKEN", None)
     proc = await asyncio.create_subprocess_exec(

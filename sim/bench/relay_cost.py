@@ -32,16 +32,11 @@ from pathlib import Path
 from sim.caller import CallPlan, place_call
 from sim.caller.result import CallResult
 from sim.emulator import EmulatorConfig, LiveEmulator
+from sim.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TOKEN = "relay-cost-auth-token"
 PERSONAS = REPO / "tests" / "personas"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_secs(pid: int) -> float:
@@ -149,7 +144,7 @@ async def main(calls: int, secs: float) -> None:
     """Run both phases and print the table."""
     emu = LiveEmulator(EmulatorConfig(record_in_memory=False))
     await emu.start()
-    ports = [_free_port() for _ in range(5)]
+    ports = [free_port() for _ in range(5)]
     a, b, ops_a, ops_b, proxy = ports
     public = f"http://127.0.0.1:{proxy}"
     try:

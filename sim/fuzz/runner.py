@@ -41,15 +41,18 @@ STOP = Message("twilio", '{"event":"stop","streamSid":"' + STREAM_SID + '"}')
 MAX_ROUND_BATCHES = 600
 
 
+def _maybe_stopped(batch: list[Message]) -> st.SearchStrategy[list[Message]]:
+    """The batch, or now and then the batch then ``stop`` (named: see ``_json_containers``)."""
+    return st.sampled_from([batch] * 12 + [[*batch, STOP]])
+
+
 def examples() -> st.SearchStrategy[tuple[str, list[Any]]]:
     """One batch: junk before ``start``, junk on a running call, or webhook requests."""
     return st.one_of(
         st.tuples(st.just("before_start"), st.lists(media_messages(), min_size=1, max_size=25)),
         st.tuples(
             st.just("on_call"),
-            st.lists(media_messages(CALL_EVENTS), min_size=1, max_size=30).flatmap(
-                lambda batch: st.sampled_from([batch] * 12 + [[*batch, STOP]])
-            ),
+            st.lists(media_messages(CALL_EVENTS), min_size=1, max_size=30).flatmap(_maybe_stopped),
         ),
         st.tuples(st.just("webhook"), st.lists(webhook_requests(), min_size=1, max_size=6)),
     )

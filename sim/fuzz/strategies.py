@@ -42,11 +42,16 @@ JSON_SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     TEXT,
 )
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
-    max_leaves=4,
-)
+
+
+# A named function, not a lambda: Hypothesis describes a recursive strategy's extension when a
+# draw exceeds max_leaves, and describing a lambda walks ``sys.modules``, which fails ("dictionary
+# changed size during iteration") when the event loop's thread imports a module meanwhile.
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4)
+
+
+JSON_VALUES = st.recursive(JSON_SCALARS, _json_containers, max_leaves=4)
 B64_EDGE = st.one_of(
     st.sampled_from(
         [
