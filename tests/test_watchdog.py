@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines.call.clip_audio import CLIP_RATE_HZ, Clip, load_clip
+from pipelines.call.turns import USER_SPEECH_TIMEOUT_SECS
 from pipelines.call.watchdog import ModelWatchdog, WatchdogSettings
 from pipelines.personas.loader import load_persona_file
 from pipelines.personas.schema import SHIPPED_CLIPS
@@ -198,6 +199,13 @@ def test_settings_scale_with_time_and_take_the_vad_lag():
     s = WatchdogSettings.for_persona(persona, 0.5)
     assert (s.hold_after_secs, s.reconnect_after_secs, s.give_up_after_secs) == (1.5, 4.0, 7.5)
     assert s.turn_end_lag_secs == 0.75  # at most half the hold delay
+    # At full time the whole lag is taken back: the VAD's 0.8 s of quiet and the turn
+    # strategy's 0.6 s for the caller to go on (it was 0.8 alone: the caller heard 3.6 s of
+    # silence before the holding phrase, not 3).
+    full = WatchdogSettings.for_persona(persona, 1.0)
+    assert full.turn_end_lag_secs == pytest.approx(0.8 + USER_SPEECH_TIMEOUT_SECS)
+    no_vad = SimpleNamespace(watchdog=persona.watchdog, barge_in=SimpleNamespace(local_vad=False))
+    assert WatchdogSettings.for_persona(no_vad, 1.0).turn_end_lag_secs == 0.0
 
 
 # clips and persona fields ----------------------------------------------------------------

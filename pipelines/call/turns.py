@@ -20,6 +20,11 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+# After the VAD's stop (``stop_secs`` of quiet), how long the turn stays open for the caller to
+# go on (Pipecat's default, named because the watchdog counts the silence from the last word:
+# a local turn ends stop_secs + this after it).
+USER_SPEECH_TIMEOUT_SECS = 0.6
+
 
 def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
     """Ends local user turns on VAD silence.
@@ -27,7 +32,9 @@ def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
     Gemini hears the audio itself, so no transcript is awaited, and the strategy's per-call
     advice about ``stop_secs`` (an STT latency table) does not apply.
     """
-    strategy = SpeechTimeoutUserTurnStopStrategy(wait_for_transcript=False)
+    strategy = SpeechTimeoutUserTurnStopStrategy(
+        user_speech_timeout=USER_SPEECH_TIMEOUT_SECS, wait_for_transcript=False
+    )
     strategy._stop_secs_warned = True
     return strategy
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pipelines.call.turns import USER_SPEECH_TIMEOUT_SECS
+
 # What the model is told after the watchdog's reconnect (see ``nudge``).
 NUDGE_NO_REPLY = (
     "The connection dropped for a moment. Answer the caller's last words now, in the "
@@ -33,9 +35,15 @@ class WatchdogSettings:
 
     @classmethod
     def for_persona(cls, persona: Any, time_scale: float = 1.0) -> WatchdogSettings:
-        """The persona's ``watchdog`` thresholds times ``time_scale``; the VAD lag is real."""
+        """The persona's ``watchdog`` thresholds times ``time_scale``; the turn-end lag is real.
+
+        A local turn ends ``stop_secs`` (the VAD's quiet) plus the turn strategy's speech
+        timeout after the caller's last word; the silence is counted from that word, but at
+        most half the holding delay is taken back, so the model always has the other half.
+        """
         w = persona.watchdog
-        lag = persona.barge_in.stop_secs if persona.barge_in.local_vad else 0.0
+        b = persona.barge_in
+        lag = b.stop_secs + USER_SPEECH_TIMEOUT_SECS if b.local_vad else 0.0
         return cls(
             hold_after_secs=w.hold_after_secs * time_scale,
             reconnect_after_secs=w.reconnect_after_secs * time_scale,
