@@ -88,9 +88,7 @@ async def outbound_status(request: web.Request) -> web.Response:
     if records is not None:
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_SECS):
-                # The writer migrates the schema at start (a flag, no event to wait on).
-                while not records.migrated:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+                await records.wait_migrated()  # the writer migrates the schema at start
                 async with records.database.engine.begin() as conn:
                     await conn.execute(insert(call_status_events).values(**row))
         except (SQLAlchemyError, OSError, TimeoutError) as e:

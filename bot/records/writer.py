@@ -76,7 +76,7 @@ class RecordWriter:
     ) -> None:
         self.database = database
         self.numbers = numbers
-        self._migrated = False
+        self._migrated = asyncio.Event()
         self._queue: deque[CallSummary] = deque()
         self._max_queue = max_queue
         self._batch = batch
@@ -152,7 +152,11 @@ class RecordWriter:
     @property
     def migrated(self) -> bool:
         """Whether the schema has been brought up to date (the writer's first step)."""
-        return self._migrated
+        return self._migrated.is_set()
+
+    async def wait_migrated(self) -> None:
+        """Return once the schema is up to date (at once after the writer's first step)."""
+        await self._migrated.wait()
 
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and ``/stats``.
@@ -205,10 +209,10 @@ class RecordWriter:
 
     async def _run(self) -> None:
         delay = self._retry_first
-        while not self._migrated:  # at start, until the database first answers
+        while not self._migrated.is_set():  # at start, until the database first answers
             try:
                 await self.database.upgrade()
-                self._migrated = True
+                self._migrated.set()
             except Exception as e:
                 self._failed(e)
                 if self._stopping:
