@@ -37,7 +37,6 @@ import random
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urljoin
 
 import gevent
 import websocket
@@ -49,8 +48,8 @@ from sim.caller.core import CallerCore  # noqa: E402
 from sim.caller.line_noise import NOISE_COLORS, describe_line, parse_dbfs  # noqa: E402
 from sim.caller.plan import FRAME_SECS  # noqa: E402
 from sim.caller.twilio_webhook import (  # noqa: E402
-    MAX_REDIRECTS,
     REDIRECT_FETCH_SECS,
+    RedirectChain,
     new_sid,
     parse_twiml,
     twilio_signature,
@@ -129,13 +128,17 @@ class TwilioCaller(HttpUser):
     @task
     def call(self):
         call_sid, account_sid = new_sid("CA"), "AC" + "0" * 32
-        url = voice_url(self.host, PERSONA)
+        chain = RedirectChain(voice_url(self.host, PERSONA))
         params = webhook_params(call_sid, account_sid, "+15005550001", "+15005550006")
-        headers = (
-            {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, params)} if AUTH_TOKEN else {}
-        )
         t0 = time.monotonic()
-        for hop in range(MAX_REDIRECTS + 1):
+        while True:
+            # A full process may pass the call on: like Twilio, POST the same form, signed anew.
+            url = chain.url
+            headers = (
+                {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, params)}
+                if AUTH_TOKEN
+                else {}
+            )
             with self.client.post(
                 url, data=params, headers=headers, name="webhook", catch_response=True
             ) as r:
@@ -144,15 +147,11 @@ class TwilioCaller(HttpUser):
                     return
                 try:
                     tw = parse_twiml(r.text)
+                    if not chain.follow(tw.redirect, tw.redirect_method):
+                        break
                 except ValueError as e:
                     r.failure(f"twiml: {e}")
                     return
-            if tw.redirect is None or hop == MAX_REDIRECTS:
-                break
-            # A full process passed the call on: like Twilio, POST the same form to its URL.
-            url = urljoin(url, tw.redirect)
-            if AUTH_TOKEN:
-                headers = {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, params)}
             gevent.sleep(REDIRECT_FETCH_SECS)
         if not tw.stream_url:
             self._fire("call", 0, Exception("rejected: TwiML <Say> without <Stream>"))

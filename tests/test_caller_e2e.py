@@ -12,6 +12,7 @@ from aiohttp import web
 from sim.caller import CallPlan, parse_twiml, place_call, voice_url
 from sim.caller.cmd import format_timeline
 from sim.caller.line_noise import LineNoise
+from sim.caller.twilio_webhook import MAX_REDIRECTS, RedirectChain
 from sim.emulator import EmulatorConfig
 from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import SEEN, TEST_THINK_MS, TONE, scripted_bot_app
@@ -160,3 +161,19 @@ def test_twiml_parsing_and_urls() -> None:
     assert (tw.stream_url, tw.parameters, tw.say_after) == ("wss://x/s", {"a": "1"}, "bye")
     assert parse_twiml("<Response><Say>busy</Say><Hangup/></Response>").say_only == "busy"
     assert voice_url("http://h:1/", "p 1") == "http://h:1/twilio/voice?persona=p+1"
+
+
+def test_redirect_chain_follows_like_twilio_and_says_why_it_stops() -> None:
+    chain = RedirectChain("http://a:1/twilio/voice?persona=p")
+    assert not chain.follow(None) and chain.url == "http://a:1/twilio/voice?persona=p"
+    assert chain.follow("/twilio/voice?redirected=1")  # relative: against the current URL
+    assert chain.url == "http://a:1/twilio/voice?redirected=1"
+    assert chain.follow("http://b:2/twilio/voice", "post")
+    assert (chain.url, chain.redirects) == ("http://b:2/twilio/voice", 2)
+    with pytest.raises(ValueError, match="only POST is simulated"):
+        chain.follow("/x", "GET")
+    for _ in range(MAX_REDIRECTS - 2):
+        assert chain.follow("/again")
+    with pytest.raises(ValueError, match=f"more than {MAX_REDIRECTS} <Redirect>s"):
+        chain.follow("/again")
+    assert chain.redirects == MAX_REDIRECTS

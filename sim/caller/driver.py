@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from urllib.parse import urljoin
 
 import aiohttp
 
@@ -23,8 +22,8 @@ from sim.caller.result import CallEvent, CallResult
 from sim.caller.twilio_webhook import (
     DEFAULT_FROM,
     DEFAULT_TO,
-    MAX_REDIRECTS,
     REDIRECT_FETCH_SECS,
+    RedirectChain,
     Twiml,
     new_sid,
     parse_twiml,
@@ -115,10 +114,11 @@ async def _call(
     call_sid, account_sid = new_sid("CA"), "AC" + "0" * 32
     res = CallResult(call_sid)
     t0 = time.monotonic()
-    hook = voice_url(url, persona)
+    chain = RedirectChain(voice_url(url, persona))
     params = webhook_params(call_sid, account_sid, from_, to)
     timeout = aiohttp.ClientTimeout(total=timeout_secs)
-    for documents in range(1, MAX_REDIRECTS + 2):
+    while True:
+        hook = chain.url
         headers = {}
         if auth_token:
             headers["X-Twilio-Signature"] = twilio_signature(auth_token, hook, params)
@@ -136,16 +136,12 @@ async def _call(
             tw = parse_twiml(body)
         except ValueError as e:
             return _failed(res, t0, time.monotonic(), f"twiml: {e}")
-        if tw.redirect is None:
-            break
-        # Like Twilio: the same call parameters POSTed to the <Redirect>'s URL, signed anew.
-        if tw.redirect_method != "POST" or documents > MAX_REDIRECTS:
-            why = f"<Redirect method={tw.redirect_method}> (only POST is simulated)"
-            if documents > MAX_REDIRECTS:
-                why = f"more than {MAX_REDIRECTS} <Redirect>s (Twilio gives up)"
-            return _failed(res, t0, time.monotonic(), f"twiml: {why}")
-        hook = urljoin(hook, tw.redirect)
-        res.redirects += 1
+        try:
+            if not chain.follow(tw.redirect, tw.redirect_method):
+                break
+        except ValueError as e:
+            return _failed(res, t0, time.monotonic(), f"twiml: {e}")
+        res.redirects = chain.redirects
         await asyncio.sleep(REDIRECT_FETCH_SECS)
     if not tw.stream_url:
         if tw.say_only is not None:

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 DEFAULT_TO = "+15005550006"
 DEFAULT_FROM = "+15005550001"
@@ -79,6 +79,38 @@ class Twiml:
     # A <Redirect>'s URL (as written: absolute or relative) and method; verbs after it are ignored.
     redirect: str | None = None
     redirect_method: str = "POST"
+
+
+class RedirectChain:
+    """Twilio's walk along a call's ``<Redirect>``s, sans-IO: where to POST next, or why it stops.
+
+    It starts at the Voice URL (``url``). After each TwiML document, :meth:`follow` says whether
+    the document hands the call on; if so, ``url`` is the next one. Like Twilio, the caller POSTs
+    the same call parameters there, signed anew for that URL, ``REDIRECT_FETCH_SECS`` later.
+    Shared by the asyncio caller, the fake Twilio REST API's phone and the locustfile.
+    """
+
+    def __init__(self, url: str) -> None:
+        """Start at the Voice URL ``url``."""
+        self.url = url
+        self.redirects = 0
+
+    def follow(self, redirect: str | None, method: str = "POST") -> bool:
+        """Follow a document's ``<Redirect>`` (``None``: it has none, the call stays there).
+
+        Raises:
+            ValueError: Twilio gives up (more than ``MAX_REDIRECTS``), or the method is not
+                POST (the only one simulated).
+        """
+        if redirect is None:
+            return False
+        if self.redirects >= MAX_REDIRECTS:
+            raise ValueError(f"more than {MAX_REDIRECTS} <Redirect>s (Twilio gives up)")
+        if method.upper() != "POST":
+            raise ValueError(f"<Redirect method={method}> (only POST is simulated)")
+        self.url = urljoin(self.url, redirect)
+        self.redirects += 1
+        return True
 
 
 def start_message(

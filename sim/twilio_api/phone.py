@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 import xml.etree.ElementTree as ET
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urljoin
 
 import aiohttp
 from loguru import logger
@@ -31,8 +31,9 @@ from sim.caller.driver import run_stream
 from sim.caller.frame_ticker import FrameTicker
 from sim.caller.result import CallResult
 from sim.caller.twilio_webhook import (
-    MAX_REDIRECTS,
     REDIRECT_FETCH_SECS,
+    RedirectChain,
+    Twiml,
     parse_twiml,
     twilio_signature,
 )
@@ -198,36 +199,33 @@ class PhoneNetwork:
         return ("unknown", limit) if secs > limit else (verdict, secs)
 
     async def _follow_twiml(self, call: SimCall, behaviour: net.NumberBehaviour) -> None:
-        url = call.one("Url") or ""
-        for _ in range(MAX_REDIRECTS + 1):
-            twiml = await self._fetch_twiml(call, url)
+        chain = RedirectChain(call.one("Url") or "")
+        while True:
+            twiml = await self._fetch_twiml(call, chain.url)
             if twiml is None:
                 return
             call.twiml = twiml
             try:
-                root = ET.fromstring(twiml)
-            except ET.ParseError:
-                call.callback_errors.append("webhook: TwiML is not XML")
+                tw, root = parse_twiml(twiml), ET.fromstring(twiml)
+                redirect = root.find("Redirect")
+                if not chain.follow(tw.redirect, tw.redirect_method):
+                    break
+            except ValueError as e:  # ET.ParseError is one too
+                call.callback_errors.append(f"webhook: {e}")
                 return
-            redirect = root.find("Redirect")
-            if redirect is None:
-                break
-            # Like Twilio: the same call parameters POSTed to the new URL, a new connection.
-            if not await self._run_verbs(call, behaviour, twiml, root, until=redirect):
+            # Like Twilio: the verbs before it run, then the same call parameters are POSTed
+            # to the new URL, over a new connection.
+            if not await self._run_verbs(call, behaviour, tw, root, until=redirect):
                 return
             if not await self._sleep(call, REDIRECT_FETCH_SECS):
                 return
-            url = urljoin(url, (redirect.text or "").strip())
-        else:
-            call.callback_errors.append(f"webhook: more than {MAX_REDIRECTS} <Redirect>s")
-            return
-        await self._run_verbs(call, behaviour, twiml, root)
+        await self._run_verbs(call, behaviour, tw, root)
 
     async def _run_verbs(
         self,
         call: SimCall,
         behaviour: net.NumberBehaviour,
-        twiml: str,
+        tw: Twiml,
         root: ET.Element,
         until: ET.Element | None = None,
     ) -> bool:
@@ -240,7 +238,7 @@ class PhoneNetwork:
             if verb is until or call.hangup.is_set():
                 return not call.hangup.is_set()
             if verb.tag == "Connect" and verb.find("Stream") is not None:
-                await self._stream(call, behaviour, twiml)
+                await self._stream(call, behaviour, tw)
             elif verb.tag == "Say":
                 text = (verb.text or "").strip()
                 said = Said(time.monotonic() - call.created, text, verb.get("language"))
@@ -280,9 +278,9 @@ class PhoneNetwork:
             call.callback_errors.append(f"webhook: {e!r}")
             return None
 
-    async def _stream(self, call: SimCall, behaviour: net.NumberBehaviour, twiml: str) -> None:
-        tw = parse_twiml(twiml)
-        tw.say_after = None  # the verbs after <Connect> are followed here, not by the caller
+    async def _stream(self, call: SimCall, behaviour: net.NumberBehaviour, tw: Twiml) -> None:
+        # The verbs after <Connect> are followed here, not by the caller.
+        tw = dataclasses.replace(tw, say_after=None)
         res = CallResult(call.sid)
         plan = behaviour.plan or net.person_plan()
         stream = asyncio.create_task(
