@@ -283,3 +283,35 @@ async def test_a_campaign_of_20_keeps_its_concurrency_and_rate(
             f"\ncampaign of 20: {took:.1f} s, at most {api.max_open_calls} open (limit 5), "
             f"smallest start gap {min(gaps):.3f} s (limit 0.2 s), 429s {api.refused_429}"
         )
+
+
+async def test_a_campaign_with_wrong_credentials_places_no_call_and_says_so_once(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import io
+    from argparse import Namespace
+
+    from bot.outbound import campaign_cmd
+
+    config = FakeTwilioConfig(numbers={}, time_scale=NET_SCALE)
+    async with running_twilio_api(config) as api:
+        csv_path = tmp_path / "numbers.csv"
+        csv_path.write_text("to\n+15558880001\n+15558880002\n")
+        for name, value in {
+            "TWILIO_ACCOUNT_SID": api.config.account_sid,
+            "TWILIO_AUTH_TOKEN": "not-the-account-token",
+            "TWILIO_API_BASE_URL": api.url,
+            "PUBLIC_URL": "https://bot.example.com",
+            "VOICEBOT_PERSONAS_DIR": str(write_personas(tmp_path / "personas")),
+        }.items():
+            monkeypatch.setenv(name, value)
+        args = Namespace(
+            csv=csv_path, persona="front", from_=None, personas=None, concurrency=1, cps=1.0,
+            poll_secs=0.2, out=None,
+        )  # fmt: skip
+        code = await asyncio.to_thread(campaign_cmd.run, args, io.StringIO())
+        assert code == 1
+        assert not api.calls
+    err = capsys.readouterr().err
+    assert err.count("voicebot campaign: no call placed:") == 1, err
+    assert "20003" in err, err  # Twilio's "authenticate" error, as the fake answers it
