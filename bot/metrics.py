@@ -12,7 +12,8 @@ Three sources feed it:
   ``pipelines.ports.CallMetrics``: latencies, barge-ins and ``clear``, handovers, reconnects,
   the Live API's closes, tokens and their estimated cost. Its label children are bound once
   per call; the per-chunk hot path (``bot_audio_sent``) is one attribute test while nothing is
-  owed. Bridge latency and audio seconds go on to ``bot.stats.ProcessStats``.
+  owed and the caller is quiet. Bridge latency and audio seconds go on to
+  ``bot.stats.ProcessStats``.
 * ``ServerMetrics.call_started`` / ``call_ended`` / ``refused``: admission and the end of a
   call (``bot.calls.CallRegistry`` calls them), with the call's bad inputs.
 * ``StatsCollector`` (``bot.metrics_process``): loop lag, GC pauses, bridge latency and audio
@@ -27,7 +28,7 @@ close codes from fixed sets (``bot.metrics_labels``: ``END_REASONS``, ``REFUSAL_
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -45,6 +46,9 @@ from pipelines.ports import LatencyRecorder
 SETUP_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0)
 RESPONSE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 CLEAR_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+# While the caller speaks, bot audio after this long without any begins an answer (chunks of a
+# reply come every 20-40 ms; a barge-in's clear lands within ~0.1 s of the caller's start).
+ANSWER_GAP_SECS = 0.2
 
 
 class ServerMetrics:
@@ -95,8 +99,8 @@ class ServerMetrics:
         )
         self.response_latency = Histogram(
             "voicebot_response_latency_seconds",
-            "The caller stopped speaking (local VAD, less its stop delay) -> the first bot "
-            "audio written to Twilio.",
+            "The caller's last word (local VAD, less its turn-end delay) -> the first bot "
+            "audio written to Twilio after it.",
             ["persona"],
             buckets=RESPONSE_BUCKETS,
             registry=r,
@@ -207,13 +211,20 @@ class ServerMetrics:
 class CallRecorder:
     """One call's metrics (``pipelines.ports.CallMetrics``); see the module docstring."""
 
-    def __init__(self, metrics: ServerMetrics, persona_id: str, model: str) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        persona_id: str,
+        model: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Bind the call's label children; the clock starts (the media stream's start)."""
+        self._clock = clock
         self._m = metrics
         self._persona = persona_id
         self._prices = metrics.pricing.for_model(model)
         self._stats = metrics.stats
-        self._started = time.monotonic()
+        self._started = clock()
         self._setup = metrics.setup_latency.labels(persona_id)
         self._first = metrics.first_audio_latency.labels(persona_id)
         self._response = metrics.response_latency.labels(persona_id)
@@ -223,6 +234,9 @@ class CallRecorder:
         self._first_sent = False
         self._owed_since: float | None = None  # a reply is owed since the caller went quiet
         self._pending = True  # the first audio, or a reply, is awaited (the hot-path test)
+        self._caller_speaking = False
+        self._audio_at = 0.0  # while the caller speaks: the last bot chunk (or their start)
+        self._answer_at: float | None = None  # bot audio began again while they spoke
         self._barge_at: float | None = None
         self._barge_source = ""
         self.tokens: dict[tuple[str, str], int] = {}
@@ -258,26 +272,53 @@ class CallRecorder:
         """The first Live API session of the call is ready: setup latency."""
         if not self._ready_seen:
             self._ready_seen = True
-            self._setup.observe(time.monotonic() - self._started)
+            self._setup.observe(self._clock() - self._started)
 
     def caller_turn_ended(self, lag_secs: float) -> None:
-        """A reply is owed from when the caller went quiet."""
-        self._owed_since = time.monotonic() - lag_secs
-        self._pending = True
+        """A reply is owed from when the caller went quiet (``lag_secs`` ago).
+
+        The model often answers before the local turn ends (its own VAD is quicker than our
+        stop delay and the turn strategy's wait): an answer that began after the caller's last
+        word is timed from that word at once. One that began before it was spoken over, and
+        is not a response time (as in the call's record, ``pipelines.call.journal``).
+        """
+        quiet_at = self._clock() - lag_secs
+        self._caller_speaking = False
+        answer_at, self._answer_at = self._answer_at, None
+        if answer_at is None:
+            self._owed_since = quiet_at
+            self._pending = True
+            return
+        if answer_at >= quiet_at:
+            self._response.observe(answer_at - quiet_at)
+        self._pending = not self._first_sent
 
     def caller_started(self) -> None:
-        """The caller speaks again: no reply is owed until their turn ends."""
+        """The caller speaks again: no reply is owed until their turn ends.
+
+        Bot audio is watched while they speak: the first chunk after a pause of
+        ``ANSWER_GAP_SECS`` begins an answer (what is still playing as they start is not one).
+        """
         self._owed_since = None
-        self._pending = not self._first_sent
+        self._caller_speaking = True
+        self._audio_at = self._clock()
+        self._answer_at = None
+        self._pending = True
 
     def bot_audio_sent(self) -> None:
         """Bot audio reached Twilio: the first audio and the owed reply are timed."""
         if not self._pending:
             return
-        now = time.monotonic()
+        now = self._clock()
         if not self._first_sent:
             self._first_sent = True
             self._first.observe(now - self._started)
+        if self._caller_speaking:
+            if now - self._audio_at >= ANSWER_GAP_SECS:
+                self._answer_at = now
+                self._pending = False  # timed when their turn ends
+            self._audio_at = now
+            return
         if self._owed_since is not None:
             self._response.observe(now - self._owed_since)
             self._owed_since = None
@@ -286,7 +327,7 @@ class CallRecorder:
     def barge_in(self, source: str) -> None:
         """An interruption was detected (the first detection of a barge-in counts)."""
         if self._barge_at is None:
-            self._barge_at = time.monotonic()
+            self._barge_at = self._clock()
             self._barge_source = source
 
     def clear_done(self, sent: bool) -> None:
@@ -294,7 +335,7 @@ class CallRecorder:
         at, self._barge_at = self._barge_at, None
         if sent and at is not None:
             self._m.barge_ins.labels(self._persona, self._barge_source).inc()
-            self._clear.observe(time.monotonic() - at)
+            self._clear.observe(self._clock() - at)
 
     def handover(self, cause: str) -> None:
         """A planned move to a new connection."""

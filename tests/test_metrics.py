@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
-from bot.metrics import METRICS, ServerMetrics
+from bot.metrics import METRICS, CallRecorder, ServerMetrics
 from bot.metrics_labels import close_code_label, end_reason_label
 from bot.metrics_workers import merge_metrics
 from bot.persona_store import PersonaStore
@@ -241,3 +241,44 @@ def test_the_grafana_dashboard_shows_every_metric_and_only_real_ones(tmp_path: P
     assert families - shown == set(), "metrics missing from the dashboard"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_an_answer_begun_before_the_local_turn_end_is_timed_from_the_last_word() -> None:
+    # The model's own VAD ends the turn before ours does: its answer is already playing when
+    # the local turn ends (stop_secs + the turn strategy's wait after the last word).
+    metrics = ServerMetrics(Pricing(), ProcessStats())
+    now = [100.0]
+    call = CallRecorder(metrics, "frontdesk", "gemini-3.8-live", clock=lambda: now[0])
+    call.bot_audio_sent()  # the greeting
+    now[0] = 101.0
+    call.caller_started()
+    call.bot_audio_sent()  # the greeting's last chunk, still playing as they start: no answer
+    now[0] = 103.5  # their last word was at 103.0
+    call.bot_audio_sent()  # the answer begins, 0.5 s after it
+    now[0] = 103.52
+    call.bot_audio_sent()
+    now[0] = 104.4
+    call.caller_turn_ended(1.4)  # the local turn ends 1.4 s after the last word
+    now[0] = 104.42
+    call.bot_audio_sent()  # the answer goes on: not a second response
+    labels = {"persona": "frontdesk"}
+    assert _value(metrics, "voicebot_response_latency_seconds_count", **labels) == 1
+    assert _value(metrics, "voicebot_response_latency_seconds_sum") == pytest.approx(0.5)
+
+    # A turn the bot spoke over (its audio began before the last word) is not a response time;
+    # a quiet turn end owes one as before.
+    now[0] = 110.0
+    call.caller_started()
+    now[0] = 110.6
+    call.bot_audio_sent()
+    now[0] = 112.0
+    call.caller_turn_ended(1.0)
+    assert _value(metrics, "voicebot_response_latency_seconds_count", **labels) == 1
+    now[0] = 120.0
+    call.caller_started()
+    now[0] = 121.0
+    call.caller_turn_ended(0.4)
+    now[0] = 121.3
+    call.bot_audio_sent()
+    assert _value(metrics, "voicebot_response_latency_seconds_count", **labels) == 2
+    assert _value(metrics, "voicebot_response_latency_seconds_sum") == pytest.approx(0.5 + 0.7)

@@ -26,6 +26,12 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 USER_SPEECH_TIMEOUT_SECS = 0.6
 
 
+def turn_end_lag_secs(persona: Any) -> float:
+    """How long after the caller's last word the local turn ends (0 without local VAD)."""
+    b = persona.barge_in
+    return b.stop_secs + USER_SPEECH_TIMEOUT_SECS if b.local_vad else 0.0
+
+
 def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
     """Ends local user turns on VAD silence.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pipelines.call.turns import USER_SPEECH_TIMEOUT_SECS
+from pipelines.call.turns import turn_end_lag_secs
 
 # What the model is told after the watchdog's reconnect (see ``nudge``).
 NUDGE_NO_REPLY = (
@@ -42,8 +42,7 @@ class WatchdogSettings:
         most half the holding delay is taken back, so the model always has the other half.
         """
         w = persona.watchdog
-        b = persona.barge_in
-        lag = b.stop_secs + USER_SPEECH_TIMEOUT_SECS if b.local_vad else 0.0
+        lag = turn_end_lag_secs(persona)
         return cls(
             hold_after_secs=w.hold_after_secs * time_scale,
             reconnect_after_secs=w.reconnect_after_secs * time_scale,

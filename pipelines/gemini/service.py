@@ -82,6 +82,9 @@ class CallGeminiLive(LLMService):
             (barge-ins, caller turns, handovers, Live API closes, tokens) are reported.
         time_scale: Multiplies the GoAway handover margin and the futile-resume window.
         inference_on_context_initialization: Have the model answer the initial history.
+        turn_end_extra_secs: How long after the local VAD's stop a caller turn ends (the turn
+            strategy's wait for the caller to go on): with the VAD's ``stop_secs``, how long
+            before ``UserStoppedSpeakingFrame`` the caller went quiet.
         **kwargs: Passed to ``LLMService``.
     """
 
@@ -99,6 +102,7 @@ class CallGeminiLive(LLMService):
         metrics: CallMetrics = NO_CALL_METRICS,
         time_scale: float = 1.0,
         inference_on_context_initialization: bool = True,
+        turn_end_extra_secs: float = 0.0,
         **kwargs: Any,
     ) -> None:
         # The session's settings live in ``config``; Pipecat's settings only name the model.
@@ -115,6 +119,7 @@ class CallGeminiLive(LLMService):
         mid_session_client_content = spec is None or spec.mid_session_client_content
         self._call_metrics = metrics
         self._vad_stop_secs = 0.0  # the local VAD's stop_secs: how late it ends a caller turn
+        self._turn_end_extra_secs = turn_end_extra_secs
         self._on_session_ready = on_session_ready
         self._on_session_failed = on_session_failed
         self._conn = LiveConnection(
@@ -317,7 +322,7 @@ class CallGeminiLive(LLMService):
         await super().push_frame(frame, direction)
 
     async def _user_stopped(self) -> None:
-        self._call_metrics.caller_turn_ended(self._vad_stop_secs)
+        self._call_metrics.caller_turn_ended(self._vad_stop_secs + self._turn_end_extra_secs)
         if self.watchdog is not None:
             self.watchdog.caller_turn_ended()
         await self._input.user_stopped()
