@@ -123,6 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="calls offered to a server with its lag guard on (0: 1.6x the held level; -1: skip)",
     )
+    p.set_defaults(load_nice=0)  # the generator's niceness (sim.bench.scale raises its priority)
     args = p.parse_args(argv)
     if args.lines is None and args.line_noise_dbfs is not None:
         args.lines = "silence" if args.line_noise_dbfs == "off" else str(args.line_noise_dbfs)

@@ -132,8 +132,9 @@ def run_level(
     report = args.out / name
     url = f"http://127.0.0.1:{server.port}"
     load = start_loadtest(
-        url, calls, args.ramp, scenario, report, args.load_core, args.out, f"loadtest-{name}"
-    )
+        url, calls, args.ramp, scenario, report, args.load_core, args.out, f"loadtest-{name}",
+        nice=args.load_nice,
+    )  # fmt: skip
     window_secs = max(3.0, args.hold - 6.0)
     sampler = Sampler(server, args.ramp + 3.0, window_secs, stats)
     rc = load.popen.wait(args.ramp + args.hold + 120)

@@ -31,7 +31,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sim.bench import levels as bench_levels
 from sim.bench.levels import run_server
 from sim.bench.lines import parse_lines, write_hold
 from sim.bench.procs import (
@@ -43,7 +42,6 @@ from sim.bench.procs import (
     _http_ok,
     _wait_for,
     start_emulator,
-    start_loadtest,
     start_server,
 )
 from sim.caller.line_spec import LineNoiseSpec
@@ -59,12 +57,6 @@ def _renice(pid: int, nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
     except OSError:
         pass  # not root: the generator's lateness check still says whether a level counts
-
-
-def _prioritized_loadtest(*args: Any, **kwargs: Any) -> Proc:
-    proc = start_loadtest(*args, **kwargs)
-    _renice(proc.pid, LOAD_NICE)
-    return proc
 
 
 def _children(pid: int) -> list[int]:
@@ -171,6 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--port", type=int, default=19600, help="first port (uses 2, +100, +101…)")
     p.add_argument("--out", type=Path, default=REPO / "bench-report" / "scale")
+    p.set_defaults(load_nice=LOAD_NICE)  # run_level starts each level's generator niced
     return p.parse_args(argv)
 
 
@@ -198,7 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     emulator = start_emulator(args.out, args.load_core, tone_secs=args.hold + 60)
     for task in Path(f"/proc/{emulator.pid}/task").iterdir():
         _renice(int(task.name), LOAD_NICE)
-    bench_levels.start_loadtest = _prioritized_loadtest  # run_level starts each level's generator
     try:
         one = start_server(
             args.port, emulator, args.out, args.server_core, args.uvloop, lag_guard_ms=0,
