@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from sim.caller import CallPlan, CallResult
-from sim.fuzz.runner import DEFAULT_SEED, Figures, fuzz, random_seed
+from sim.fuzz.runner import DEFAULT_SEED, Figures, fuzz, random_seed, warm_up
 from sim.testing import RunningServer
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +52,7 @@ async def _neighbour_calls(server: RunningServer, done: asyncio.Event, token: st
 
 
 async def _fuzz_with_neighbour(server: RunningServer, token: str | None, inputs: int, seed: int):
+    await asyncio.to_thread(warm_up)  # Hypothesis's first-use work, before the neighbour calls
     done = asyncio.Event()
     neighbour = asyncio.create_task(_neighbour_calls(server, done, token), name="neighbour")
     try:

@@ -58,6 +58,35 @@ def examples() -> st.SearchStrategy[tuple[str, list[Any]]]:
     )
 
 
+# Batches drawn by ``warm_up``: enough to reach every text strategy's character tables.
+WARM_UP_BATCHES = 50
+
+
+def warm_up() -> None:
+    """Draw some batches, so Hypothesis's first-use work is done before anything is timed.
+
+    In a fresh checkout (no ``.hypothesis/`` cache) its first draws in a process scan the source
+    of every local module for constants and build the character tables of the text strategies:
+    ~1.5 s of work with long stretches that hold the GIL. Done in the fuzzing thread next to a
+    live call, the server on the event loop heard it as 0.16-0.45 s holes in the neighbour call
+    (a clean CI run failed on it; with the cache, 0 ms). Blocking: call it in a thread, before
+    the calls that are measured start (~0.2 s once cached).
+    """
+
+    @settings(
+        max_examples=WARM_UP_BATCHES,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(example=examples())
+    def once(example: tuple[str, list[Any]]) -> None:
+        del example
+
+    once()
+
+
 @dataclass
 class Figures:
     """What a fuzz run tried and found."""
