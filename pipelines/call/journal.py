@@ -80,8 +80,9 @@ class CallJournal:
             with ``records: {transcript: false}``).
         on_turn: Called with each turn as the next one begins (the live view); None: nobody
             listens.
-        stop_lag_secs: How long after the caller goes quiet the local VAD says so (its
-            ``stop_secs``): response latency is counted from the silence, not the report.
+        stop_lag_secs: How long after the caller goes quiet their local turn ends (the VAD's
+            ``stop_secs`` and the turn strategy's wait, ``pipelines.call.turns``): response
+            latency is counted from the silence, not the report.
         clock: The monotonic clock (tests).
     """
 
