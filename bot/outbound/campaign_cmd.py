@@ -22,7 +22,12 @@ from bot.outbound.dial_cmd import add_twilio_arguments
 
 if TYPE_CHECKING:
     from bot.outbound.campaign import CampaignRow, RowResult
+    from bot.outbound.placing import DialRequest
     from bot.settings import Settings
+    from pipelines.personas.schema import Persona
+
+    # A row's request, as checked up front, with its persona and caller ID.
+    Checked = tuple[DialRequest, Persona, str]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,20 +62,22 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from bot.outbound.dial_cmd import setup
 
     settings, personas = setup(args.personas)
+    checked: dict[int, Checked] = {}  # by CSV line: every row is checked before the first call
     try:
         public_url = need_public_url(settings.public_url)
-        for row in rows:  # every row is checked before the first call is placed
-            check_request(DialRequest(row.to, args.persona, args.from_, row.params), personas)
+        for row in rows:
+            request = DialRequest(row.to, args.persona, args.from_, row.params)
+            checked[row.line] = (request, *check_request(request, personas))
     except DialError as e:
         where = f"{args.csv}:{row.line}: " if "row" in locals() else ""
         print(f"voicebot campaign: {where}{e}", file=sys.stderr)
         return 2
-    return asyncio.run(_campaign(settings, personas, public_url, rows, args, out))
+    return asyncio.run(_campaign(settings, checked, public_url, rows, args, out))
 
 
 async def _campaign(
     settings: Settings,
-    personas: Any,
+    checked: dict[int, Checked],
     public_url: str,
     rows: list[CampaignRow],
     args: argparse.Namespace,
@@ -80,7 +87,7 @@ async def _campaign(
 
     from bot.outbound.campaign import Campaign
     from bot.outbound.dial_cmd import rest_client
-    from bot.outbound.placing import DialRequest, call_form, check_request
+    from bot.outbound.placing import call_form
     from bot.records.record import mask_number
     from bot.twilio_rest import TwilioRestError
 
@@ -97,8 +104,7 @@ async def _campaign(
             return 1
 
         async def place(row: CampaignRow) -> dict[str, Any]:
-            request = DialRequest(row.to, args.persona, args.from_, row.params)
-            persona, from_ = check_request(request, personas)
+            request, persona, from_ = checked[row.line]
             return await rest.create_call(call_form(request, persona, from_, public_url))
 
         def show(result: RowResult) -> None:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pipelines import gemini_models
 from pipelines.personas.schema import Persona, template_variables
-from pipelines.personas.texts import SHIPPED_CLIP_LANGUAGES
+from pipelines.personas.texts import SHIPPED_CLIP_LANGUAGES, base_language
 from pipelines.personas.tools import model_issues as http_tool_issues
 
 
@@ -281,7 +281,7 @@ def clip_problem(path: Path) -> str | None:
 
 
 def _check_clips(p: Persona) -> Iterator[Issue]:
-    base = (p.language or "en").split("-")[0]
+    base = base_language(p.language)
     unset = [f for f in ("holding_clip", "apology_clip") if getattr(p.watchdog, f) is None]
     if base not in SHIPPED_CLIP_LANGUAGES and unset:
         yield Issue(

@@ -272,6 +272,11 @@ def _legacy_value(phrase: str, limits: Limits, tools: Tools) -> str | None:
     return getattr(limits, where[1]) if where else None
 
 
+def base_language(tag: str | None) -> str:
+    """The language of a BCP-47 tag without its region (``es-US`` -> ``es``); None: English."""
+    return (tag or "en").split("-")[0]
+
+
 def resolve(texts: Texts, info: ValidationInfo) -> Texts:
     """Fill every phrase and the ``<Say>`` voice from the persona's language (``Persona``)."""
     data: dict[str, Any] = info.data
@@ -280,7 +285,7 @@ def resolve(texts: Texts, info: ValidationInfo) -> Texts:
     language: str | None = data["language"]
     limits: Limits = data["limits"]
     tools: Tools = data["tools"]
-    base = (language or "en").split("-")[0]
+    base = base_language(language)
     defaults = DEFAULTS.get(base)
     values: dict[str, Any] = {}
     for phrase in PHRASES:
@@ -293,7 +298,7 @@ def resolve(texts: Texts, info: ValidationInfo) -> Texts:
             )
         values[phrase] = own if own is not None else legacy
     locale = language if language and "-" in language else DEFAULT_LOCALES.get(base)
-    if texts.say_language and texts.say_language.split("-")[0] != base:
+    if texts.say_language and base_language(texts.say_language) != base:
         raise ValueError(
             f"say_language: got {texts.say_language!r}, expected a locale of the persona's "
             f"language {language or 'en'!r}, e.g. {locale or 'en-US'!r}"
@@ -319,7 +324,7 @@ def resolve(texts: Texts, info: ValidationInfo) -> Texts:
             values[phrase] = defaults[phrase]
     assert voice is not None
     spoken = voice_locale(voice)
-    if spoken and spoken.split("-")[0] != base:
+    if spoken and base_language(spoken) != base:
         suggestion = SAY_VOICES.get(locale or "") or "a voice of that language"
         raise ValueError(
             f"say_voice: got {voice!r}, which speaks {spoken}, expected a voice that speaks "
