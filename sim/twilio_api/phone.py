@@ -264,19 +264,25 @@ class PhoneNetwork:
             detected = time.monotonic() - (call.answered_at or time.monotonic())
             form["MachineDetectionDuration"] = str(int(detected * 1000))
         call.webhook_at = time.monotonic()
+        status, body = await self._post_signed(call, url, form, "webhook")
+        if status is not None and status != 200:
+            call.callback_errors.append(f"webhook: HTTP {status}")
+            return None  # Twilio would play its "application error" message
+        return body
+
+    async def _post_signed(
+        self, call: SimCall, url: str, form: dict[str, str], what: str
+    ) -> tuple[int | None, str | None]:
+        """POST ``form`` signed as Twilio does; (status, body), or (None, None) logged."""
         headers = {"X-Twilio-Signature": twilio_signature(self.config.auth_token, url, form)}
         try:
             async with self._session.post(
                 url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
             ) as resp:
-                body = await resp.text()
-                if resp.status != 200:
-                    call.callback_errors.append(f"webhook: HTTP {resp.status}")
-                    return None  # Twilio would play its "application error" message
-                return body
+                return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as e:
-            call.callback_errors.append(f"webhook: {e!r}")
-            return None
+            call.callback_errors.append(f"{what}: {e!r}")
+            return None, None
 
     async def _stream(self, call: SimCall, behaviour: net.NumberBehaviour, tw: Twiml) -> None:
         # The verbs after <Connect> are followed here, not by the caller.
@@ -336,13 +342,7 @@ class PhoneNetwork:
             form["AnsweredBy"] = call.answered_by
         if call.status in FINAL:
             form["CallDuration"] = str(call.duration_secs)
-        headers = {"X-Twilio-Signature": twilio_signature(self.config.auth_token, url, form)}
         call.callbacks_sent.append(event)
-        try:
-            async with self._session.post(
-                url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
-            ) as resp:
-                if resp.status >= 400:
-                    call.callback_errors.append(f"status callback {event}: HTTP {resp.status}")
-        except (aiohttp.ClientError, TimeoutError) as e:
-            call.callback_errors.append(f"status callback {event}: {e!r}")
+        status, _ = await self._post_signed(call, url, form, f"status callback {event}")
+        if status is not None and status >= 400:
+            call.callback_errors.append(f"status callback {event}: HTTP {status}")
