@@ -25,6 +25,20 @@ OPS_PORT_OFFSET = 100
 OUR_BASELINE = Path(__file__).resolve().parent / "relay_baseline.py"
 
 
+def cpu_secs(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB, from ``/proc`` (0 if it has none)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @dataclass
 class Proc:
     """A child process with its log file."""
@@ -42,15 +56,11 @@ class Proc:
 
     def cpu_secs(self) -> float:
         """User + system CPU seconds of the process (all its threads)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_secs(self.pid)
 
     def rss_mb(self) -> float:
         """Resident memory in MB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mb(self.pid)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; by PID only."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -25,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from sim.bench.procs import cpu_secs, http_json
 from sim.caller import CallPlan, place_call
 from sim.caller.result import CallResult
 from sim.emulator import EmulatorConfig, LiveEmulator
@@ -37,11 +36,6 @@ from sim.ports import free_port
 REPO = Path(__file__).resolve().parent.parent.parent
 TOKEN = "relay-cost-auth-token"
 PERSONAS = REPO / "tests" / "personas"
-
-
-def _cpu_secs(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_port(port: int, timeout_secs: float = 60.0) -> None:
@@ -114,11 +108,6 @@ backend media
         proc.wait(10)
 
 
-def _stats(ops: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{ops}/stats", timeout=5) as resp:
-        return dict(json.load(resp))
-
-
 async def _phase(public: str, calls: int, secs: float) -> list[CallResult]:
     plan = (
         CallPlan(hangup_after_secs=secs + 10)
@@ -156,14 +145,14 @@ async def main(calls: int, secs: float) -> None:
             ):
                 for phase, media in (("direct", a), ("relayed", b)):
                     with _haproxy(tmp, proxy, a, media):
-                        cpu0 = (_cpu_secs(pa.pid), _cpu_secs(pb.pid))
+                        cpu0 = (cpu_secs(pa.pid), cpu_secs(pb.pid))
                         started = time.monotonic()
                         results = await _phase(public, calls, secs)
                         wall = time.monotonic() - started
-                        cpu1 = (_cpu_secs(pa.pid), _cpu_secs(pb.pid))
+                        cpu1 = (cpu_secs(pa.pid), cpu_secs(pb.pid))
                     ok = [r for r in results if r.ok]
                     call_secs = sum(r.duration_secs for r in ok)
-                    relays = _stats(ops_b).get("relays")
+                    relays = http_json(f"http://127.0.0.1:{ops_b}/stats").get("relays")
                     print(
                         f"{phase:8s} {len(ok)}/{calls} calls ok, {call_secs:.0f} call-s in "
                         f"{wall:.1f} s; CPU A {cpu1[0] - cpu0[0]:.2f} s, B "

@@ -23,6 +23,7 @@ CPU and memory of the 2-worker server are the master's and its workers' summed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -41,6 +42,8 @@ from sim.bench.procs import (
     Proc,
     _http_ok,
     _wait_for,
+    cpu_secs,
+    rss_mb,
     start_emulator,
     start_server,
 )
@@ -76,28 +79,18 @@ class ProcTree(Proc):
 
     def cpu_secs(self) -> float:
         """User + system CPU seconds of the master and its workers."""
-        from sim.bench.procs import CLK_TCK
-
         total = 0.0
         for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            with contextlib.suppress(OSError):  # a worker gone meanwhile
+                total += cpu_secs(pid)
         return total
 
     def rss_mb(self) -> float:
         """Resident memory of the master and its workers, in MB."""
         total = 0.0
         for pid in self.pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
+            with contextlib.suppress(OSError):  # a worker gone meanwhile
+                total += rss_mb(pid)
         return total
 
 
