@@ -24,8 +24,9 @@ from loguru import logger
 
 from bot.calls_page.live import LiveView
 from bot.metrics import ServerMetrics
-from bot.session_quota import SessionQuota, is_quota_refusal
+from bot.session_quota import SessionQuota
 from bot.settings import Settings
+from pipelines.gemini.reconnect import is_quota_refusal
 from pipelines.ports import TranscriptTurn
 
 # After the drain deadline: how long the goodbyes may take (the bot's current answer finishing,

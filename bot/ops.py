@@ -42,8 +42,6 @@ from bot.app_keys import CALLS, FORWARDER, RECORDS, VAD_MODEL, WARM_SESSIONS
 from bot.calls_page.routes import PAGE_PATHS, add_calls_page_routes
 from bot.health import add_health_routes
 from bot.listen_address import ListenAddress
-from bot.listen_address import OpsExposureError as OpsExposureError
-from bot.listen_address import check_ops_exposure as check_ops_exposure
 from bot.metrics import METRICS, add_metrics_route
 from bot.outbound.http_api import add_outbound_api
 from bot.settings import Settings

@@ -9,8 +9,9 @@ there is no key (``bot.serve_cmd``), so this module does not depend on ``sim``.
 
 Two listeners on one event loop: the public one (Twilio webhooks, media streams, health) and
 the operations one (``/stats``, health; ``bot.ops``). Production mode: a server reachable from
-outside (``reachable_from_outside``) needs a real key, and a key is checked once with Google
-before either listener opens (``bot.gemini_key``): a rejected key stops the start, exit 1.
+outside (``bot.listen_address.reachable_from_outside``) needs a real key, and a key is checked
+once with Google before either listener opens (``bot.gemini_key``): a rejected key stops the
+start, exit 1.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from bot.app import create_app
 from bot.app_keys import AUTH, CALLS, FORWARDER
 from bot.gemini_key import KeyRejected, check_gemini_key
 from bot.listen_address import OpsExposureError, check_ops_exposure
-from bot.listen_address import reachable_from_outside as reachable_from_outside
 from bot.ops import OpsListener
 from bot.peers import default_peer_url
 from bot.persona_store import PersonaStore

@@ -37,9 +37,6 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from pipelines.gemini.reconnect import QUOTA_MARKERS as QUOTA_MARKERS
-from pipelines.gemini.reconnect import is_quota_refusal as is_quota_refusal
-
 BACKOFF_SECS = 30.0
 MAX_BACKOFF_SECS = 600.0
 

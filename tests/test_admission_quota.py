@@ -9,9 +9,10 @@ import pytest
 from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 
 from bot.calls import CallRecord, CallRegistry
-from bot.session_quota import BACKOFF_SECS, SessionQuota, is_quota_refusal
+from bot.session_quota import BACKOFF_SECS, SessionQuota
 from bot.settings import Settings, SettingsError
 from pipelines.call.control import WRAP_UP_GOODBYE, CallControl
+from pipelines.gemini.reconnect import is_quota_refusal
 from pipelines.personas import load_personas
 
 pytestmark = pytest.mark.unit

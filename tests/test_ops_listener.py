@@ -12,10 +12,17 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from loguru import logger
 
-from bot.listen_address import ListenAddress, is_loopback_host, parse_listen
-from bot.ops import OpsAuth, OpsExposureError, check_ops_exposure
+from bot.listen_address import (
+    ListenAddress,
+    OpsExposureError,
+    check_ops_exposure,
+    is_loopback_host,
+    parse_listen,
+    reachable_from_outside,
+)
+from bot.ops import OpsAuth
 from bot.serve_cmd import NoKeyInProduction, gemini_source
-from bot.server import ServeOptions, reachable_from_outside, serve
+from bot.server import ServeOptions, serve
 from bot.settings import Settings, SettingsError
 from pipelines.personas import explain_rejection
 from pipelines.personas.schema import Persona

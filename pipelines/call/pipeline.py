@@ -37,12 +37,7 @@ from pipelines.call.journal import CallJournal
 from pipelines.call.media_transport import PHONE_RATE_HZ, media_transport
 from pipelines.call.resources import CallInfo, ProcessResources
 from pipelines.call.setup_gate import SetupSlot
-from pipelines.call.turns import (
-    USER_SPEECH_TIMEOUT_SECS,
-    context_aggregators,
-    turn_end_lag_secs,
-    vad_params,
-)
+from pipelines.call.turns import context_aggregators, turn_end_lag_secs, vad_params
 from pipelines.call.warm_session import WarmSession
 from pipelines.call.watchdog import ModelWatchdog
 from pipelines.call.watchdog_settings import NUDGE_CUT_OFF, NUDGE_NO_REPLY, WatchdogSettings
@@ -120,7 +115,7 @@ class CallPipeline:
             audio_stream_end_secs=_scaled(persona.audio_stream_end_silence_secs, scale),
             time_scale=scale,
             inference_on_context_initialization=self._greeting is not None,
-            turn_end_extra_secs=USER_SPEECH_TIMEOUT_SECS if persona.barge_in.local_vad else 0.0,
+            turn_end_lag_secs=turn_end_lag_secs(persona),
         )
         # The model watchdog: holding phrase, reconnect, apology (pipelines.call.watchdog).
         hold_path, apology_path = persona.clip_paths()

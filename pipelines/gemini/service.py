@@ -82,9 +82,9 @@ class CallGeminiLive(LLMService):
             (barge-ins, caller turns, handovers, Live API closes, tokens) are reported.
         time_scale: Multiplies the GoAway handover margin and the futile-resume window.
         inference_on_context_initialization: Have the model answer the initial history.
-        turn_end_extra_secs: How long after the local VAD's stop a caller turn ends (the turn
-            strategy's wait for the caller to go on): with the VAD's ``stop_secs``, how long
-            before ``UserStoppedSpeakingFrame`` the caller went quiet.
+        turn_end_lag_secs: How long before ``UserStoppedSpeakingFrame`` the caller went quiet
+            (``pipelines.call.turns.turn_end_lag_secs``: the VAD's ``stop_secs`` and the turn
+            strategy's wait); 0 without local VAD.
         **kwargs: Passed to ``LLMService``.
     """
 
@@ -102,7 +102,7 @@ class CallGeminiLive(LLMService):
         metrics: CallMetrics = NO_CALL_METRICS,
         time_scale: float = 1.0,
         inference_on_context_initialization: bool = True,
-        turn_end_extra_secs: float = 0.0,
+        turn_end_lag_secs: float = 0.0,
         **kwargs: Any,
     ) -> None:
         # The session's settings live in ``config``; Pipecat's settings only name the model.
@@ -118,8 +118,7 @@ class CallGeminiLive(LLMService):
         spec = gemini_models.lookup(model)
         mid_session_client_content = spec is None or spec.mid_session_client_content
         self._call_metrics = metrics
-        self._vad_stop_secs = 0.0  # the local VAD's stop_secs: how late it ends a caller turn
-        self._turn_end_extra_secs = turn_end_extra_secs
+        self._turn_end_lag_secs = turn_end_lag_secs
         self._on_session_ready = on_session_ready
         self._on_session_failed = on_session_failed
         self._conn = LiveConnection(
@@ -306,7 +305,6 @@ class CallGeminiLive(LLMService):
         elif isinstance(frame, SpeechControlParamsFrame):
             if frame.vad_params is not None:
                 self._input.set_vad_start_secs(frame.vad_params.start_secs)
-                self._vad_stop_secs = frame.vad_params.stop_secs
             await self.push_frame(frame, direction)
         elif not isinstance(frame, LLMSetToolsFrame):  # tools are fixed for the session
             await self.push_frame(frame, direction)
@@ -322,7 +320,7 @@ class CallGeminiLive(LLMService):
         await super().push_frame(frame, direction)
 
     async def _user_stopped(self) -> None:
-        self._call_metrics.caller_turn_ended(self._vad_stop_secs + self._turn_end_extra_secs)
+        self._call_metrics.caller_turn_ended(self._turn_end_lag_secs)
         if self.watchdog is not None:
             self.watchdog.caller_turn_ended()
         await self._input.user_stopped()
