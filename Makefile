@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8080
+WORKERS ?= 6
 
 .DEFAULT_GOAL := help
 
@@ -24,18 +25,20 @@ setup: $(STAMP) ## create .venv and install the locked dependencies
 run: $(STAMP) ## serve calls on :8080 (emulator when GEMINI_API_KEY is unset); /stats on 127.0.0.1:9464
 	$(BIN)/voicebot serve --port $(PORT)
 
-# End-to-end tests mostly wait on real-time audio, so six workers share two cores (more make
-# the loop stalls they measure the machine's, not the server's); tests/schedule.py deals the
-# long ones out first (tests/durations.json).
+# End-to-end tests mostly wait on real-time audio, so WORKERS (default 6) xdist workers share
+# two cores; the tests that take most of a core run one at a time, and tests/schedule.py deals
+# the long ones out first (tests/durations.json). Workers are forks of one process that
+# imported the code (tests/xdist_workers.py). `make test WORKERS=8` is under 2 minutes on 2
+# cores, but the loop stalls some tests measure are then at times the machine's (README).
 # tests/warm_caches.py first writes the bytecode (and pytest's rewritten test modules) that
 # every worker would otherwise compile again, since PYTHONDONTWRITEBYTECODE stops them writing it.
-test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, 6 workers)
+test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, WORKERS=6)
 	$(BIN)/python -m tests.warm_caches
-	$(BIN)/pytest -n 6 --dist worksteal
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal
 
 durations: $(STAMP) ## re-measure the long tests into tests/durations.json (the suite's schedule)
 	$(BIN)/python -m tests.warm_caches
-	$(BIN)/pytest -n 6 --dist worksteal --store-durations
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal --store-durations
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .

@@ -49,6 +49,8 @@ CLOSE_INTERNAL = 1011
 # How long to wait for the owner's TCP connect and WebSocket handshake (real time: a pod that
 # is gone does not answer; Twilio's caller hears silence meanwhile).
 CONNECT_TIMEOUT_SECS = 3.0
+# When writing to the owner fails, how long its close frame (a refusal's code) may take to come.
+OWNER_CLOSE_WAIT_SECS = 1.0
 MAX_MESSAGE_BYTES = 16 * 1024  # as bot.media_stream: the owner refuses bigger ones anyway
 OUTCOMES = ("relayed", "owner_unreachable", "owner_refused", "loop", "bad_peer", "not_allowed")
 _DOC_ACTIVE = "Media streams this process relays to the process that admitted their call."
@@ -269,8 +271,16 @@ async def _splice(caller: web.WebSocketResponse, owner: aiohttp.ClientWebSocketR
     up = asyncio.create_task(_pump(caller, owner), name="relay:up")
     down = asyncio.create_task(_pump(owner, caller), name="relay:down")
     try:
-        done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        first = done.pop()
+        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        if up.done() and up.exception() is not None and not down.done():
+            # Writing to the owner failed: it is closing the socket, and its close frame says
+            # why (a refused replay: 1008). Under load the caller's next frame can meet the
+            # closed socket before that frame is read; the caller is owed the owner's code.
+            await asyncio.wait({down}, timeout=OWNER_CLOSE_WAIT_SECS)
+        if down.done() and down.exception() is None:
+            first = down
+        else:
+            first = up if up.done() else down
         code, reason = first.result()
         if first is down:
             code, reason = sendable_close(code, reason, b"call owner connection lost")

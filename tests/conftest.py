@@ -12,33 +12,29 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sim.emulator import EmulatorConfig, FaultPlan, LiveEmulator
-from sim.testing import (
-    FakeTwilioRest,
-    RunningServer,
-    running_emulator,
-    running_server,
-    wait_until,
-)
-from sim.testing import fake_twilio_rest as _fake_twilio_rest
+if TYPE_CHECKING:  # imported where used: an xdist controller, which runs no test, skips them
+    from sim.emulator import EmulatorConfig, FaultPlan, LiveEmulator
+    from sim.testing import FakeTwilioRest, RunningServer
 
-# Longest-first ordering for xdist workers, and `--store-durations` (tests/schedule.py).
-pytest_plugins = ["tests.schedule"]
+# Longest-first ordering for xdist workers, and `--store-durations` (tests/schedule.py); workers
+# forked from one process that imported the code, and no walk of the heap at their exit
+# (tests/xdist_workers.py).
+pytest_plugins = ["tests.schedule", "tests.xdist_workers"]
 
 # No call records from servers the tests start (in-process or as `voicebot serve` processes,
 # which inherit this): they would land in ./voicebot-calls.db. Records tests pass their own URL.
 os.environ.setdefault("VOICEBOT_DATABASE_URL", "off")
 
-__all__ = ["TEST_PERSONAS", "FakeTwilioRest", "RunningServer", "wait_until"]
+__all__ = ["TEST_PERSONAS"]
 
 TEST_PERSONAS = Path(__file__).parent / "personas"
 
-EmulatorFactory = Callable[..., Awaitable[LiveEmulator]]
-ServerFactory = Callable[..., Awaitable[RunningServer]]
+EmulatorFactory = Callable[..., Awaitable["LiveEmulator"]]
+ServerFactory = Callable[..., Awaitable["RunningServer"]]
 
 
 @pytest.fixture
@@ -48,6 +44,8 @@ async def make_emulator() -> AsyncIterator[EmulatorFactory]:
         async def make(
             config: EmulatorConfig | None = None, faults: FaultPlan | None = None
         ) -> LiveEmulator:
+            from sim.testing import running_emulator
+
             return await stack.enter_async_context(running_emulator(config, faults))
 
         yield make
@@ -55,6 +53,8 @@ async def make_emulator() -> AsyncIterator[EmulatorFactory]:
 
 @pytest.fixture
 async def fake_twilio_rest() -> AsyncIterator[FakeTwilioRest]:
+    from sim.testing import fake_twilio_rest as _fake_twilio_rest
+
     async with _fake_twilio_rest() as fake:
         yield fake
 
@@ -70,6 +70,8 @@ async def make_server(make_emulator: EmulatorFactory) -> AsyncIterator[ServerFac
             twilio_api_base: str | None = None,
             **settings: Any,
         ) -> RunningServer:
+            from sim.testing import running_server
+
             emu = emulator or await make_emulator()
             return await stack.enter_async_context(
                 running_server(emu, personas, twilio_api_base=twilio_api_base, **settings)

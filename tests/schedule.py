@@ -12,11 +12,16 @@ How long each test takes comes from ``tests/durations.json`` (seconds, setup + c
 teardown, for tests of 2 s or more), written by ``make durations`` (``--store-durations``).
 A test missing from it counts as short; a stale file costs only balance, never correctness:
 every worker computes the same order from the same file, as xdist requires.
+
+Tests marked ``cpu_heavy`` (most of a core for seconds: the fuzzers, fifty calls through a
+proxy, ``voicebot serve`` processes, whole-package scans) are dealt as one chain to one slice,
+which runs them one after another. Dealt like the rest, they met at the start of the run (two
+fuzzers and the proxy test at once held both cores for ~20 s), and the calls that measure
+their own timing on the other workers measured the machine.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -49,21 +54,34 @@ def slices(count: int, workers: int) -> list[int]:
     return sizes
 
 
-def lpt_order(items: list[Any], secs: dict[str, float], workers: int) -> list[Any]:
-    """``items`` reordered so each worksteal slice starts with an even share of long tests."""
+def lpt_order(
+    items: list[Any], secs: dict[str, float], workers: int, chained: frozenset[str] = frozenset()
+) -> list[Any]:
+    """``items`` reordered so each worksteal slice starts with an even share of long tests.
+
+    The tests whose node ids are in ``chained`` are dealt as one unit, longest first, to a
+    single slice (to the front of it, where no other worker steals from).
+    """
     sizes = slices(len(items), workers)
-    long = sorted(
-        (it for it in items if secs.get(it.nodeid, 0.0) > 0), key=lambda it: -secs[it.nodeid]
+    chain = sorted(
+        (it for it in items if it.nodeid in chained), key=lambda it: -secs.get(it.nodeid, 0.0)
     )
-    short = [it for it in items if secs.get(it.nodeid, 0.0) <= 0]
+    units = [[it] for it in items if secs.get(it.nodeid, 0.0) > 0 and it.nodeid not in chained]
+    if chain:
+        units.append(chain)
+    units.sort(key=lambda unit: -sum(secs.get(it.nodeid, 0.0) for it in unit))
+    dealt = {it.nodeid for unit in units for it in unit}
+    short = [it for it in items if it.nodeid not in dealt]
     bins: dict[int, list[Any]] = defaultdict(list)
-    heap = [(0.0, i) for i in range(workers) if sizes[i] > 0]
-    heapq.heapify(heap)
-    for it in long:
-        load, i = heapq.heappop(heap)
-        bins[i].append(it)
-        if len(bins[i]) < sizes[i]:
-            heapq.heappush(heap, (load + secs[it.nodeid], i))
+    load = [0.0] * workers
+    for unit in units:
+        room = [i for i in range(workers) if sizes[i] - len(bins[i]) >= len(unit)]
+        if not room:  # more long tests than slots: the rest go in as short ones
+            short = unit + short
+            continue
+        i = min(room, key=lambda k: (load[k], k))
+        bins[i].extend(unit)
+        load[i] += sum(secs.get(it.nodeid, 0.0) for it in unit)
     ordered: list[Any] = []
     for i in range(workers):
         ordered.extend(bins[i])
@@ -92,7 +110,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
     if workerinput.get(DIST_KEY) != "worksteal":
         return
     secs = {k: float(v) for k, v in json.loads(DURATIONS_FILE.read_text()).items()}
-    items[:] = lpt_order(list(items), secs, int(workerinput["workercount"]))
+    heavy = frozenset(it.nodeid for it in items if it.get_closest_marker("cpu_heavy"))
+    items[:] = lpt_order(list(items), secs, int(workerinput["workercount"]), heavy)
 
 
 class DurationRecorder:

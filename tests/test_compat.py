@@ -15,7 +15,7 @@ from bot.settings import Settings
 from pipelines import _compat
 from pipelines._compat.accesses import ACCESSES, PrivateAccess
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.cpu_heavy]
 
 ROOT = Path(__file__).resolve().parent.parent
 

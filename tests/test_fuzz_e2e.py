@@ -29,7 +29,7 @@ from sim.caller import CallPlan, CallResult
 from sim.fuzz.runner import DEFAULT_SEED, Figures, fuzz, random_seed, warm_up
 from sim.testing import RunningServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cpu_heavy]
 
 TOKEN = "fuzz-auth-token"
 # The issue asks for 10,000 inputs a run; the two variants share them.

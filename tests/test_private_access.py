@@ -20,7 +20,7 @@ from pipelines._compat.accesses import ACCESSES
 from tests import private_access_scan
 from tests.private_access_scan import Access, scan, scan_file
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.cpu_heavy]
 
 
 def unlisted(accesses: list[Access]) -> list[str]:

@@ -30,7 +30,7 @@ from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, free_port
 from tests.conftest import TEST_PERSONAS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cpu_heavy]
 
 REPO = Path(__file__).resolve().parent.parent
 TWILIO_TOKEN = "prod-like-auth-token"

@@ -37,7 +37,7 @@ from sim.emulator import EmulatorConfig
 from sim.testing import TEST_THINK_MS, free_port
 from tests.conftest import TEST_PERSONAS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cpu_heavy]
 
 REPO = Path(__file__).resolve().parent.parent
 TWILIO_TOKEN = "scale-out-auth-token"

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -27,7 +27,7 @@ from bot.peers import (
     parse_peer_networks,
 )
 from bot.settings import Settings, SettingsError
-from bot.stream_forward import RELAY_HEADER, StreamForwarder, sendable_close
+from bot.stream_forward import RELAY_HEADER, StreamForwarder, _splice, sendable_close
 from bot.twilio_security import Authenticator
 
 pytestmark = pytest.mark.unit
@@ -281,3 +281,48 @@ async def test_a_caller_close_reaches_the_owner_and_an_owner_drop_gives_1011() -
     )
     assert forwarder.stats.totals["relayed"] == 2
     assert await forwarder.stats.wait_idle(2)
+
+
+class _ScriptedEnd:
+    """One end of a relayed stream for ``_splice``: scripted receives, failing or kept sends."""
+
+    def __init__(self, receives: list[tuple[float, aiohttp.WSMessage]], fail: Exception | None):
+        self.receives = receives
+        self.fail = fail
+        self.sent: list[Any] = []
+        self.close_code: int | None = None
+        self.closed_with: tuple[int, bytes] | None = None
+
+    async def receive(self) -> aiohttp.WSMessage:
+        if not self.receives:
+            await asyncio.Event().wait()  # nothing more from this side
+        delay, msg = self.receives.pop(0)
+        await asyncio.sleep(delay)
+        return msg
+
+    async def send_str(self, data: Any) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append(data)
+
+    send_bytes = send_str
+
+    async def close(self, *, code: int, message: bytes = b"") -> bool:
+        self.closed_with = (code, message)
+        return True
+
+
+async def test_an_owner_refusal_reaches_the_caller_even_when_a_frame_meets_its_closed_socket():
+    # The owner refuses a replayed stream: it closes 1008 right after `start`. Under load the
+    # caller's next media frame was written to the owner's already closed socket before the
+    # relay read the owner's close frame: the caller got 1011 "relay error" instead of 1008.
+    media = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"event":"media"}', None)
+    refusal = aiohttp.WSMessage(aiohttp.WSMsgType.CLOSE, 1008, "replayed stream")
+    caller = _ScriptedEnd([(0.0, media)], fail=None)
+    gone = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    owner = _ScriptedEnd([(0.05, refusal)], fail=gone)
+
+    how = await _splice(cast(Any, caller), cast(Any, owner))
+
+    assert how == "owner closed 1008"
+    assert caller.closed_with == (1008, b"replayed stream")

@@ -36,7 +36,7 @@ from pipelines.audio.resampling import FirStreamResampler
 from pipelines.audio.speech_turns import volume_of
 from tests.vad_audio import CHUNK_BYTES, chunks, conversation, line_noise, mixed, speech_pcm
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.cpu_heavy]
 
 TOLERANCE_SECS = 0.08
 CHUNK_SECS = 0.04

@@ -28,7 +28,7 @@ from sim.emulator import EmulatorConfig
 from sim.emulator.config import SHORT_REPLY_WAV
 from sim.testing import TEST_THINK_MS, free_port_block
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cpu_heavy]
 
 REPO = Path(__file__).resolve().parent.parent
 VOICEBOT = Path(sys.executable).parent / "voicebot"
