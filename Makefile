@@ -28,7 +28,7 @@ run: $(STAMP) ## serve calls on :8080 (emulator when GEMINI_API_KEY is unset); /
 # End-to-end tests mostly wait on real-time audio, so WORKERS (default 6) xdist workers share
 # two cores; the tests that take most of a core run one at a time, and tests/schedule.py deals
 # the long ones out first (tests/durations.json). Workers are forks of one process that
-# imported the code (tests/xdist_workers.py). `make test WORKERS=8` is under 2 minutes on 2
+# imported the code (tests/xdist_workers.py). `make test WORKERS=8` takes about 2 minutes on 2
 # cores, but the loop stalls some tests measure are then at times the machine's (README).
 # tests/warm_caches.py first writes the bytecode (and pytest's rewritten test modules) that
 # every worker would otherwise compile again, since PYTHONDONTWRITEBYTECODE stops them writing it.

@@ -15,7 +15,7 @@ from pipelines.audio.resampling import FirStreamResampler
 from pipelines.twilio.serializer import TwilioSerializer
 from pipelines.twilio.transport_client import OutboundLatency
 
-pytestmark = [pytest.mark.unit, pytest.mark.cpu_heavy]
+pytestmark = pytest.mark.unit
 
 MINUTES = 4
 
