@@ -22,6 +22,7 @@ Only ``python [-u] [-B] -c CODE [ARG...]`` is forked (what execnet's popen gatew
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -126,22 +127,27 @@ def _serve(path: str, modules: list[str]) -> dict[str, Any] | None:
         code = _code_of(request["argv"]) if request else None
         if request is None or code is None or unsafe or threading.active_count() > 1:
             _close_fds(request)
-            conn.sendall(REFUSED)
+            _answer(conn, REFUSED)
             conn.close()
             continue
         pid = os.fork()
         if pid == 0:
+            signal.set_wakeup_fd(-1)
             for sock in (listener, wake_r, wake_w, conn, *waiting.values()):
                 sock.close()
-            signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             request["code"], request["sys_argv"] = code
             return request
         _close_fds(request)
-        conn.sendall(FORKED)
+        _answer(conn, FORKED)  # a launcher that is gone still has its worker; none is lost
         waiting[pid] = conn
     return None
+
+
+def _answer(conn: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(data)
 
 
 def _receive(conn: socket.socket) -> dict[str, Any] | None:
@@ -182,10 +188,7 @@ def _reap(waiting: dict[int, socket.socket]) -> None:
             return
         conn = waiting.pop(pid, None)
         if conn is not None:
-            try:
-                conn.sendall(STATUS.pack(os.waitstatus_to_exitcode(status)))
-            except OSError:
-                pass
+            _answer(conn, STATUS.pack(os.waitstatus_to_exitcode(status)))
             conn.close()
 
 
