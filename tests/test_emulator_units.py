@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +183,28 @@ def test_emulator_bench_streams_the_callers_line_noise() -> None:
     assert dbfs_of_pcm(pcm_of(speech)) > -35.0  # the words stand well above the line
     _, silent = audio_messages(20, None)
     assert set(pcm_of(silent)) == {0}
+
+
+async def test_stopping_the_recorder_waits_for_the_write_it_interrupted(tmp_path, monkeypatch):
+    # stop() cancelled the writer while its thread was still appending the batch it had taken:
+    # a reader right after stop found no file (a CI run failed on it, under load).
+    from sim.emulator import recorder as recorder_module
+
+    path = tmp_path / "rec.jsonl"
+    writing = threading.Event()
+    append = recorder_module._append
+
+    def slow_append(where: Path, text: str) -> None:
+        writing.set()
+        time.sleep(0.3)
+        append(where, text)
+
+    monkeypatch.setattr(recorder_module, "_append", slow_append)
+    monkeypatch.setattr(recorder_module, "FLUSH_SECS", 0.01)
+    recorder = recorder_module.Recorder(path, in_memory=False)
+    recorder.start()
+    recorder.record("s1", {"setup": {}})
+    assert await asyncio.to_thread(writing.wait, 5)  # the writer took the batch and is writing
+    await recorder.stop()
+
+    assert [json.loads(line)["session"] for line in path.read_text().splitlines()] == ["s1"]

@@ -33,6 +33,7 @@ class Recorder:
         self.sessions: dict[str, list[dict[str, Any]]] = {}
         self._pending: list[str] = []
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -46,9 +47,16 @@ class Recorder:
             self._task = asyncio.create_task(self._flush_loop(), name="emulator:recorder")
 
     async def stop(self) -> None:
-        """Stop the writer and flush what is left."""
+        """Stop the writer and flush what is left, after a write the writer had begun.
+
+        Cancelling the writer does not stop its thread: the batch it took was still being
+        written when ``stop`` returned (a reader right after found no file, under load).
+        """
         await cancel_and_wait(self._task)
         self._task = None
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await self._finish(writing)
         await self._flush()
 
     def record(self, session_id: str, message: Any) -> None:
@@ -90,8 +98,15 @@ class Recorder:
         if not self._pending or self.path is None:
             return
         lines, self._pending = self._pending, []
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(_append, self.path, "\n".join(lines) + "\n")
+        )
+        await self._finish(asyncio.shield(self._writing))  # if cancelled, ``stop`` waits for it
+        self._writing = None
+
+    async def _finish(self, write: asyncio.Future[None]) -> None:
         try:
-            await asyncio.to_thread(_append, self.path, "\n".join(lines) + "\n")
+            await write
         except OSError:
             logger.exception("emulator: cannot append the message record to {}", self.path)
 
