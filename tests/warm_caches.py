@@ -18,6 +18,7 @@ what is wrong with them.
 from __future__ import annotations
 
 import compileall
+import functools
 import importlib.util
 import os
 import subprocess
@@ -29,14 +30,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "pipelines", "sim", "tests")
 
 
+@functools.cache
+def _rewritten_tag() -> str:
+    """The tag of pytest's rewritten bytecode files (``cpython-311-pytest-9.2.0``)."""
+    return f"{sys.implementation.cache_tag}-pytest-{metadata.version('pytest')}"
+
+
 def rewritten_is_fresh(source: Path) -> bool:
     """Whether pytest's rewritten bytecode of ``source`` is there and matches its text.
 
     pytest writes checked-hash pycs (PEP 552): the header holds the source's hash, which is
     what it compares, so a fresh checkout's new mtimes do not make them stale.
     """
-    tag = f"{sys.implementation.cache_tag}-pytest-{metadata.version('pytest')}"
-    cached = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+    cached = source.parent / "__pycache__" / f"{source.stem}.{_rewritten_tag()}.pyc"
     try:
         with open(cached, "rb") as f:
             header = f.read(16)

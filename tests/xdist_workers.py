@@ -35,14 +35,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.forkserver import FORK_UNSAFE
+
 TESTS = Path(__file__).resolve().parent
 FORKSERVER = TESTS / "forkserver.py"
 # Modules the test modules import at their top (scanned from their text) and these, which the
 # conftest and the end-to-end tests need in every worker.
 ALWAYS = ("sim.testing", "bot.server", "hypothesis", "hypothesis.strategies")
-# Not preloaded: they import onnxruntime, whose thread pool a fork cannot take along (the
-# forked worker would hang at exit); a worker imports them itself, as before.
-NOT_PRELOADED = ("onnxruntime", "pipecat.audio.vad.silero")
+# Not preloaded: the fork-unsafe modules and what imports them (Pipecat's Silero imports
+# onnxruntime); a worker imports them itself, as before.
+NOT_PRELOADED = (*FORK_UNSAFE, "pipecat.audio.vad.silero")
 _IMPORT = re.compile(r"^(?:from|import)\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 READY_TIMEOUT_SECS = 5.0
 
