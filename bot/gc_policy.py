@@ -60,6 +60,7 @@ class GcPolicy:
         self._old_thresholds: tuple[int, int, int] | None = None
         self._users = 0
         self._collected = False
+        self._inherited = False
 
     def start(self) -> None:
         """Freeze what exists (modules, models, personas) and raise the young threshold.
@@ -68,14 +69,25 @@ class GcPolicy:
         start in the same process (tests run one server after another) skips that walk of the
         whole heap (~0.12 s of CPU in a test process): what an earlier server left behind is
         only frozen until this one stops, then the automatic collections free it.
+
+        A heap already frozen when the policy first starts was frozen by a parent before it
+        forked this process (the suite's fork server does): the policy keeps it frozen, since
+        unfreezing it would make every later full collection walk it again (0.2-0.4 s of CPU
+        each) and write to pages the children share. Then only the first start collects and
+        freezes (what exists since the fork: a few milliseconds); a later one freezes nothing
+        more, so what an earlier server left behind stays within the automatic collections'
+        reach.
         """
         self._users += 1
         if self._users > 1:
             return
         if not self._collected:
+            self._inherited = gc.get_freeze_count() > 0
             gc.collect()
             self._collected = True
-        gc.freeze()
+            gc.freeze()
+        elif not self._inherited:
+            gc.freeze()
         self._old_thresholds = gc.get_threshold()
         gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, self._old_thresholds[2])
 
@@ -84,14 +96,16 @@ class GcPolicy:
 
         What was frozen goes back to the oldest generation, where the automatic collections
         free its garbage; no full collection here (a stopping process needs none, and tests
-        stop a server per test).
+        stop a server per test). A heap a parent froze before the fork stays frozen (see
+        ``start``).
         """
         self._users = max(0, self._users - 1)
         if self._users or self._old_thresholds is None:
             return
         gc.set_threshold(*self._old_thresholds)
         self._old_thresholds = None
-        gc.unfreeze()
+        if not self._inherited:
+            gc.unfreeze()
 
     def call_ready(self, live_calls: int) -> None:
         """A call is built or set up: with enough calls live, keep it out of collections."""

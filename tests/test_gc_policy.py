@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +18,24 @@ class _Cycle:
         self.me = self
 
 
-def test_live_objects_are_frozen_and_ended_cycles_are_swept() -> None:
+@pytest.fixture
+def heap_frozen_before() -> Iterator[None]:
+    """Restore the process's frozen heap after a test (a forked suite worker inherits one)."""
+    frozen = gc.get_freeze_count() > 0
+    yield
+    if frozen:
+        gc.freeze()
+    else:
+        gc.unfreeze()
+
+
+@pytest.fixture
+def unfrozen_heap(heap_frozen_before: None) -> None:
+    """The heap as in a process that no parent froze (``voicebot serve``)."""
+    gc.unfreeze()
+
+
+def test_live_objects_are_frozen_and_ended_cycles_are_swept(unfrozen_heap: None) -> None:
     policy = GcPolicy(min_ended=3)
     policy.start()
     try:
@@ -43,7 +62,7 @@ def test_live_objects_are_frozen_and_ended_cycles_are_swept() -> None:
     assert gc.get_freeze_count() == 0
 
 
-def test_few_live_calls_are_not_frozen_and_their_ends_need_no_sweep() -> None:
+def test_few_live_calls_are_not_frozen_and_their_ends_need_no_sweep(unfrozen_heap: None) -> None:
     # A flood of short calls next to a few live ones (a caller's retries, an attacker): nothing
     # is frozen, so each ended call's cycles are freed by the automatic collections and no
     # sweep (a walk of the whole heap, every live call stalled) is ever forced.
@@ -61,3 +80,32 @@ def test_few_live_calls_are_not_frozen_and_their_ends_need_no_sweep() -> None:
         assert gc.collect() > 0  # their cycles are within reach of a normal collection
     finally:
         policy.stop()
+
+
+def test_a_heap_frozen_before_the_fork_stays_frozen_and_later_servers_freeze_nothing(
+    heap_frozen_before: None,
+) -> None:
+    # A parent froze its heap before it forked this process (the suite's fork server): the
+    # policy keeps it frozen at stop, and a later server in the process freezes nothing, so an
+    # earlier server's cycles stay within the automatic collections' reach.
+    parents = _Cycle()
+    gc.collect()
+    gc.freeze()
+    policy = GcPolicy(min_ended=3)
+    policy.start()
+    policy.stop()
+    parents_ref = weakref.ref(parents)
+    del parents
+    gc.collect()
+    assert parents_ref() is not None  # still frozen: the stop did not unfreeze the heap
+    earlier = _Cycle()  # left behind by an earlier server
+    earlier_ref = weakref.ref(earlier)
+    policy.start()
+    try:
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+        del earlier
+        gc.collect()
+        assert earlier_ref() is None  # the second start did not freeze it
+    finally:
+        policy.stop()
+    assert gc.get_threshold()[0] != GEN0_THRESHOLD

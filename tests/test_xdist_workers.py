@@ -16,9 +16,10 @@ from tests.schedule import lpt_order, slices
 from tests.xdist_workers import ALWAYS, FORKSERVER, NOT_PRELOADED, preload_modules
 
 PRINT_ORIGIN = (
-    "import os, sys\n"
+    "import gc, os, sys\n"
     "line = sys.stdin.readline().strip()\n"
-    "print(os.getppid(), os.getcwd(), os.environ.get('PROBE'), sys.argv, line.upper())\n"
+    "print(os.getppid(), gc.get_freeze_count() > 0, os.getcwd(), os.environ.get('PROBE'),"
+    " sys.argv, line.upper())\n"
     "sys.exit(3)\n"
 )
 
@@ -60,7 +61,7 @@ def _launch(path: str, cwd: Path) -> tuple[int, list[str]]:
         env={**os.environ, "PROBE": "from-the-launcher"},
         timeout=30,
     )
-    return done.returncode, done.stdout.decode().split(" ", 2)
+    return done.returncode, done.stdout.decode().split(" ", 3)
 
 
 @pytest.mark.e2e
@@ -68,22 +69,24 @@ def test_a_launched_worker_is_a_fork_with_the_launchers_streams_folder_env_and_s
     fork_server, tmp_path
 ):
     path, server = fork_server("json")
-    code, (ppid, cwd, rest) = _launch(path, tmp_path)
+    code, (ppid, frozen, cwd, rest) = _launch(path, tmp_path)
 
     assert code == 3  # the child's exit status, relayed
     assert int(ppid) == server.pid  # forked by the server, not a fresh interpreter
+    assert frozen == "True"  # the server froze its imported heap before the fork
     assert cwd == str(tmp_path)
     assert rest.strip() == "from-the-launcher ['-c', 'arg'] HELLO"  # env, argv, stdin
 
 
 @pytest.mark.e2e
 def test_with_no_server_or_a_fork_unsafe_one_the_launcher_runs_python_itself(fork_server, tmp_path):
-    code, (ppid, cwd, rest) = _launch(str(tmp_path / "no-such-socket"), tmp_path)
+    code, (ppid, frozen, cwd, rest) = _launch(str(tmp_path / "no-such-socket"), tmp_path)
     assert code == 3 and int(ppid) == os.getpid()  # exec'd in place: our own child
+    assert frozen == "False"
     assert rest.strip() == "from-the-launcher ['-c', 'arg'] HELLO"
 
     path, server = fork_server("onnxruntime")  # starts native threads: no forking
-    code, (ppid, _, rest) = _launch(path, tmp_path)
+    code, (ppid, _, _, rest) = _launch(path, tmp_path)
     assert code == 3 and int(ppid) == os.getpid()
     assert rest.strip() == "from-the-launcher ['-c', 'arg'] HELLO"
     server.terminate()

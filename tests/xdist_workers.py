@@ -18,6 +18,12 @@ machine's two cores (measured with eight workers):
   freezes its heap (``gc.freeze``) as its last exit handler runs, after pytest's own final
   collections (which report unraisable exceptions) and before the interpreter's: memory is
   returned by the process's exit either way. Under 1 s now.
+- **In between**: the fork server freezes the imported heap (``gc.freeze``) before it forks,
+  and each worker freezes what its collection added before its first test. The servers the
+  tests start (``bot.gc_policy``) keep a heap frozen before them frozen: a full collection in
+  a test walks what the tests made since, not every module. Each worker's first test used to
+  stop its calls for a walk of the whole heap (~0.2 CPU-s, 0.6 s with eight workers at once)
+  and later full collections took 0.3-1.5 s under load.
 """
 
 from __future__ import annotations
@@ -109,6 +115,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if _fork_workers_wanted(config):
         _start_fork_server(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On a worker, once its tests are collected: freeze the heap they will all share."""
+    if getattr(session.config, "workerinput", None) is not None:
+        gc.collect()
+        gc.freeze()
 
 
 @pytest.hookimpl(trylast=True)
