@@ -52,6 +52,7 @@ from pipelines.audio.batched_vad import BatchedSileroVAD
 from pipelines.call.resources import ProcessResources
 from pipelines.call.setup_gate import SetupGate
 from pipelines.gemini.clients import GeminiClients
+from pipelines.gemini.live_types import build_live_types
 
 DEFAULT_DRAIN_SECS = 2.0
 # Net new tracked objects between young GC collections (CPython default 700).
@@ -140,6 +141,8 @@ def create_app(
         # The VAD model loads once, off the event loop, before the first call (the batched
         # detector's tick task then runs while calls with local VAD are up).
         await asyncio.to_thread(app[VAD_MODEL].load)
+        # google-genai's Live types build their validators here, not in the first call's path.
+        await asyncio.to_thread(build_live_types)
         for api_version in {p.api_version() for p in personas.current.personas.values()}:
             gemini.get(api_version)
         session = aiohttp.ClientSession()

@@ -7,8 +7,9 @@ connection; the children share the imported pages copy-on-write.
 
 Two roles, both run as scripts (stdlib only, so the launcher starts in milliseconds):
 
-- ``python -u forkserver.py serve SOCKET MODULE...``: listens on the Unix socket first (so the
-  launchers' connections queue while it imports), imports the modules, then forks a child for
+- ``python -u forkserver.py serve SOCKET MODULE[:FUNCTION]...``: listens on the Unix socket
+  first (so the launchers' connections queue while it imports), imports the modules (and calls
+  the functions named), freezes its heap (``gc.freeze``), then forks a child for
   each launcher. The child takes the launcher's standard streams (passed with ``SCM_RIGHTS``),
   working folder, environment and arguments, and runs them as ``python ARGS`` would; the server
   reaps it and sends its exit status back. It exits when its parent (pytest) does.
@@ -96,8 +97,11 @@ def _serve(path: str, modules: list[str]) -> dict[str, Any] | None:
     listener.bind(path)
     listener.listen(64)
     for name in modules:  # launchers that connect meanwhile wait in the backlog
+        module_name, _, function = name.partition(":")
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(module_name)
+            if function:  # work every worker would do again, done once (``MODULE:FUNCTION``)
+                getattr(module, function)()
         except Exception as e:  # a worker that needs it imports it again and says what is wrong
             print(f"forkserver: {name} not preloaded: {e}", file=sys.stderr)
     unsafe = [name for name in FORK_UNSAFE if name in sys.modules]
@@ -218,7 +222,7 @@ def _become(request: dict[str, Any]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``serve SOCKET MODULE...`` or ``launch SOCKET ARGS...``."""
+    """``serve SOCKET MODULE[:FUNCTION]...`` or ``launch SOCKET ARGS...``."""
     if len(argv) >= 2 and argv[0] == "launch":
         launch(argv[1], argv[2:])
     if len(argv) >= 2 and argv[0] == "serve":
@@ -226,7 +230,10 @@ def main(argv: list[str]) -> int:
         if request is not None:
             return _become(request)  # the child's interpreter then exits the usual way
         return 0
-    print(f"usage: {sys.argv[0]} serve SOCKET MODULE... | launch SOCKET ARGS...", file=sys.stderr)
+    print(
+        f"usage: {sys.argv[0]} serve SOCKET MODULE[:FUNCTION]... | launch SOCKET ARGS...",
+        file=sys.stderr,
+    )
     return 2
 
 

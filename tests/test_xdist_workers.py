@@ -79,6 +79,20 @@ def test_a_launched_worker_is_a_fork_with_the_launchers_streams_folder_env_and_s
 
 
 @pytest.mark.e2e
+def test_functions_named_in_the_preload_run_once_in_the_server_before_the_forks(
+    fork_server, tmp_path
+):
+    path, _ = fork_server("json", "gc:disable")  # a visible trace in every child
+    done = subprocess.run(
+        [sys.executable, "-S", str(FORKSERVER), "launch", path, "-c", "import gc\n"
+         "print(gc.isenabled())"],
+        capture_output=True, cwd=tmp_path, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == "False"
+
+
+@pytest.mark.e2e
 def test_with_no_server_or_a_fork_unsafe_one_the_launcher_runs_python_itself(fork_server, tmp_path):
     code, (ppid, frozen, cwd, rest) = _launch(str(tmp_path / "no-such-socket"), tmp_path)
     assert code == 3 and int(ppid) == os.getpid()  # exec'd in place: our own child

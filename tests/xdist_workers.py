@@ -46,8 +46,15 @@ from tests.forkserver import FORK_UNSAFE
 TESTS = Path(__file__).resolve().parent
 FORKSERVER = TESTS / "forkserver.py"
 # Modules the test modules import at their top (scanned from their text) and these, which the
-# conftest and the end-to-end tests need in every worker.
-ALWAYS = ("sim.testing", "bot.server", "hypothesis", "hypothesis.strategies")
+# conftest and the end-to-end tests need in every worker; and google-genai's Live types built
+# (each server builds them as it starts; done once here, no worker builds them again).
+ALWAYS = (
+    "sim.testing",
+    "bot.server",
+    "hypothesis",
+    "hypothesis.strategies",
+    "pipelines.gemini.live_types:build_live_types",
+)
 # Not preloaded: the fork-unsafe modules and what imports them (Pipecat's Silero imports
 # onnxruntime); a worker imports them itself, as before.
 NOT_PRELOADED = (*FORK_UNSAFE, "pipecat.audio.vad.silero")
