@@ -1,12 +1,12 @@
 """google-genai's Live API types, built before the first call rather than during it.
 
 google-genai's pydantic models build their validators on first use. On the Live path that
-first use falls inside the first call a process serves: the setup config (13 models, ~65 ms
+first use falls inside the first call a process serves: the setup config (13 models, ~40 ms
 in one piece on the event loop while the webhook answers), then the connect, the setup
 reply and each server message kind the first time it comes (10-25 ms each, a goAway's in
 the middle of a call). Every call on the process hears those stalls. ``build_live_types``
 builds them all (~100 models, ~0.1 s of CPU) where the server starts, off the event loop;
-in a process that has built them it only walks them (well under a millisecond).
+in a process that has built them it only walks them (1-2 ms).
 """
 
 from __future__ import annotations
