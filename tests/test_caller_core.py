@@ -222,6 +222,37 @@ def test_greeting_time_and_hangup_sends_stop() -> None:
     assert res.end_reason == "caller hung up"
 
 
+def _hangup_at(out_by_t: dict[float, list[str]]) -> float | None:
+    return next((t for t, out in sorted(out_by_t.items()) if any('"stop"' in m for m in out)), None)
+
+
+def test_listen_hangs_up_once_that_much_bot_audio_played_however_late_it_came() -> None:
+    for greeting_at in (0.4, 2.5):  # a quick greeting, and one from a loaded machine
+        core = make(CallPlan().listen(0.5, timeout_secs=5).hangup(), t0=0.0)
+        core.open(0.0)
+        sent: dict[float, list[str]] = {}
+        for i in range(1, 250):
+            t = round(0.02 * i, 2)
+            if greeting_at <= t:
+                core.on_message(media(LOUD), t)  # real-time greeting audio
+            sent[t] = core.on_tick(t)
+            if core.done:
+                break
+        assert _hangup_at(sent) == pytest.approx(greeting_at + 0.5, abs=0.021), greeting_at
+        res = core.result(5.0)
+        assert res.end_reason == "caller hung up" and res.audio_received_secs >= 0.5
+
+
+def test_listen_gives_up_after_its_timeout_and_notes_it() -> None:
+    core = make(CallPlan().listen(0.5, timeout_secs=1.0).hangup(), t0=0.0)
+    core.open(0.0)
+    sent = {round(0.02 * i, 2): core.on_tick(round(0.02 * i, 2)) for i in range(1, 100)}
+    assert _hangup_at(sent) == pytest.approx(1.0, abs=0.021)
+    res = core.result(2.0)
+    assert [e.detail for e in res.events if e.kind == "timeout"] == ["waited 1 s for bot audio"]
+    assert res.dead_air_secs >= 0.9  # the caller waited on a silent line
+
+
 def test_dtmf_messages_and_server_close_code() -> None:
     core = make(CallPlan().dtmf("1#", gap_secs=0.0).pause(5), t0=0.0)
     core.open(0.0)

@@ -165,8 +165,9 @@ async def test_fifty_calls_through_a_round_robin_proxy_are_all_served_by_their_o
     ports, ops_ports = [free_port(), free_port()], [free_port(), free_port()]
     proxy_port = free_port()
     public = f"http://127.0.0.1:{proxy_port}"
-    # A short call: the greeting starts ~0.7 s after the webhook; hang up 1.2 s into it.
-    plan = CallPlan().pause(1.2).hangup()
+    # A short call: hang up once 0.5 s of the greeting has played (~1.2 s into the call; a
+    # fixed 1.2 s pause ended one call before its greeting on a VM running 1.8x slower).
+    plan = CallPlan().listen(0.5, timeout_secs=10).hangup()
     async with contextlib.AsyncExitStack() as stack:
         await asyncio.gather(
             *[

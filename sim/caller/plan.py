@@ -185,6 +185,19 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Wait until ``secs`` of the bot's current audio have played (then, say, hang up on it).
+
+    A caller who hangs up a moment into the greeting, whenever it comes: unlike a ``pause`` of a
+    fixed length, the call does not end before the bot was heard on a machine slower than the
+    plan's author's. ``timeout_secs`` bounds the wait for bot audio (a timeline ``timeout``).
+    """
+
+    secs: float = 0.5
+    timeout_secs: float = 10.0
+
+
+@dataclass(frozen=True)
 class Dtmf:
     """Press keys: one ``dtmf`` message per digit, ``gap_secs`` apart."""
 
@@ -209,7 +222,7 @@ class Hangup:
     """Send ``stop`` and close the stream."""
 
 
-Step = WaitForGreeting | Say | WaitForReply | BargeIn | Dtmf | Pause | Hangup
+Step = WaitForGreeting | Say | WaitForReply | BargeIn | Listen | Dtmf | Pause | Hangup
 
 
 @dataclass
@@ -270,6 +283,11 @@ class CallPlan:
     def dtmf(self, digits: str, gap_secs: float = 0.1) -> CallPlan:
         """Append a :class:`Dtmf` step."""
         self.steps.append(Dtmf(digits, gap_secs))
+        return self
+
+    def listen(self, secs: float = 0.5, timeout_secs: float = 10.0) -> CallPlan:
+        """Append a :class:`Listen` step."""
+        self.steps.append(Listen(secs, timeout_secs))
         return self
 
     def pause(self, secs: float, until: asyncio.Event | None = None) -> CallPlan:

@@ -20,6 +20,7 @@ from sim.caller.plan import (
     CallPlan,
     Dtmf,
     Hangup,
+    Listen,
     Pause,
     Say,
     Utterance,
@@ -81,7 +82,7 @@ class PlanSteps:
         """Close the caller's last wait at the call's end and fill in the dead-air figures."""
         step = self.plan.steps[self._step] if self._step < len(self.plan.steps) else None
         end = self._ended_at if self._ended_at is not None else now
-        waiting = isinstance(step, WaitForGreeting | WaitForReply) and self._speech is None
+        waiting = isinstance(step, WaitForGreeting | WaitForReply | Listen) and self._speech is None
         self._note_dead_air(end, self.dead_air.call_ended(end, self.buffer.audible_until, waiting))
         self.res.dead_air = self.dead_air.waits
         self.res.dead_air_secs = self.dead_air.longest_secs
@@ -142,6 +143,16 @@ class PlanSteps:
                 return False
             if elapsed >= step.timeout_secs:
                 self.event(now, "timeout", "barge-in skipped: no bot audio to talk over")
+                self._next_step(now)
+                return True
+            return False
+        if isinstance(step, Listen):
+            rs = self._reply_audible_start
+            if rs is not None and now >= rs + step.secs:
+                self._next_step(now)
+                return True
+            if elapsed >= step.timeout_secs:
+                self.event(now, "timeout", f"waited {step.timeout_secs:g} s for bot audio")
                 self._next_step(now)
                 return True
             return False
