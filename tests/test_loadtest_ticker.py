@@ -68,3 +68,52 @@ async def test_a_blocked_socket_delays_only_its_own_call() -> None:
         assert n_slow >= slow_core.res.frames_backpressured  # the queue went out, in order
         chunks = [int(m.split('"chunk":"')[1].split('"')[0]) for m in sent["slow"]]
         assert chunks == sorted(chunks) and chunks[0] == 1
+
+
+class CountingTicker(FrameTicker):
+    """Counts the ticker's sleeps (one per wake-up)."""
+
+    naps = 0
+
+    async def _nap(self, deadline: float | None) -> bool:
+        self.naps += 1
+        return await super()._nap(deadline)
+
+
+async def test_the_ticker_wakes_only_for_slots_with_calls() -> None:
+    sent: list[float] = []
+
+    async def send(_msg: str) -> None:
+        sent.append(time.monotonic())
+
+    async with CountingTicker(period_secs=0.02, slots=10) as ticker:
+        await asyncio.sleep(0.1)
+        assert ticker.naps == 1  # no call: one sleep, until a call is added
+        ticker.add(core("CAone"), send)
+        await asyncio.sleep(0.5)
+        naps = ticker.naps
+    # One call: a wake-up per 20 ms frame (~25 in 0.5 s), not one per slot (~250).
+    assert 20 <= len(sent) <= 27, len(sent)
+    assert naps <= len(sent) + 3, (naps, len(sent))
+
+
+async def test_a_call_added_while_the_ticker_sleeps_sends_on_its_own_slot() -> None:
+    sent: dict[str, list[float]] = {"a": [], "b": []}
+
+    def sender(name: str):
+        async def send(_msg: str) -> None:
+            sent[name].append(time.monotonic())
+
+        return send
+
+    async with FrameTicker(period_secs=0.1, slots=2) as ticker:  # slots 50 ms apart
+        ticker.add(core("CAa"), sender("a"))  # slot 0: due at 0, 100, 200 ms
+        await asyncio.sleep(0.015)  # the ticker now sleeps toward slot 0's 100 ms
+        added = time.monotonic()
+        ticker.add(core("CAb"), sender("b"))  # slot 1: due at 50 ms, before slot 0's next
+        await asyncio.sleep(0.3)
+    first_b = sent["b"][0] - added
+    # On its slot's next deadline (~35 ms later), not after the sleep it was added in (~135 ms).
+    assert first_b < 0.07, f"slot 1's first frame came {first_b * 1000:.0f} ms after it was added"
+    gaps = [b - a for a, b in zip(sent["b"], sent["b"][1:], strict=False)]
+    assert gaps and all(abs(g - 0.1) < 0.05 for g in gaps), gaps  # then once a period
