@@ -33,8 +33,13 @@ def unlisted(accesses: list[Access]) -> list[str]:
     ]
 
 
-def test_every_private_access_is_in_the_compat_table() -> None:
-    accesses = scan()
+@pytest.fixture(scope="module")
+def accesses() -> list[Access]:
+    """One scan for the module's tests (~2 s of CPU each)."""
+    return scan()
+
+
+def test_every_private_access_is_in_the_compat_table(accesses: list[Access]) -> None:
     per_module = Counter(a.path for a in accesses)
     names = {(a.path, a.name) for a in accesses}
     print(f"\nprivate Pipecat/google-genai accesses: {len(accesses)} sites, {len(names)} names")
@@ -50,9 +55,9 @@ def test_every_private_access_is_in_the_compat_table() -> None:
     )
 
 
-def test_the_table_lists_no_stale_rows() -> None:
+def test_the_table_lists_no_stale_rows(accesses: list[Access]) -> None:
     """Rows for files outside the quarantine must still be touched there (else delete them)."""
-    found = {(a.path, a.name) for a in scan()}
+    found = {(a.path, a.name) for a in accesses}
     stale = [
         f"{path}: {row.owner}.{row.name}"
         for row in ACCESSES
