@@ -241,6 +241,22 @@ def test_listen_hangs_up_once_that_much_bot_audio_played_however_late_it_came() 
         assert _hangup_at(sent) == pytest.approx(greeting_at + 0.5, abs=0.021), greeting_at
         res = core.result(5.0)
         assert res.end_reason == "caller hung up" and res.audio_received_secs >= 0.5
+        assert res.greeting_ms is not None
+
+
+def test_listen_timeout_bounds_only_the_wait_for_audio_to_start() -> None:
+    core = make(CallPlan().listen(0.5, timeout_secs=1.0).hangup(), t0=0.0)
+    core.open(0.0)
+    sent: dict[float, list[str]] = {}
+    for i in range(1, 150):
+        t = round(0.02 * i, 2)
+        if t >= 0.9:  # the greeting starts just inside the timeout
+            core.on_message(media(LOUD), t)
+        sent[t] = core.on_tick(t)
+        if core.done:
+            break
+    assert _hangup_at(sent) == pytest.approx(1.4, abs=0.021)
+    assert not [e for e in core.result(2.0).events if e.kind == "timeout"]
 
 
 def test_listen_gives_up_after_its_timeout_and_notes_it() -> None:

@@ -55,13 +55,15 @@ async def test_a_blocked_socket_delays_only_its_own_call() -> None:
         ticker.add(core("CAslow"), slow)
         entry = ticker.add(core("CAfast"), fast)
         await asyncio.sleep(0.3)
+        late_ms = ticker.lateness.max_ms
+        await asyncio.sleep(2 * PROBE_SECS)  # the probe wakes from a stall that covered the end
         probe.cancel()
         assert len(sent["fast"]) >= 10 and sent["slow"] == []
         slow_core = next(e.core for g in ticker._groups for e in g if e is not entry)
         assert slow_core.res.frames_backpressured >= 10
         assert ticker.lateness.percentile(99) is not None
         # The fast call kept its deadlines, but for what the process lost to the machine.
-        assert ticker.lateness.max_ms < 20 + stalled[0], (ticker.lateness.max_ms, stalled)
+        assert late_ms < 20 + stalled[0], (late_ms, stalled)
         unblock.set()
         await asyncio.sleep(0.05)
         n_slow = len(sent["slow"])
@@ -89,31 +91,52 @@ async def test_the_ticker_wakes_only_for_slots_with_calls() -> None:
     async with CountingTicker(period_secs=0.02, slots=10) as ticker:
         await asyncio.sleep(0.1)
         assert ticker.naps == 1  # no call: one sleep, until a call is added
+        added = time.monotonic()
         ticker.add(core("CAone"), send)
         await asyncio.sleep(0.5)
-        naps = ticker.naps
-    # One call: a wake-up per 20 ms frame (~25 in 0.5 s), not one per slot (~250).
-    assert 20 <= len(sent) <= 27, len(sent)
+        naps, elapsed = ticker.naps, time.monotonic() - added
+    # One call: a frame per 20 ms (~25 in 0.5 s; a late ticker catches up), a wake-up per frame,
+    # not one per slot (~250).
+    assert 20 <= len(sent) <= elapsed / 0.02 + 2, (len(sent), elapsed)
     assert naps <= len(sent) + 3, (naps, len(sent))
 
 
+def senders(sent: dict[str, list[float]], name: str):
+    """A send function that notes when each of ``name``'s frames went."""
+    sent[name] = []
+
+    async def send(_msg: str) -> None:
+        sent[name].append(time.monotonic())
+
+    return send
+
+
 async def test_a_call_added_while_the_ticker_sleeps_sends_on_its_own_slot() -> None:
-    sent: dict[str, list[float]] = {"a": [], "b": []}
-
-    def sender(name: str):
-        async def send(_msg: str) -> None:
-            sent[name].append(time.monotonic())
-
-        return send
-
-    async with FrameTicker(period_secs=0.1, slots=2) as ticker:  # slots 50 ms apart
-        ticker.add(core("CAa"), sender("a"))  # slot 0: due at 0, 100, 200 ms
-        await asyncio.sleep(0.015)  # the ticker now sleeps toward slot 0's 100 ms
+    sent: dict[str, list[float]] = {}
+    async with FrameTicker(period_secs=0.4, slots=2) as ticker:  # slots 200 ms apart
+        ticker.add(core("CAa"), senders(sent, "a"))  # slot 0: due 400, 800 ms after the start
+        await asyncio.sleep(0.05)  # the ticker now sleeps toward slot 0's 400 ms
         added = time.monotonic()
-        ticker.add(core("CAb"), sender("b"))  # slot 1: due at 50 ms, before slot 0's next
-        await asyncio.sleep(0.3)
+        ticker.add(core("CAb"), senders(sent, "b"))  # slot 1: due at 200 ms, before slot 0
+        await asyncio.sleep(0.6)
     first_b = sent["b"][0] - added
-    # On its slot's next deadline (~35 ms later), not after the sleep it was added in (~135 ms).
-    assert first_b < 0.07, f"slot 1's first frame came {first_b * 1000:.0f} ms after it was added"
-    gaps = [b - a for a, b in zip(sent["b"], sent["b"][1:], strict=False)]
-    assert gaps and all(abs(g - 0.1) < 0.05 for g in gaps), gaps  # then once a period
+    # On its slot's next deadline (~150 ms later), not after the sleep it was added in (~550 ms).
+    assert first_b < 0.35, f"slot 1's first frame came {first_b * 1000:.0f} ms after it was added"
+    assert len(sent["b"]) >= 2  # and then once a period (200 and 600 ms)
+
+
+async def test_a_call_added_as_another_is_due_costs_that_one_no_frame() -> None:
+    """Woken by ``add`` after the deadline it slept toward, the ticker still sends that tick."""
+    sent: dict[str, list[float]] = {}
+    async with FrameTicker(period_secs=0.1, slots=2) as ticker:
+        ticker.add(core("CAa"), senders(sent, "a"))  # slot 0
+        await asyncio.sleep(0.13)  # a's first frame: ~100 ms after the start
+        assert sent["a"], "no frame yet"
+        # Just before a's next deadline: add b, then hold the loop past that deadline, so the
+        # ticker wakes for the add only once the deadline it slept toward has gone by.
+        await asyncio.sleep(max(0.0, sent["a"][0] + 0.1 - 0.01 - time.monotonic()))
+        ticker.add(core("CAb"), senders(sent, "b"))
+        time.sleep(0.03)  # noqa: ASYNC251 (the stall is the point)
+        await asyncio.sleep(0.25)
+    gaps = [round(b - a, 3) for a, b in zip(sent["a"], sent["a"][1:], strict=False)]
+    assert len(gaps) >= 3 and max(gaps) < 0.17, gaps  # no tick of a's skipped (a 200 ms gap)

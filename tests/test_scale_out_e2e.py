@@ -218,6 +218,7 @@ async def test_fifty_calls_through_a_round_robin_proxy_are_all_served_by_their_o
     failed = [r for r in results if not r.ok and r not in busy]
     assert not failed, [(r.call_sid, r.failure, r.end_reason) for r in failed]
     assert all(r.audio_received_secs > 0 for r in results if r.ok)  # each heard its greeting
+    assert all(r.greeting_ms is not None for r in results if r.ok)  # audible, not a timeout
     # One round-robin counter for webhooks and streams bunches webhooks on one process at times
     # (README, *Scaling out*): that process passes them on (<Redirect>) and, with room for the
     # offered concurrency in the deployment, no caller hears busy.

@@ -252,7 +252,10 @@ class FrameTicker:
                 continue
             deadline = t0 + (tick + ahead) * step
             if await self._nap(deadline):  # a call was added: its slot may come sooner
-                tick = max(tick, int((time.monotonic() - t0) / step))
+                # Never past the tick napped for: woken after its deadline, it is still sent
+                # (late, and its lateness counted), not skipped.
+                now_tick = int((time.monotonic() - t0) / step)
+                tick = max(tick, min(now_tick, tick + ahead - 1))
                 continue
             tick += ahead
             for entry in list(self._groups[tick % self.slots]):

@@ -186,11 +186,14 @@ class BargeIn:
 
 @dataclass(frozen=True)
 class Listen:
-    """Wait until ``secs`` of the bot's current audio have played (then, say, hang up on it).
+    """Wait until ``secs`` have passed since the bot's current reply became audible.
 
     A caller who hangs up a moment into the greeting, whenever it comes: unlike a ``pause`` of a
     fixed length, the call does not end before the bot was heard on a machine slower than the
-    plan's author's. ``timeout_secs`` bounds the wait for bot audio (a timeline ``timeout``).
+    plan's author's. The reply is the one a barge-in would talk over: the first audible bot
+    audio since the caller last spoke (after ``wait_for_greeting`` with no ``say`` between,
+    the greeting, so the step ends at once). ``timeout_secs`` bounds the wait for that audio to
+    start (a timeline ``timeout``); once it has, the step waits out ``secs``.
     """
 
     secs: float = 0.5

@@ -151,7 +151,7 @@ class PlanSteps:
             if rs is not None and now >= rs + step.secs:
                 self._next_step(now)
                 return True
-            if elapsed >= step.timeout_secs:
+            if rs is None and elapsed >= step.timeout_secs:
                 self.event(now, "timeout", f"waited {step.timeout_secs:g} s for bot audio")
                 self._next_step(now)
                 return True
