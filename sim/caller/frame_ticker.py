@@ -3,10 +3,9 @@
 Calls are spread over ``slots`` phases of the 20 ms period (call *i* sends at
 ``t0 + k*20 ms + slot(i)*20 ms/slots``), so each wake-up sends for a small group of calls and no
 call waits behind 199 others. The ticker wakes only for slots that hold calls (one call: 50
-wake-ups a second, not 500; ten times more ran the caller's loop for nothing, ~14 % of a
-one-call process's CPU), and not at all with no call. Lateness of every send is measured against
-its absolute deadline and kept in a histogram: an overloaded generator must never pass for a slow
-server.
+wake-ups a second, not 500: the other 450 cost a one-call test ~20 % of its CPU), and not at
+all with no call. Lateness of every send is measured against its absolute deadline and kept in
+a histogram: an overloaded generator must never pass for a slow server.
 
 The ticker never waits for one call's socket: a send that would block (the server stopped reading
 and the socket buffer is full, i.e. TCP backpressure) is finished in that call's own task, later
