@@ -1,9 +1,10 @@
 """The shared frame ticker: one call's full socket must not hold up every other call's frames.
 
-The fast call's deadlines are judged against what the whole process lost meanwhile: a probe
-task on the same loop records its own worst wake-up delay, so a machine that did not run the
-process for a while (a 6-worker suite on 2 cores) is not taken for a ticker held up by a slow
-socket, which would delay the ticker by the whole block (300 ms) and not the probe.
+The fast call's deadlines are judged against what the whole process lost meanwhile: the
+emulator's loop-lag sampler (``sim.emulator.stats``), run on the same loop, records the worst
+wake-up delay, so a machine that did not run the process for a while (a 6-worker suite on 2
+cores) is not taken for a ticker held up by a slow socket, which would delay the ticker by the
+whole block (300 ms) and not the sampler.
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ import pytest
 from sim.caller.core import CallerCore
 from sim.caller.frame_ticker import FrameTicker
 from sim.caller.plan import CallPlan
+from sim.emulator.stats import LoopLagSampler
 
 pytestmark = pytest.mark.unit
 
 
 PROBE_SECS = 0.005
-
-
-async def worst_wake_up_ms(into: list[float]) -> None:
-    """Record the loop's worst lateness waking from short sleeps into ``into[0]`` (ms)."""
-    while True:
-        asked = time.monotonic() + PROBE_SECS
-        await asyncio.sleep(PROBE_SECS)
-        into[0] = max(into[0], (time.monotonic() - asked) * 1000)
 
 
 def core(sid: str) -> CallerCore:
@@ -49,21 +43,22 @@ async def test_a_blocked_socket_delays_only_its_own_call() -> None:
         await unblock.wait()
         sent["slow"].append(msg)
 
-    stalled = [0.0]
-    probe = asyncio.create_task(worst_wake_up_ms(stalled))
+    probe = LoopLagSampler(PROBE_SECS)
+    probe.start()
     async with FrameTicker(period_secs=0.02, slots=2) as ticker:
         ticker.add(core("CAslow"), slow)
         entry = ticker.add(core("CAfast"), fast)
         await asyncio.sleep(0.3)
         late_ms = ticker.lateness.max_ms
-        await asyncio.sleep(2 * PROBE_SECS)  # the probe wakes from a stall that covered the end
-        probe.cancel()
+        await asyncio.sleep(2 * PROBE_SECS)  # the sampler wakes from a stall at the end
+        await probe.stop()
+        stalled_ms = probe.summary()["max_ms"]
         assert len(sent["fast"]) >= 10 and sent["slow"] == []
         slow_core = next(e.core for g in ticker._groups for e in g if e is not entry)
         assert slow_core.res.frames_backpressured >= 10
         assert ticker.lateness.percentile(99) is not None
         # The fast call kept its deadlines, but for what the process lost to the machine.
-        assert late_ms < 20 + stalled[0], (late_ms, stalled)
+        assert late_ms < 20 + stalled_ms, (late_ms, stalled_ms)
         unblock.set()
         await asyncio.sleep(0.05)
         n_slow = len(sent["slow"])
