@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8080
-WORKERS ?= 6
+WORKERS ?= 10
 
 .DEFAULT_GOAL := help
 
@@ -25,14 +25,15 @@ setup: $(STAMP) ## create .venv and install the locked dependencies
 run: $(STAMP) ## serve calls on :8080 (emulator when GEMINI_API_KEY is unset); /stats on 127.0.0.1:9464
 	$(BIN)/voicebot serve --port $(PORT)
 
-# End-to-end tests mostly wait on real-time audio, so WORKERS (default 6) xdist workers share
-# two cores; the tests that take most of a core run one at a time, and tests/schedule.py deals
-# the long ones out first (tests/durations.json). Workers are forks of one process that
-# imported the code (tests/xdist_workers.py). `make test WORKERS=8` takes about 2 minutes on 2
-# cores, but the loop stalls some tests measure are then at times the machine's (README).
+# End-to-end tests mostly wait on real-time audio, so WORKERS (default 10) xdist workers share
+# two cores, each kind of test on its own (tests/roles.py): gw0 runs the cpu_heavy tests one at
+# a time, gw1 the unit tests one at a time, the other eight the calls, so at most two tests
+# want a core at once beside the calls. tests/schedule.py deals each kind to its
+# workers, the long tests first (tests/durations.json). Workers are forks of one process that
+# imported the code (tests/xdist_workers.py). About 2 minutes or less on 2 cores (README).
 # tests/warm_caches.py first writes the bytecode (and pytest's rewritten test modules) that
 # every worker would otherwise compile again, since PYTHONDONTWRITEBYTECODE stops them writing it.
-test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, WORKERS=6)
+test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, WORKERS=10)
 	$(BIN)/python -m tests.warm_caches
 	$(BIN)/pytest -n $(WORKERS) --dist worksteal
 

@@ -18,20 +18,39 @@ proxy, ``voicebot serve`` processes, whole-package scans) are dealt as one chain
 which runs them one after another. Dealt like the rest, they met at the start of the run (two
 fuzzers and the proxy test at once held both cores for ~20 s), and the calls that measure
 their own timing on the other workers measured the machine.
+
+With four workers or more, the real-time, heavy and batch tests (``tests/roles.py``) are
+dealt separately, each kind to its own workers (:class:`RoleScheduling`), and work moves only
+between workers of one role.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from xdist.scheduler import WorkStealingScheduling
+from xdist.scheduler.worksteal import MIN_PENDING, NodePending
+from xdist.workermanage import parse_tx_spec_config
+
+from tests.roles import (
+    BATCH,
+    HEAVY,
+    ROLE_KEY,
+    role_of_nodeid,
+    role_of_worker,
+    worker_roles,
+)
 
 DURATIONS_FILE = Path(__file__).parent / "durations.json"
 RECORD_MIN_SECS = 2.0
 DIST_KEY = "voicebot_dist"
+# The roles of workers that crashed with tests, for the workers xdist starts in their place.
+LOST_ROLES = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,7 +117,20 @@ def pytest_configure_node(node: Any) -> None:
     A worker's own ``dist`` option always reads ``"no"`` (xdist resets it there), so without
     this the reordering below never ran: until this fix the suite ran in file order.
     """
-    node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
+    dist = node.config.getoption("dist", "no")
+    node.workerinput[DIST_KEY] = dist
+    if dist == "worksteal":
+        count = int(node.workerinput["workercount"])
+        index = _worker_index(node)
+        lost = node.config.stash.get(LOST_ROLES, [])
+        role = lost.pop(0) if index >= count and lost else role_of_worker(index, count)
+        node.workerinput[ROLE_KEY] = role
+
+
+def _worker_index(node: Any) -> int:
+    """``N`` of the worker ``gwN`` (a replacement for a crashed worker counts past the rest)."""
+    name = node.gateway.id
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 1 << 30
 
 
 @pytest.hookimpl(trylast=True)
@@ -110,8 +142,135 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
     if workerinput.get(DIST_KEY) != "worksteal":
         return
     secs = {k: float(v) for k, v in json.loads(DURATIONS_FILE.read_text()).items()}
-    heavy = frozenset(it.nodeid for it in items if it.get_closest_marker("cpu_heavy"))
-    items[:] = lpt_order(list(items), secs, int(workerinput["workercount"]), heavy)
+    root = config.rootpath
+    heavy = frozenset(it.nodeid for it in items if role_of_nodeid(it.nodeid, root) == HEAVY)
+    workers = int(workerinput["workercount"])
+    items[:] = role_order(list(items), secs, workers, heavy, root)
+
+
+def role_order(
+    items: list[Any], secs: dict[str, float], workers: int, chained: frozenset[str], root: Path
+) -> list[Any]:
+    """Each role's tests in LPT order for that role's workers, the roles in the workers' order.
+
+    With no roles, one LPT order for all. The roles are read as the controller reads them
+    (:func:`tests.roles.role_of_nodeid`), so both sides agree on where one kind ends.
+    """
+    roles = worker_roles(workers)
+    if not roles:
+        return lpt_order(items, secs, workers, chained)
+    kinds: dict[str, list[Any]] = {role: [] for role in roles}
+    for it in items:
+        kinds[role_of_nodeid(it.nodeid, root)].append(it)
+    return [
+        it
+        for role, tests in kinds.items()
+        for it in lpt_order(tests, secs, roles.count(role), chained)
+    ]
+
+
+class RoleScheduling(WorkStealingScheduling):
+    """xdist's work stealing, with each test going to workers of its role.
+
+    The first distribution gives each worker one contiguous slice of its role's tests, as
+    :func:`role_order` expects; an idle worker then steals from workers of its role. A worker
+    whose role has nothing left may help with the batch tests (a run of only unit tests uses
+    every worker), never the other way: a real-time or heavy test is never run at the batch
+    worker's priority, and the heavy tests never two at once. A worker that replaces a crashed
+    one takes its role (:func:`pytest_configure_node`); a role with no worker up (its workers
+    were shut down or crashed) has its tests run by any idle worker.
+    """
+
+    def __init__(self, config: pytest.Config, log: Any = None) -> None:
+        """As xdist's scheduler; roles are read once the collection is known."""
+        super().__init__(config, log)
+        self._roles: list[str] = []
+
+    def _node_role(self, node: Any) -> str | None:
+        return node.workerinput.get(ROLE_KEY)
+
+    def _test_role(self, index: int) -> str:
+        if len(self._roles) != len(self.collection or ()):
+            root = self.config.rootpath
+            self._roles = [role_of_nodeid(nodeid, root) for nodeid in self.collection or ()]
+        return self._roles[index]
+
+    def check_schedule(self) -> None:
+        """Hand out pending tests to idle workers of their role; else steal, else end them."""
+        nodes_up = [
+            NodePending(node, pending)
+            for node, pending in self.node2pending.items()
+            if not node.shutting_down
+        ]
+
+        def idle_nodes() -> list[Any]:
+            return [node for node, pending in nodes_up if len(pending) < MIN_PENDING]
+
+        if not idle_nodes():
+            return
+        roles_up = {self._node_role(node) for node, _ in nodes_up}
+
+        def role(index: int) -> str | None:  # None: any worker may run it
+            found = self._test_role(index)
+            return found if found in roles_up else None
+
+        if self.pending:
+            self._deal(idle_nodes(), role)
+        for node in idle_nodes():
+            peers = [p for p in nodes_up if p.node is not node and len(p.pending) > MIN_PENDING]
+            own = [p for p in peers if self._node_role(p.node) == self._node_role(node)]
+            donors = own or [p for p in peers if self._node_role(p.node) == BATCH]
+            if not donors:  # nothing left it may run: it runs its last test and ends
+                node.shutdown()
+            elif self.steal_requested_from_node is None:  # one steal at a time
+                donor = max(donors, key=lambda p: len(p.pending))
+                num_steal = min(len(donor.pending) // 2, len(donor.pending) - MIN_PENDING)
+                donor.node.send_steal(donor.pending[-num_steal:])
+                self.steal_requested_from_node = donor.node
+
+    def _deal(self, idle: list[Any], role: Callable[[int], str | None]) -> None:
+        """Split the pending tests among ``idle`` workers, each its own role's first.
+
+        The batch tests go to the idle batch workers and to the idle workers left without a
+        test of their own role.
+        """
+        helpers: list[Any] = []
+        for kind in dict.fromkeys(self._node_role(node) for node in idle):
+            if kind == BATCH:
+                continue
+            nodes = [node for node in idle if self._node_role(node) == kind]
+            queue = [i for i in self.pending if role(i) in (kind, None)]
+            helpers += nodes[len(queue) :]  # more workers than tests: the rest may help
+            self._split(nodes[: len(queue)], queue)
+        nodes = [node for node in idle if self._node_role(node) == BATCH] + helpers
+        self._split(nodes, [i for i in self.pending if role(i) in (BATCH, None)])
+
+    def _split(self, nodes: list[Any], queue: list[int]) -> None:
+        for k, node in enumerate(nodes):
+            num = len(queue) // (len(nodes) - k)
+            if num:
+                chosen, queue = queue[:num], queue[num:]
+                taken = set(chosen)
+                self.pending[:] = [i for i in self.pending if i not in taken]
+                self.node2pending[node].extend(chosen)
+                node.send_runtest_some(chosen)
+
+    def remove_node(self, node: Any) -> str | None:
+        """As xdist's; a worker that crashed with tests leaves its role to its replacement."""
+        crashed = bool(self.node2pending.get(node))
+        crashitem = super().remove_node(node)
+        if crashed and (role := self._node_role(node)) is not None:
+            self.config.stash.setdefault(LOST_ROLES, []).append(role)
+        return crashitem
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist worksteal`` with worker roles: :class:`RoleScheduling`; else xdist's own."""
+    if config.getoption("dist", "no") != "worksteal":
+        return None
+    workers = len(parse_tx_spec_config(config))
+    return RoleScheduling(config, log) if worker_roles(workers) else None
 
 
 class DurationRecorder:

@@ -15,7 +15,7 @@ from pipelines.call.control import WRAP_UP_GOODBYE, CallControl
 from pipelines.gemini.reconnect import is_quota_refusal
 from pipelines.personas import load_personas
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 PERSONAS = load_personas(Path(__file__).parent / "personas")
 QUOTA_REASON = "You exceeded your current quota, please check your plan and billing details."

@@ -24,7 +24,7 @@ from pipelines.gemini import handover, reconnect
 from pipelines.gemini.connection import LiveConnection
 from pipelines.gemini.reconnect import backoff_secs
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 
 class FakeWs:

@@ -24,7 +24,7 @@ from pipelines.tools.call_tools import CallTools
 from pipelines.tools.http_call import build_request, call_http_tool
 from pipelines.tools.json_schema import argument_problems, schema_problems
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 SLOTS = {
     "type": "object",

@@ -19,7 +19,7 @@ from sim.caller.frame_ticker import FrameTicker
 from sim.caller.plan import CallPlan
 from sim.emulator.stats import LoopLagSampler
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 
 PROBE_SECS = 0.005

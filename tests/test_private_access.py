@@ -18,7 +18,7 @@ import pytest
 
 from pipelines._compat.accesses import ACCESSES
 from tests import private_access_scan
-from tests.private_access_scan import Access, scan, scan_file
+from tests.private_access_scan import QUARANTINE, Access, scan, scan_file
 
 pytestmark = [pytest.mark.unit, pytest.mark.cpu_heavy]
 
@@ -45,7 +45,9 @@ def test_every_private_access_is_in_the_compat_table(accesses: list[Access]) -> 
     print(f"\nprivate Pipecat/google-genai accesses: {len(accesses)} sites, {len(names)} names")
     for path, count in per_module.most_common():
         print(f"  {count:4d}  {path}")
-    assert accesses, "the scan found nothing: it is broken, not the code clean"
+    # The scan works: on the quarantine itself it finds the accesses listed there.
+    inside = {(a.path, a.name) for f in QUARANTINE.glob("*.py") for a in scan_file(f)}
+    assert ("pipelines/_compat/turn_stop.py", "_stop_secs_warned") in inside, inside
     missing = unlisted(accesses)
     assert not missing, (
         f"{len(missing)} private access(es) of Pipecat/google-genai are not in the compat "

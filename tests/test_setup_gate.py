@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.call.setup_gate import SetupGate
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 
 async def test_setups_beyond_the_limit_wait_for_a_release() -> None:

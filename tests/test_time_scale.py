@@ -13,7 +13,7 @@ from pipelines.call.control import CallControl
 from pipelines.call.resources import ProcessResources
 from pipelines.personas import load_personas
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 PERSONAS = load_personas(Path(__file__).parent / "personas")
 

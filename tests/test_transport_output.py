@@ -31,7 +31,7 @@ from pipelines.twilio.serializer import TwilioSerializer
 from pipelines.twilio.transport_client import AiohttpWebsocketParams, MarkBook, WebsocketClient
 from pipelines.twilio.transport_output import AiohttpWebsocketOutputTransport
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 RATE = 24000
 

@@ -40,7 +40,7 @@ from pipelines.frame_metadata import RX_EACH_KEY, RX_KEY
 from tests.test_vad_shared import PARAMS
 from tests.vad_audio import chunks, conversation, speech_pcm
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 
 class _Control:

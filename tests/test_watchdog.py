@@ -18,7 +18,7 @@ from pipelines.call.watchdog import ModelWatchdog, WatchdogSettings
 from pipelines.personas.loader import load_persona_file
 from pipelines.personas.schema import SHIPPED_CLIPS
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timed]  # real timers: runs with the calls
 
 HOLD = Clip("hold.wav", bytes(int(CLIP_RATE_HZ * 2 * 0.02)))  # 20 ms
 APOLOGY = Clip("apology.wav", bytes(int(CLIP_RATE_HZ * 2 * 0.02)))

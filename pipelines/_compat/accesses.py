@@ -69,7 +69,7 @@ ACCESSES: tuple[PrivateAccess, ...] = (
         "pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy:SpeechTimeoutUserTurnStopStrategy",
         R_TURN,
         {
-            "pipelines/call/turns.py": "_stop_secs_warned",
+            "pipelines/_compat/turn_stop.py": "_stop_secs_warned",
         },
     ),
 )

@@ -20,6 +20,8 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from pipelines._compat.turn_stop import without_stop_secs_advice
+
 # After the VAD's stop (``stop_secs`` of quiet), how long the turn stays open for the caller to
 # go on (Pipecat's default, named because the watchdog counts the silence from the last word:
 # a local turn ends stop_secs + this after it).
@@ -41,8 +43,7 @@ def _turn_stop_strategy() -> SpeechTimeoutUserTurnStopStrategy:
     strategy = SpeechTimeoutUserTurnStopStrategy(
         user_speech_timeout=USER_SPEECH_TIMEOUT_SECS, wait_for_transcript=False
     )
-    strategy._stop_secs_warned = True
-    return strategy
+    return without_stop_secs_advice(strategy)
 
 
 def context_aggregators(context: LLMContext) -> LLMContextAggregatorPair:
