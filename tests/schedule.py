@@ -142,30 +142,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
     if workerinput.get(DIST_KEY) != "worksteal":
         return
     secs = {k: float(v) for k, v in json.loads(DURATIONS_FILE.read_text()).items()}
-    root = config.rootpath
-    heavy = frozenset(it.nodeid for it in items if role_of_nodeid(it.nodeid, root) == HEAVY)
     workers = int(workerinput["workercount"])
-    items[:] = role_order(list(items), secs, workers, heavy, root)
+    items[:] = role_order(list(items), secs, workers, config.rootpath)
 
 
-def role_order(
-    items: list[Any], secs: dict[str, float], workers: int, chained: frozenset[str], root: Path
-) -> list[Any]:
+def role_order(items: list[Any], secs: dict[str, float], workers: int, root: Path) -> list[Any]:
     """Each role's tests in LPT order for that role's workers, the roles in the workers' order.
 
-    With no roles, one LPT order for all. The roles are read as the controller reads them
-    (:func:`tests.roles.role_of_nodeid`), so both sides agree on where one kind ends.
+    The heavy tests are one chain. With no roles, one LPT order for all. The roles are read as
+    the controller reads them (:func:`tests.roles.role_of_nodeid`), so both sides agree on
+    where one kind ends.
     """
+    kinds: dict[str, list[Any]] = defaultdict(list)
+    for it in items:
+        kinds[role_of_nodeid(it.nodeid, root)].append(it)
+    chained = frozenset(it.nodeid for it in kinds[HEAVY])
     roles = worker_roles(workers)
     if not roles:
         return lpt_order(items, secs, workers, chained)
-    kinds: dict[str, list[Any]] = {role: [] for role in roles}
-    for it in items:
-        kinds[role_of_nodeid(it.nodeid, root)].append(it)
     return [
         it
-        for role, tests in kinds.items()
-        for it in lpt_order(tests, secs, roles.count(role), chained)
+        for role in dict.fromkeys(roles)
+        for it in lpt_order(kinds[role], secs, roles.count(role), chained)
     ]
 
 
@@ -175,8 +173,8 @@ class RoleScheduling(WorkStealingScheduling):
     The first distribution gives each worker one contiguous slice of its role's tests, as
     :func:`role_order` expects; an idle worker then steals from workers of its role. A worker
     whose role has nothing left may help with the batch tests (a run of only unit tests uses
-    every worker), never the other way: a real-time or heavy test is never run at the batch
-    worker's priority, and the heavy tests never two at once. A worker that replaces a crashed
+    every worker), never the other way: the unit tests' worker never runs a call or a heavy
+    test beside them, and the heavy tests never run two at once. A worker that replaces a crashed
     one takes its role (:func:`pytest_configure_node`); a role with no worker up (its workers
     were shut down or crashed) has its tests run by any idle worker.
     """
@@ -184,13 +182,13 @@ class RoleScheduling(WorkStealingScheduling):
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
         """As xdist's scheduler; roles are read once the collection is known."""
         super().__init__(config, log)
-        self._roles: list[str] = []
+        self._roles: list[str] = []  # by collection index, filled at the first dealing
 
     def _node_role(self, node: Any) -> str | None:
         return node.workerinput.get(ROLE_KEY)
 
     def _test_role(self, index: int) -> str:
-        if len(self._roles) != len(self.collection or ()):
+        if not self._roles:
             root = self.config.rootpath
             self._roles = [role_of_nodeid(nodeid, root) for nodeid in self.collection or ()]
         return self._roles[index]

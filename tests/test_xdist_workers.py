@@ -382,8 +382,7 @@ def test_each_real_time_worker_starts_with_a_long_test_and_heavy_ones_run_on_one
     ]
     secs = {f"test_r.py::test_long{i}": 20.0 + i for i in range(8)}
     secs["test_h.py::test_heavy0"] = 30.0
-    heavy = frozenset(n for n in names if n.startswith("test_h"))
-    ordered = [it.nodeid for it in role_order([Item(n) for n in names], secs, 10, heavy, tmp_path)]
+    ordered = [it.nodeid for it in role_order([Item(n) for n in names], secs, 10, tmp_path)]
     config = FakeConfig(tmp_path, 10)
     sched = RoleScheduling(config)
     nodes = [FakeNode(i, config, 10) for i in range(10)]
