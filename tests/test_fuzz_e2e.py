@@ -1,12 +1,12 @@
 """Fuzzing the public surfaces of the real server, with a real call alongside (issue 13).
 
-Hypothesis (``sim.fuzz``) draws batches of attacks on the media socket (junk before ``start``,
-junk on a running call) and on the webhooks; the real server (aiohttp, Pipecat, google-genai,
-the Live API emulator) answers over loopback. Oracles: no unhandled exception anywhere (loguru
-ERROR or traceback, the event loop's handler, aiohttp's server log), no 5xx, no WebSocket close
-but 1000/1001/1008/1009/1013 (1011 only for a stream that sent no media); and a neighbour
-call, placed over and over for the whole run by the simulated Twilio caller, hears no gap and
-ends normally every time.
+Hypothesis (``sim.fuzz``, in a process of its own) draws batches of attacks on the media socket
+(junk before ``start``, junk on a running call) and on the webhooks; the real server (aiohttp,
+Pipecat, google-genai, the Live API emulator) answers over loopback. Oracles: no unhandled
+exception anywhere (loguru ERROR or traceback, the event loop's handler, aiohttp's server log),
+no 5xx, no WebSocket close but 1000/1001/1008/1009/1013 (1011 only for a stream that sent no
+media); and a neighbour call, placed over and over for the whole run by the simulated Twilio
+caller, hears no gap and ends normally every time.
 
 Deterministic (seed 13, no example database): a failing batch is shrunk to a minimal one and
 printed. Figures are printed (``-s``), and written as JSON to the file ``VOICEBOT_FUZZ_REPORT``
@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from sim.caller import CallPlan, CallResult
-from sim.fuzz.runner import DEFAULT_SEED, Figures, fuzz, random_seed, warm_up
+from sim.fuzz.drawer import Drawer
+from sim.fuzz.runner import DEFAULT_SEED, Figures, fuzz, random_seed
 from sim.testing import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cpu_heavy]
@@ -52,16 +53,15 @@ async def _neighbour_calls(server: RunningServer, done: asyncio.Event, token: st
 
 
 async def _fuzz_with_neighbour(server: RunningServer, token: str | None, inputs: int, seed: int):
-    await asyncio.to_thread(warm_up)  # Hypothesis's first-use work, before the neighbour calls
-    done = asyncio.Event()
-    neighbour = asyncio.create_task(_neighbour_calls(server, done, token), name="neighbour")
-    try:
-        figures = await fuzz(
-            server.url, auth_token=token, min_inputs=inputs, fuzz_seed=seed, keep_going=KEEP_GOING
-        )
-    finally:
-        done.set()
-    results = await neighbour
+    # Hypothesis draws in a process of its own, warmed up before the neighbour calls start.
+    async with Drawer(min_inputs=inputs, fuzz_seed=seed, keep_going=KEEP_GOING) as drawer:
+        done = asyncio.Event()
+        neighbour = asyncio.create_task(_neighbour_calls(server, done, token), name="neighbour")
+        try:
+            figures = await fuzz(server.url, drawer, auth_token=token)
+        finally:
+            done.set()
+        results = await neighbour
     return figures, results
 
 

@@ -17,19 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sim.fuzz.drawer import Drawer
 from sim.fuzz.runner import DEFAULT_SEED, Figures, fuzz, random_seed
 
 
 async def _run(args: argparse.Namespace, fuzz_seed: int) -> Figures:
-    kwargs = {
-        "auth_token": args.auth_token,
-        "min_inputs": args.inputs,
-        "fuzz_seed": fuzz_seed,
-        "shrink": not args.no_shrink,
-        "keep_going": args.keep_going,
-    }
+    drawer = Drawer(
+        min_inputs=args.inputs,
+        fuzz_seed=fuzz_seed,
+        shrink=not args.no_shrink,
+        keep_going=args.keep_going,
+    )
     if args.url:
-        return await fuzz(args.url, **kwargs)
+        async with drawer:
+            return await fuzz(args.url, drawer, auth_token=args.auth_token)
     from loguru import logger
 
     from sim.testing import running_emulator, running_server
@@ -43,7 +44,8 @@ async def _run(args: argparse.Namespace, fuzz_seed: int) -> Figures:
         server = await stack.enter_async_context(
             running_server(emu, Path(args.personas), **settings)
         )
-        return await fuzz(server.url, **kwargs)
+        await stack.enter_async_context(drawer)
+        return await fuzz(server.url, drawer, auth_token=args.auth_token)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """The fuzz run: Hypothesis draws batches of attacks, the real server answers, the oracle judges.
 
-Hypothesis runs in a worker thread; each example (a batch of messages or requests) is handed
-to the event loop that serves the server and runs there (``run_coroutine_threadsafe``), so the
-server, its calls and the neighbour call keep the loop to themselves between batches. A batch
-is judged at once (bad close codes, 5xx, new oracle problems), which lets Hypothesis shrink a
-failure to a minimal batch. Rounds of examples, each with its own seed, run until at least
+Hypothesis runs in a process of its own (``sim.fuzz.drawer``): it draws each example (a batch of
+messages or requests) and hands it over; ``fuzz`` runs it on the event loop that serves the
+server, so the server, its calls and the neighbour call keep the loop to themselves between
+batches, and Hypothesis's memory and collections stay out of their process. A batch is judged
+at once (bad close codes, 5xx, new oracle problems), which lets Hypothesis shrink a failure to a
+minimal batch. Rounds of examples (``draw_rounds``), each with its own seed, run until at least
 ``min_inputs`` inputs were tried.
 
 Deterministic by default (seed :data:`DEFAULT_SEED`, no example database): a red run repeats.
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,21 +24,21 @@ import aiohttp
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from sim.fuzz.drawer import Drawer
 from sim.fuzz.oracle import Oracle
 from sim.fuzz.strategies import STREAM_SID, Message, media_messages, webhook_requests
 from sim.fuzz.targets import MediaTarget, WebhookTarget
 
 DEFAULT_SEED = 13
-BATCH_TIMEOUT_SECS = 30.0
 # Events on a running call: mostly media (as Twilio sends), a `stop` only now and then (it ends
 # the call, and a new call costs a Gemini session).
 CALL_EVENTS = ["media"] * 8 + ["mark", "dtmf", "mark", "dtmf", "connected", "start"]
 STOP = Message("twilio", '{"event":"stop","streamSid":"' + STREAM_SID + '"}')
 
 
-# Batches per hypothesis run: hypothesis keeps a run's state until it ends, in this process,
-# where its full collection would stall the server under test (a 530 ms pause after a run of
-# 2,500 batches); the harness must not be the stall it measures.
+# Batches per hypothesis run: hypothesis keeps a run's state until it ends (~150 objects a
+# batch), and frees it in one full collection of the drawing process. Kept at 600 since the
+# drawer moved out of the server's process, so that a seed draws the batches it drew before.
 MAX_ROUND_BATCHES = 600
 
 
@@ -67,10 +68,10 @@ def warm_up() -> None:
 
     In a fresh checkout (no ``.hypothesis/`` cache) its first draws in a process scan the source
     of every local module for constants and build the character tables of the text strategies:
-    ~1.5 s of work with long stretches that hold the GIL. Done in the fuzzing thread next to a
-    live call, the server on the event loop heard it as 0.16-0.45 s holes in the neighbour call
-    (a clean CI run failed on it; with the cache, 0 ms). Blocking: call it in a thread, before
-    the calls that are measured start (~0.2 s once cached).
+    ~1.5 s of work with long stretches that hold the GIL. When Hypothesis ran in a thread of the
+    server's process, the neighbour call heard it as 0.16-0.45 s holes (a clean CI run failed on
+    it). The drawing process does it before it says it is ready, so that the core it takes is
+    not taken while the calls that are measured run (~0.2 s once cached).
     """
 
     @settings(
@@ -121,34 +122,22 @@ class Figures:
         )
 
 
-async def fuzz(
-    base_url: str,
-    *,
-    auth_token: str | None = None,
-    min_inputs: int = 10_000,
-    fuzz_seed: int = DEFAULT_SEED,
-    shrink: bool = True,
-    keep_going: bool = False,
-) -> Figures:
-    """Fuzz the server at ``base_url`` until ``min_inputs`` were tried or a crash was found.
+async def fuzz(base_url: str, drawer: Drawer, *, auth_token: str | None = None) -> Figures:
+    """Run the batches ``drawer`` draws against the server at ``base_url``, judging each.
 
     Args:
         base_url: The server (``http://127.0.0.1:PORT``), served by this event loop or another.
+        drawer: The drawing process, started (it holds the seed, the inputs to try, and whether
+            to shrink or keep going).
         auth_token: The server's ``TWILIO_AUTH_TOKEN``, if set (upgrades and webhooks are then
             signed; generated webhooks are signed validly, wrongly or not at all).
-        min_inputs: Inputs (messages and requests) to try at least.
-        fuzz_seed: Seed of the first round (each further round uses the next one).
-        shrink: Let Hypothesis shrink a failing batch to a minimal one.
-        keep_going: Record problems and go on (to see every kind of crash in one run) instead
-            of stopping at the first failing batch and shrinking it.
 
     Returns:
-        The figures; ``problems`` lists what failed (the first failing batch stops the run).
+        The figures; ``problems`` lists what failed (the first failing batch stops the run,
+        unless the drawer keeps going).
     """
-    loop = asyncio.get_running_loop()
-    figures = Figures(seed=fuzz_seed)
+    figures = Figures(seed=drawer.fuzz_seed)
     started = time.monotonic()
-    stop = threading.Event()
     async with aiohttp.ClientSession() as session:
         media = MediaTarget(session, base_url, auth_token)
         hooks = WebhookTarget(session, base_url, auth_token)
@@ -164,26 +153,20 @@ async def fuzz(
                     problems = []
                     for req in batch:
                         problems += await hooks.send(req)
-                return problems + oracle.since(mark)
+                problems += oracle.since(mark)
+                if drawer.keep_going:
+                    figures.problems.extend(p for p in problems if p not in figures.problems)
+                    return []
+                return problems
 
             def tried() -> int:
                 return sum(media.inputs.values()) + sum(hooks.inputs.values())
 
-            def rounds() -> None:
-                round_seed = fuzz_seed
-                while tried() < min_inputs and not stop.is_set():
-                    # ~8 inputs a batch on average; 50 to MAX_ROUND_BATCHES batches a round.
-                    n = min(MAX_ROUND_BATCHES, max(50, (min_inputs - tried()) // 8))
-                    _one_round(round_seed, n, shrink, keep_going, run_batch, loop, figures)
-                    round_seed += 1
-
             try:
-                await asyncio.to_thread(rounds)
-            except AssertionError as e:
-                notes = "\n".join(getattr(e, "__notes__", []))
-                figures.problems.append(f"{e}\n  minimal batch: {notes}")
+                if failure := await drawer.serve(run_batch, tried):
+                    figures.problems.append(failure)
             finally:
-                stop.set()
+                figures.examples = drawer.examples
                 figures.problems += [f"{p} (at the end)" for p in await media.hang_up()]
             await asyncio.sleep(0.2)  # errors logged as the last call winds down
             seen = "\n".join(figures.problems)
@@ -198,14 +181,33 @@ async def fuzz(
     return figures
 
 
+def draw_rounds(
+    min_inputs: int,
+    fuzz_seed: int,
+    run: Callable[[str, list[Any]], list[str]],
+    tried: Callable[[], int],
+    *,
+    shrink: bool = True,
+) -> None:
+    """Rounds of Hypothesis examples, each run by ``run``, until ``min_inputs`` were tried.
+
+    Runs in the drawing process (``sim.fuzz.drawer``); ``run`` hands a batch to the server's
+    side and returns its problems, ``tried`` the inputs sent so far. A batch with problems fails
+    its example (AssertionError, raised after Hypothesis shrank it).
+    """
+    round_seed = fuzz_seed
+    while tried() < min_inputs:
+        # ~8 inputs a batch on average; 50 to MAX_ROUND_BATCHES batches a round.
+        n = min(MAX_ROUND_BATCHES, max(50, (min_inputs - tried()) // 8))
+        _one_round(round_seed, n, shrink, run)
+        round_seed += 1
+
+
 def _one_round(
     round_seed: int,
     max_examples: int,
     shrink: bool,
-    keep_going: bool,
-    run_batch: Any,
-    loop: asyncio.AbstractEventLoop,
-    figures: Figures,
+    run: Callable[[str, list[Any]], list[str]],
 ) -> None:
     phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
 
@@ -221,14 +223,9 @@ def _one_round(
     )
     @given(example=examples())
     def attack(example: tuple[str, list[Any]]) -> None:
-        figures.examples += 1
         kind, batch = example
-        future = asyncio.run_coroutine_threadsafe(run_batch(kind, batch), loop)
-        problems = future.result(timeout=BATCH_TIMEOUT_SECS)
-        if keep_going:
-            figures.problems.extend(p for p in problems if p not in figures.problems)
-        else:
-            assert not problems, "; ".join(problems)
+        problems = run(kind, batch)
+        assert not problems, "; ".join(problems)
 
     attack()
 

@@ -1,0 +1,62 @@
+"""The fuzzer's drawing process: batches cross to the server's side, failures are still shrunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sim.fuzz.drawer import Drawer
+from sim.fuzz.strategies import WebhookRequest
+
+pytestmark = pytest.mark.unit
+
+
+async def test_batches_are_drawn_until_enough_inputs_were_tried() -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def run_batch(kind: str, batch: list[Any]) -> list[str]:
+        seen.append((kind, len(batch)))
+        return []
+
+    async with Drawer(min_inputs=400, fuzz_seed=13) as drawer:
+        failure = await drawer.serve(run_batch, lambda: sum(n for _, n in seen))
+
+    assert failure is None
+    assert sum(n for _, n in seen) >= 400
+    assert drawer.examples == len(seen)
+    assert {kind for kind, _ in seen} == {"before_start", "on_call", "webhook"}
+
+
+async def test_a_failing_batch_is_shrunk_to_a_minimal_one() -> None:
+    tried = 0
+
+    async def run_batch(kind: str, batch: list[Any]) -> list[str]:
+        nonlocal tried
+        tried += len(batch)
+        if kind == "webhook" and len(batch) >= 2:
+            assert all(isinstance(r, WebhookRequest) for r in batch)
+            return ["HTTP 500 on /twilio/voice"]
+        return []
+
+    async with Drawer(min_inputs=5_000, fuzz_seed=13) as drawer:
+        failure = await drawer.serve(run_batch, lambda: tried)
+
+    assert failure is not None
+    assert failure.startswith("HTTP 500 on /twilio/voice\n  minimal batch:")
+    # Shrunk: two requests, each the simplest Hypothesis can make.
+    assert failure.count("WebhookRequest(") == 2, failure
+    assert tried < 5_000
+
+
+async def test_a_drawing_process_that_dies_is_a_problem_not_a_hang() -> None:
+    async def run_batch(kind: str, batch: list[Any]) -> list[str]:
+        raise AssertionError("not reached")
+
+    async with Drawer(min_inputs=100, fuzz_seed=13) as drawer:
+        assert drawer._proc is not None
+        drawer._proc.kill()
+        failure = await drawer.serve(run_batch, lambda: 0)
+
+    assert failure is not None
+    assert failure.startswith("the drawing process died (exit code -9")
