@@ -40,6 +40,7 @@ from xdist.workermanage import parse_tx_spec_config
 from tests.roles import (
     BATCH,
     HEAVY,
+    REALTIME,
     ROLE_KEY,
     role_of_nodeid,
     role_of_worker,
@@ -173,10 +174,13 @@ class RoleScheduling(WorkStealingScheduling):
     The first distribution gives each worker one contiguous slice of its role's tests, as
     :func:`role_order` expects; an idle worker then steals from workers of its role. A worker
     whose role has nothing left may help with the batch tests (a run of only unit tests uses
-    every worker), never the other way: the unit tests' worker never runs a call or a heavy
-    test beside them, and the heavy tests never run two at once. A worker that replaces a crashed
-    one takes its role (:func:`pytest_configure_node`); a role with no worker up (its workers
-    were shut down or crashed) has its tests run by any idle worker.
+    every worker), never the other way while a unit test or a heavy test is left: the unit
+    tests' worker never runs a call or a heavy test beside them, and the heavy tests never run
+    two at once. Once every test of its role has run or is running, the heavy or batch worker
+    steals calls like a real-time one (it was idle for the last ~60 s of a run whose length
+    the calls set). A worker that replaces a crashed one takes its role
+    (:func:`pytest_configure_node`); a role with no worker up (its workers were shut down or
+    crashed) has its tests run by any idle worker.
     """
 
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
@@ -213,11 +217,14 @@ class RoleScheduling(WorkStealingScheduling):
             return found if found in roles_up else None
 
         if self.pending:
-            self._deal(idle_nodes(), role)
+            self._deal(idle_nodes(), role, nodes_up)
         for node in idle_nodes():
             peers = [p for p in nodes_up if p.node is not node and len(p.pending) > MIN_PENDING]
-            own = [p for p in peers if self._node_role(p.node) == self._node_role(node)]
+            kind = self._node_role(node)
+            own = [p for p in peers if self._node_role(p.node) == kind]
             donors = own or [p for p in peers if self._node_role(p.node) == BATCH]
+            if not donors and kind != REALTIME and self._done(kind, node, nodes_up):
+                donors = [p for p in peers if self._node_role(p.node) == REALTIME]
             if not donors:  # nothing left it may run: it runs its last test and ends
                 node.shutdown()
             elif self.steal_requested_from_node is None:  # one steal at a time
@@ -226,11 +233,22 @@ class RoleScheduling(WorkStealingScheduling):
                 donor.node.send_steal(donor.pending[-num_steal:])
                 self.steal_requested_from_node = donor.node
 
-    def _deal(self, idle: list[Any], role: Callable[[int], str | None]) -> None:
+    def _done(self, kind: str | None, node: Any, nodes_up: list[NodePending]) -> bool:
+        """No test of ``kind`` is left to deal or queued on a worker other than ``node``."""
+        if any(self._test_role(i) == kind for i in self.pending):
+            return False
+        return not any(
+            self._test_role(i) == kind for p in nodes_up if p.node is not node for i in p.pending
+        )
+
+    def _deal(
+        self, idle: list[Any], role: Callable[[int], str | None], nodes_up: list[NodePending]
+    ) -> None:
         """Split the pending tests among ``idle`` workers, each its own role's first.
 
         The batch tests go to the idle batch workers and to the idle workers left without a
-        test of their own role.
+        test of their own role; calls left over (stolen for a heavy or batch worker whose role
+        is done) to such a worker.
         """
         helpers: list[Any] = []
         for kind in dict.fromkeys(self._node_role(node) for node in idle):
@@ -242,6 +260,14 @@ class RoleScheduling(WorkStealingScheduling):
             self._split(nodes[: len(queue)], queue)
         nodes = [node for node in idle if self._node_role(node) == BATCH] + helpers
         self._split(nodes, [i for i in self.pending if role(i) in (BATCH, None)])
+        done = [
+            node
+            for node in idle
+            if self._node_role(node) != REALTIME
+            and len(self.node2pending[node]) < MIN_PENDING
+            and self._done(self._node_role(node), node, nodes_up)
+        ]
+        self._split(done, [i for i in self.pending if role(i) == REALTIME])
 
     def _split(self, nodes: list[Any], queue: list[int]) -> None:
         for k, node in enumerate(nodes):

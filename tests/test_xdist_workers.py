@@ -319,6 +319,32 @@ def test_a_worker_with_nothing_of_its_role_left_helps_with_batch_tests_never_the
 
 
 @pytest.mark.unit
+def test_once_its_role_is_done_the_heavy_or_batch_worker_steals_calls(tmp_path, monkeypatch):
+    roles = [HEAVY] * 2 + [BATCH] * 3 + [REALTIME] * 16
+    sched, nodes = _started(tmp_path, monkeypatch, roles)
+    assert [n.sent for n in nodes] == [[0, 1], [2, 3, 4], [*range(5, 13)], [*range(13, 21)]]
+
+    # The batch worker runs its last unit test (none is left elsewhere): it queues calls after.
+    _finish(sched, nodes[1], 2)
+    assert nodes[2].steals == [list(range(9, 13))] and not nodes[3].steals
+    sched.remove_pending_tests_from_node(nodes[2], list(range(9, 13)))
+    assert nodes[1].sent[-4:] == list(range(9, 13))
+    # A real-time worker still steals only from real-time ones, not from the longer batch queue.
+    _finish(sched, nodes[3], 7)
+    assert nodes[2].steals[1:] == [[7, 8]] and not nodes[1].steals
+
+    # The heavy worker on its last heavy test, with no batch queue to help: it takes calls,
+    # shared with the batch worker, on its last unit test (both roles are done).
+    sched, nodes = _started(tmp_path, monkeypatch, [HEAVY] * 2 + [BATCH] + [REALTIME] * 16)
+    _finish(sched, nodes[0], 1)
+    ((donor, (stolen,)),) = [(n, n.steals) for n in nodes if n.steals]
+    assert donor in nodes[2:] and stolen == donor.sent[-4:]
+    sched.remove_pending_tests_from_node(donor, stolen)
+    assert nodes[0].sent == [0, 1, *stolen[:2]] and nodes[1].sent == [2, *stolen[2:]]
+    assert not nodes[0].shutting_down and not nodes[1].shutting_down
+
+
+@pytest.mark.unit
 def test_a_run_of_unit_tests_alone_uses_every_worker(tmp_path, monkeypatch):
     sched, nodes = _started(tmp_path, monkeypatch, [BATCH] * 20)
     assert sorted(len(n.sent) for n in nodes) == [5, 5, 5, 5]
