@@ -97,10 +97,11 @@ class Drawer:
             ) from None
         return frame
 
-    def _write(self, obj: object) -> None:
+    async def _write(self, obj: object) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         data = pickle.dumps(obj)
         self._proc.stdin.write(_LEN.pack(len(data)) + data)
+        await self._proc.stdin.drain()
 
     async def serve(
         self,
@@ -121,7 +122,10 @@ class Drawer:
                 problems = await asyncio.wait_for(run_batch(frame[1], frame[2]), BATCH_TIMEOUT_SECS)
             except TimeoutError:
                 return f"a batch took longer than {BATCH_TIMEOUT_SECS:.0f} s: {frame[2]!r}"
-            self._write((problems, tried()))
+            try:
+                await self._write((problems, tried()))
+            except ConnectionError:  # it died while the batch ran: the next read says how
+                continue
 
 
 # ---- the child ---------------------------------------------------------------------------------
@@ -136,8 +140,11 @@ class _Channel:
 
     def send(self, obj: object) -> None:
         data = pickle.dumps(obj)
-        self._out.write(_LEN.pack(len(data)) + data)
-        self._out.flush()
+        try:
+            self._out.write(_LEN.pack(len(data)) + data)
+            self._out.flush()
+        except BrokenPipeError:
+            raise SystemExit(0) from None  # the parent is gone (it stopped the run)
 
     def run(self, kind: str, batch: list[Any]) -> list[str]:
         self.send(("batch", kind, batch))
