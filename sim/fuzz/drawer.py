@@ -7,7 +7,7 @@ process for 60-250 ms: in the server's process, the neighbour call heard it as a
 CI run failed the 100 ms bound at 112 ms). Here it stops only this process.
 
 ``Drawer`` (the server's side) starts ``python -m sim.fuzz.drawer`` and answers it; the child
-runs the rounds of ``sim.fuzz.runner`` with Hypothesis and, for each example, sends the batch
+runs rounds of Hypothesis examples (``draw_rounds``) and, for each example, sends the batch
 and waits for the server side's verdict, so a failing batch is still shrunk by Hypothesis, and a
 seed draws the same batches as when it ran in a thread. The protocol is length-prefixed pickle
 frames on the child's stdin and stdout (the child's ``print`` and Hypothesis's reports go to
@@ -29,6 +29,11 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from sim.fuzz.strategies import STREAM_SID, Message, media_messages, webhook_requests
 
 _LEN = struct.Struct(">I")
 # Longest a batch may take on the server's side before the run stops as hung.
@@ -131,6 +136,113 @@ class Drawer:
 # ---- the child ---------------------------------------------------------------------------------
 
 
+# Events on a running call: mostly media (as Twilio sends), a `stop` only now and then (it ends
+# the call, and a new call costs a Gemini session).
+CALL_EVENTS = ["media"] * 8 + ["mark", "dtmf", "mark", "dtmf", "connected", "start"]
+STOP = Message("twilio", '{"event":"stop","streamSid":"' + STREAM_SID + '"}')
+
+
+# Batches per hypothesis run: hypothesis keeps a run's state until it ends (~150 objects a
+# batch), and frees it in one full collection of the drawing process. Kept at 600 since the
+# drawer moved out of the server's process, so that a seed draws the batches it drew before.
+MAX_ROUND_BATCHES = 600
+
+
+def _maybe_stopped(batch: list[Message]) -> st.SearchStrategy[list[Message]]:
+    """The batch, or now and then the batch then ``stop`` (named: see ``_json_containers``)."""
+    return st.sampled_from([batch] * 12 + [[*batch, STOP]])
+
+
+def examples() -> st.SearchStrategy[tuple[str, list[Any]]]:
+    """One batch: junk before ``start``, junk on a running call, or webhook requests."""
+    return st.one_of(
+        st.tuples(st.just("before_start"), st.lists(media_messages(), min_size=1, max_size=25)),
+        st.tuples(
+            st.just("on_call"),
+            st.lists(media_messages(CALL_EVENTS), min_size=1, max_size=30).flatmap(_maybe_stopped),
+        ),
+        st.tuples(st.just("webhook"), st.lists(webhook_requests(), min_size=1, max_size=6)),
+    )
+
+
+# Batches drawn by ``warm_up``: enough to reach every text strategy's character tables.
+WARM_UP_BATCHES = 50
+
+
+def warm_up() -> None:
+    """Draw some batches, so Hypothesis's first-use work is done before anything is timed.
+
+    In a fresh checkout (no ``.hypothesis/`` cache) its first draws in a process scan the source
+    of every local module for constants and build the character tables of the text strategies:
+    ~1.5 s of work with long stretches that hold the GIL. When Hypothesis ran in a thread of the
+    server's process, the neighbour call heard it as 0.16-0.45 s holes (a clean CI run failed on
+    it). The drawing process does it before it says it is ready, so that the core it takes is
+    not taken while the calls that are measured run (~0.2 s once cached).
+    """
+
+    @settings(
+        max_examples=WARM_UP_BATCHES,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(example=examples())
+    def once(example: tuple[str, list[Any]]) -> None:
+        del example
+
+    once()
+
+
+def draw_rounds(
+    min_inputs: int,
+    fuzz_seed: int,
+    run: Callable[[str, list[Any]], list[str]],
+    tried: Callable[[], int],
+    *,
+    shrink: bool = True,
+) -> None:
+    """Rounds of Hypothesis examples, each run by ``run``, until ``min_inputs`` were tried.
+
+    Runs in the drawing process (``sim.fuzz.drawer``); ``run`` hands a batch to the server's
+    side and returns its problems, ``tried`` the inputs sent so far. A batch with problems fails
+    its example (AssertionError, raised after Hypothesis shrank it).
+    """
+    round_seed = fuzz_seed
+    while tried() < min_inputs:
+        # ~8 inputs a batch on average; 50 to MAX_ROUND_BATCHES batches a round.
+        n = min(MAX_ROUND_BATCHES, max(50, (min_inputs - tried()) // 8))
+        _one_round(round_seed, n, shrink, run)
+        round_seed += 1
+
+
+def _one_round(
+    round_seed: int,
+    max_examples: int,
+    shrink: bool,
+    run: Callable[[str, list[Any]], list[str]],
+) -> None:
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+
+    @seed(round_seed)
+    @settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    @given(example=examples())
+    def attack(example: tuple[str, list[Any]]) -> None:
+        kind, batch = example
+        problems = run(kind, batch)
+        assert not problems, "; ".join(problems)
+
+    attack()
+
+
 class _Channel:
     """The child's end: frames to the parent on the real stdout, its verdicts from stdin."""
 
@@ -168,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     channel = _Channel(out, sys.stdin.buffer)
-
-    from sim.fuzz.runner import draw_rounds, warm_up
 
     warm_up()
     channel.send(("ready",))
