@@ -83,7 +83,7 @@ async def test_an_expired_call_token_is_refused(make_server, warnings):
         sid = new_sid("CA")
         twiml = await twilio.webhook(sid)
         served = await twilio.run_stream(
-            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=1.0
+            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=5, until_heard=True
         )
 
     assert (expired.close_code, expired.close_reason) == (1008, "call token expired")

@@ -206,7 +206,7 @@ async def test_fifty_calls_through_a_round_robin_proxy_are_all_served_by_their_o
         sid = new_sid("CA")
         twiml = await twilio.webhook(sid)
         genuine = await twilio.run_stream(
-            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=1.5
+            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=5, until_heard=True
         )
         replays = [
             await twilio.run_stream(await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=1)

@@ -85,7 +85,7 @@ async def test_a_start_cannot_change_the_signed_persona_or_parameters(
         assert server.emulator.sessions_total == 0
         # The refused attempts did not use the token up: Twilio's own stream still runs.
         genuine = await twilio.run_stream(
-            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=1.0
+            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=5, until_heard=True
         )
         assert await wait_until(lambda: len(server.calls) == 0, 5.0)
 
@@ -118,7 +118,7 @@ async def test_caller_id_and_custom_values_reach_the_model_only_as_data(
         # The operator's webhook URL may set a declared ${custom.X}; here it carries an attack.
         twiml = await twilio.webhook(sid, from_=caller_id, query=urlencode({"account": account}))
         outcome = await twilio.run_stream(
-            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=1.0
+            await twilio.upgrade(twiml), sid, twiml.parameters, talk_secs=5, until_heard=True
         )
 
     assert outcome.bot_media > 0

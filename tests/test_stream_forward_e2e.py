@@ -44,7 +44,9 @@ async def test_a_stream_on_the_other_process_is_served_by_the_owner_and_replays_
         to_b = SignedTwilio(session, b.url, PUBLIC, TOKEN)
         sid = new_sid("CA")
         twiml = await to_a.webhook(sid)  # A admits the call (its only line)
-        call = await to_b.run_stream(await to_b.upgrade(twiml), sid, twiml.parameters, talk_secs=2)
+        call = await to_b.run_stream(
+            await to_b.upgrade(twiml), sid, twiml.parameters, talk_secs=5, until_heard=True
+        )
         relays = b.app[FORWARDER].stats
         assert await wait_until(lambda: relays.active == 0, 2.0)  # the relay ends with the call
         # The same captured TwiML and upgrade, once through each process.
@@ -116,7 +118,9 @@ async def test_unsigned_loopback_development_routes_too(make_server, make_emulat
         to_b = SignedTwilio(session, b.url, PUBLIC, "unused")
         sid = new_sid("CA")
         twiml = await to_a.webhook(sid)
-        call = await to_b.run_stream(await to_b.upgrade(twiml), sid, twiml.parameters, talk_secs=2)
+        call = await to_b.run_stream(
+            await to_b.upgrade(twiml), sid, twiml.parameters, talk_secs=5, until_heard=True
+        )
     assert call.bot_media > 0
     assert a.calls.totals["started"] == 1 and b.calls.totals["started"] == 0
     assert b.app[FORWARDER].stats.totals["relayed"] == 1

@@ -98,10 +98,13 @@ class SignedTwilio:
         parameters: dict[str, str],
         *,
         talk_secs: float,
+        until_heard: bool = False,
     ) -> StreamOutcome:
         """Send ``connected``, ``start``, caller silence for ``talk_secs``, then ``stop``.
 
-        Stops early when the server closes; counts the bot's audio messages.
+        Stops early when the server closes, or with ``until_heard`` at the bot's first audio
+        (``talk_secs`` is then the most it waits: a test that only asks whether the call was
+        served does not bet on how soon its greeting comes); counts the bot's audio messages.
         """
         stream_sid, start = self.start_message(call_sid, parameters)
         await ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
@@ -124,6 +127,8 @@ class SignedTwilio:
                 return StreamOutcome(bot_media, ws.close_code, str(msg.extra or ""))
             if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("event") == "media":
                 bot_media += 1
+                if until_heard:
+                    break
         if not ws.closed:
             await ws.send_str(json.dumps({"event": "stop", "streamSid": stream_sid}))
             await ws.close()
