@@ -51,7 +51,7 @@ async def test_a_failing_batch_is_shrunk_to_a_minimal_one() -> None:
 
 async def test_a_drawing_process_that_dies_is_a_problem_not_a_hang() -> None:
     async def run_batch(kind: str, batch: list[Any]) -> list[str]:
-        raise AssertionError("not reached")
+        return []  # a batch it sent before it died is still read (and its answer lost)
 
     async with Drawer(min_inputs=100, fuzz_seed=13) as drawer:
         assert drawer._proc is not None
