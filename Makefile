@@ -28,9 +28,10 @@ run: $(STAMP) ## serve calls on :8080 (emulator when GEMINI_API_KEY is unset); /
 # End-to-end tests mostly wait on real-time audio, so WORKERS (default 10) xdist workers share
 # two cores, each kind of test on its own (tests/roles.py): gw0 runs the cpu_heavy tests one at
 # a time, gw1 the unit tests one at a time, the other eight the calls, so at most two tests
-# want a core at once beside the calls. tests/schedule.py deals each kind to its
-# workers, the long tests first (tests/durations.json). Workers are forks of one process that
-# imported the code (tests/xdist_workers.py). About 2 minutes or less on 2 cores (README).
+# want a core at once beside the calls; once their kind is done, gw0 and gw1 take calls too.
+# tests/schedule.py deals each kind to its workers, the long tests first (tests/durations.json).
+# Workers are forks of one process that imported the code (tests/xdist_workers.py). About
+# 1 min 30 s on 2 cores at the usual speed (README, Tests).
 # tests/warm_caches.py first writes the bytecode (and pytest's rewritten test modules) that
 # every worker would otherwise compile again, since PYTHONDONTWRITEBYTECODE stops them writing it.
 test: $(STAMP) ## run the offline test suite (unit + end-to-end over loopback, WORKERS=10)

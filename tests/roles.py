@@ -15,7 +15,8 @@ Dealt like the rest, unit tests ran on all ten workers at once and each took a c
 it ran, the heavy chain competing with them; the calls on the same cores woke late. With four
 workers or more, worker ``gw0`` runs the heavy tests one after another, ``gw1`` the batch tests
 one after another, and the rest the real-time tests: at most one unit test and one heavy test
-want a core at a time, which leaves the calls theirs. (The batch worker at Linux's
+want a core at a time, which leaves the calls theirs. Once its kind is done, the heavy or batch
+worker takes calls too. (The batch worker at Linux's
 ``SCHED_IDLE`` was tried: a starved unit test then missed its 5 s wait while the calls' servers
 started, in a clean CI run.) ``tests/schedule.py`` deals each kind to its own workers.
 ``VOICEBOT_TEST_ROLES=0`` turns this off (every worker runs anything).
