@@ -174,13 +174,19 @@ class RoleScheduling(WorkStealingScheduling):
     The first distribution gives each worker one contiguous slice of its role's tests, as
     :func:`role_order` expects; an idle worker then steals from workers of its role. A worker
     whose role has nothing left may help with the batch tests (a run of only unit tests uses
-    every worker), never the other way while a unit test or a heavy test is left: the unit
-    tests' worker never runs a call or a heavy test beside them, and the heavy tests never run
-    two at once. Once every test of its role has run or is running, the heavy or batch worker
-    steals calls like a real-time one (it was idle for the last ~60 s of a run whose length
-    the calls set). A worker that replaces a crashed one takes its role
-    (:func:`pytest_configure_node`); a role with no worker up (its workers were shut down or
-    crashed) has its tests run by any idle worker.
+    every worker). The heavy and batch workers take no call while a test of their own kind is
+    left, and the batch worker never a heavy test: the unit tests' worker runs nothing beside
+    them, and the heavy tests never run two at once.
+
+    Once every test of its role has run or is running (none waits to be dealt or in a queue
+    behind another test), the heavy or batch worker steals calls like a real-time one, and the
+    calls queued on it may be stolen like theirs (it was idle for the last ~60 s of a run whose
+    length the calls set). Unit tests still queued on a helper keep the batch worker from
+    calls: with none of its own left, it ends.
+
+    A worker that replaces a crashed one takes its role (:func:`pytest_configure_node`); a role
+    with no worker up (its workers were shut down or crashed) has its tests run by any idle
+    worker.
     """
 
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
@@ -218,13 +224,21 @@ class RoleScheduling(WorkStealingScheduling):
 
         if self.pending:
             self._deal(idle_nodes(), role, nodes_up)
+        done = self._done_nodes(nodes_up)
         for node in idle_nodes():
             peers = [p for p in nodes_up if p.node is not node and len(p.pending) > MIN_PENDING]
             kind = self._node_role(node)
             own = [p for p in peers if self._node_role(p.node) == kind]
             donors = own or [p for p in peers if self._node_role(p.node) == BATCH]
-            if not donors and kind != REALTIME and self._done(kind, node, nodes_up):
-                donors = [p for p in peers if self._node_role(p.node) == REALTIME]
+            if kind == REALTIME or (not donors and node in done):
+                # Calls, also those queued on a heavy or batch worker whose kind is done.
+                taken = {id(p.node) for p in donors}
+                donors += [
+                    p
+                    for p in peers
+                    if id(p.node) not in taken
+                    and (self._node_role(p.node) == REALTIME or p.node in done)
+                ]
             if not donors:  # nothing left it may run: it runs its last test and ends
                 node.shutdown()
             elif self.steal_requested_from_node is None:  # one steal at a time
@@ -233,13 +247,17 @@ class RoleScheduling(WorkStealingScheduling):
                 donor.node.send_steal(donor.pending[-num_steal:])
                 self.steal_requested_from_node = donor.node
 
-    def _done(self, kind: str | None, node: Any, nodes_up: list[NodePending]) -> bool:
-        """No test of ``kind`` is left to deal or queued on a worker other than ``node``."""
-        if any(self._test_role(i) == kind for i in self.pending):
-            return False
-        return not any(
-            self._test_role(i) == kind for p in nodes_up if p.node is not node for i in p.pending
-        )
+    def _done_nodes(self, nodes_up: list[NodePending]) -> list[Any]:
+        """The heavy and batch workers whose kind is done: every test of it has run or is
+        running (first in a worker's queue); none waits to be dealt or behind another."""
+        waiting = {self._test_role(i) for i in self.pending}
+        for p in nodes_up:
+            waiting.update(self._test_role(i) for i in p.pending[1:])
+        return [
+            p.node
+            for p in nodes_up
+            if (kind := self._node_role(p.node)) != REALTIME and kind not in waiting
+        ]
 
     def _deal(
         self, idle: list[Any], role: Callable[[int], str | None], nodes_up: list[NodePending]
@@ -262,10 +280,8 @@ class RoleScheduling(WorkStealingScheduling):
         self._split(nodes, [i for i in self.pending if role(i) in (BATCH, None)])
         done = [
             node
-            for node in idle
-            if self._node_role(node) != REALTIME
-            and len(self.node2pending[node]) < MIN_PENDING
-            and self._done(self._node_role(node), node, nodes_up)
+            for node in self._done_nodes(nodes_up)
+            if node in idle and len(self.node2pending[node]) < MIN_PENDING
         ]
         self._split(done, [i for i in self.pending if role(i) == REALTIME])
 

@@ -24,7 +24,6 @@ async def test_batches_are_drawn_until_enough_inputs_were_tried() -> None:
 
     assert failure is None
     assert sum(n for _, n in seen) >= 400
-    assert drawer.examples == len(seen)
     assert {kind for kind, _ in seen} == {"before_start", "on_call", "webhook"}
 
 
@@ -60,3 +59,23 @@ async def test_a_drawing_process_that_dies_is_a_problem_not_a_hang() -> None:
 
     assert failure is not None
     assert failure.startswith("the drawing process died (exit code -9")
+
+
+async def test_a_batch_that_passes_when_run_again_is_reported_as_flaky() -> None:
+    tried = 0
+    failed = False
+
+    async def run_batch(kind: str, batch: list[Any]) -> list[str]:
+        nonlocal tried, failed
+        tried += len(batch)
+        if kind == "webhook" and not failed:  # the first webhook batch only
+            failed = True
+            return ["HTTP 500 on /twilio/voice"]
+        return []
+
+    async with Drawer(min_inputs=2_000, fuzz_seed=13) as drawer:
+        failure = await drawer.serve(run_batch, lambda: tried)
+
+    assert failure is not None
+    assert failure.startswith("HTTP 500 on /twilio/voice (flaky: it passed when run again)")
+    assert "WebhookRequest(" in failure

@@ -314,7 +314,9 @@ def test_a_worker_with_nothing_of_its_role_left_helps_with_batch_tests_never_the
     assert nodes[1].steals == [list(range(8, 14))]
     sched.remove_pending_tests_from_node(nodes[1], list(range(8, 14)))
     assert nodes[0].sent[2:] == list(range(8, 14))
-    _finish(sched, nodes[1], 6)  # the batch worker, done: it takes no real-time test
+    # The batch worker ran its own share, but unit tests wait on the heavy worker's queue: it
+    # takes no call (and, with none of its own to run, ends).
+    _finish(sched, nodes[1], 6)
     assert nodes[1].shutting_down and not nodes[2].steals and not nodes[3].steals
 
 
@@ -324,24 +326,24 @@ def test_once_its_role_is_done_the_heavy_or_batch_worker_steals_calls(tmp_path, 
     sched, nodes = _started(tmp_path, monkeypatch, roles)
     assert [n.sent for n in nodes] == [[0, 1], [2, 3, 4], [*range(5, 13)], [*range(13, 21)]]
 
-    # The batch worker runs its last unit test (none is left elsewhere): it queues calls after.
+    # The batch worker reaches its last unit test (none waits elsewhere): it steals calls.
     _finish(sched, nodes[1], 2)
     assert nodes[2].steals == [list(range(9, 13))] and not nodes[3].steals
     sched.remove_pending_tests_from_node(nodes[2], list(range(9, 13)))
     assert nodes[1].sent[-4:] == list(range(9, 13))
-    # A real-time worker still steals only from real-time ones, not from the longer batch queue.
+    # Calls queued behind its last unit test are calls like any: an idle real-time worker takes
+    # them from there, its longest queue, rather than wait for them.
     _finish(sched, nodes[3], 7)
-    assert nodes[2].steals[1:] == [[7, 8]] and not nodes[1].steals
+    assert nodes[1].steals == [[11, 12]] and nodes[2].steals == [list(range(9, 13))]
 
-    # The heavy worker on its last heavy test, with no batch queue to help: it takes calls,
-    # shared with the batch worker, on its last unit test (both roles are done).
-    sched, nodes = _started(tmp_path, monkeypatch, [HEAVY] * 2 + [BATCH] + [REALTIME] * 16)
+    # The heavy worker reaches its last heavy test; the batch worker still has a unit test
+    # queued, so it neither takes calls nor has any to give: the heavy one steals calls.
+    sched, nodes = _started(tmp_path, monkeypatch, [HEAVY] * 2 + [BATCH] * 2 + roles[5:])
+    assert not any(n.steals for n in nodes)
     _finish(sched, nodes[0], 1)
-    ((donor, (stolen,)),) = [(n, n.steals) for n in nodes if n.steals]
-    assert donor in nodes[2:] and stolen == donor.sent[-4:]
-    sched.remove_pending_tests_from_node(donor, stolen)
-    assert nodes[0].sent == [0, 1, *stolen[:2]] and nodes[1].sent == [2, *stolen[2:]]
-    assert not nodes[0].shutting_down and not nodes[1].shutting_down
+    assert nodes[2].steals == [list(range(8, 12))] and not nodes[1].steals
+    sched.remove_pending_tests_from_node(nodes[2], list(range(8, 12)))
+    assert nodes[0].sent == [0, 1, *range(8, 12)] and not nodes[0].shutting_down
 
 
 @pytest.mark.unit

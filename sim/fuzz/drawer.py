@@ -8,10 +8,11 @@ CI run failed the 100 ms bound at 112 ms). Here it stops only this process.
 
 ``Drawer`` (the server's side) starts ``python -m sim.fuzz.drawer`` and answers it; the child
 runs rounds of Hypothesis examples (``draw_rounds``) and, for each example, sends the batch
-and waits for the server side's verdict, so a failing batch is still shrunk by Hypothesis, and a
-seed draws the same batches as when it ran in a thread. The protocol is length-prefixed pickle
-frames on the child's stdin and stdout (the child's ``print`` and Hypothesis's reports go to
-stderr):
+and waits for the server side's verdict, so a failing batch is still shrunk by Hypothesis. A
+seed draws the same batches run after run (no longer different ones by which test modules the
+worker had imported: Hypothesis mixes in constants from the source of the loaded modules).
+The protocol is length-prefixed pickle frames on the child's stdin and stdout (the child's
+``print`` and Hypothesis's reports go to stderr):
 
 - child: ``("ready",)`` after its warm-up (its first-use work is done before anything is timed);
 - child: ``("batch", kind, batch)``; parent: ``(problems, inputs tried so far)``;
@@ -28,16 +29,19 @@ import struct
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyFailure
 
 from sim.fuzz.strategies import STREAM_SID, Message, media_messages, webhook_requests
 
 _LEN = struct.Struct(">I")
 # Longest a batch may take on the server's side before the run stops as hung.
 BATCH_TIMEOUT_SECS = 30.0
+# Longest the child may take to warm up, or to draw (and shrink) its next batch.
+DRAW_TIMEOUT_SECS = 120.0
 
 
 class DrawerDied(RuntimeError):
@@ -78,8 +82,14 @@ class Drawer:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        if await self._read() != ("ready",):
-            raise DrawerDied("the drawing process did not start")
+        try:
+            ready = await self._read()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        if ready != ("ready",):
+            await self.__aexit__()
+            raise DrawerDied(f"the drawing process did not start: {ready!r}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -93,8 +103,13 @@ class Drawer:
     async def _read(self) -> tuple[Any, ...]:
         assert self._proc is not None and self._proc.stdout is not None
         try:
-            (size,) = _LEN.unpack(await self._proc.stdout.readexactly(_LEN.size))
-            frame: tuple[Any, ...] = pickle.loads(await self._proc.stdout.readexactly(size))
+            async with asyncio.timeout(DRAW_TIMEOUT_SECS):
+                (size,) = _LEN.unpack(await self._proc.stdout.readexactly(_LEN.size))
+                frame: tuple[Any, ...] = pickle.loads(await self._proc.stdout.readexactly(size))
+        except TimeoutError:
+            raise DrawerDied(
+                f"the drawing process said nothing for {DRAW_TIMEOUT_SECS:.0f} s"
+            ) from None
         except asyncio.IncompleteReadError:
             code = await self._proc.wait()
             raise DrawerDied(
@@ -143,8 +158,8 @@ STOP = Message("twilio", '{"event":"stop","streamSid":"' + STREAM_SID + '"}')
 
 
 # Batches per hypothesis run: hypothesis keeps a run's state until it ends (~150 objects a
-# batch), and frees it in one full collection of the drawing process. Kept at 600 since the
-# drawer moved out of the server's process, so that a seed draws the batches it drew before.
+# batch) and frees it in one full collection, now of the drawing process alone; this bounds
+# the drawer's memory and that pause.
 MAX_ROUND_BATCHES = 600
 
 
@@ -256,16 +271,28 @@ class _Channel:
             self._out.write(_LEN.pack(len(data)) + data)
             self._out.flush()
         except BrokenPipeError:
-            raise SystemExit(0) from None  # the parent is gone (it stopped the run)
+            _parent_gone()
 
     def run(self, kind: str, batch: list[Any]) -> list[str]:
         self.send(("batch", kind, batch))
         head = self._in.read(_LEN.size)
         if len(head) < _LEN.size:
-            raise SystemExit(0)  # the parent is gone (it stopped the run)
+            _parent_gone()
         (size,) = _LEN.unpack(head)
-        problems, self.tried = pickle.loads(self._in.read(size))
+        body = self._in.read(size)
+        if len(body) < size:
+            _parent_gone()
+        problems, self.tried = pickle.loads(body)
         return list(problems)
+
+
+def _parent_gone() -> NoReturn:
+    """End now: the parent stopped the run, or died.
+
+    Not by raising SystemExit, which Hypothesis counts as a failure of the test and shrinks.
+    """
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     except AssertionError as e:
         notes = "\n".join(getattr(e, "__notes__", []))
         failure = f"{e}\n  minimal batch: {notes}"
+    except FlakyFailure as e:  # the batch failed, then passed when Hypothesis ran it again
+        first = e.exceptions[0] if e.exceptions else e
+        notes = "\n".join(getattr(e, "__notes__", []))
+        failure = f"{first} (flaky: it passed when run again)\n  batch: {notes}"
     except Exception:  # noqa: BLE001 - the parent reports it; the traceback is on stderr
         traceback.print_exc()
         failure = "the drawing process crashed: " + traceback.format_exc(limit=3)
