@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,19 +28,25 @@ async def test_batches_are_drawn_until_enough_inputs_were_tried() -> None:
     assert {kind for kind, _ in seen} == {"before_start", "on_call", "webhook"}
 
 
-async def test_a_failing_batch_is_shrunk_to_a_minimal_one() -> None:
+async def _serve_failing(min_inputs: int, fails: Callable[[str, list[Any]], bool]):
+    """Serve a drawer whose batches fail where ``fails`` says; its failure and inputs tried."""
     tried = 0
 
     async def run_batch(kind: str, batch: list[Any]) -> list[str]:
         nonlocal tried
         tried += len(batch)
-        if kind == "webhook" and len(batch) >= 2:
-            assert all(isinstance(r, WebhookRequest) for r in batch)
-            return ["HTTP 500 on /twilio/voice"]
-        return []
+        return ["HTTP 500 on /twilio/voice"] if fails(kind, batch) else []
 
-    async with Drawer(min_inputs=5_000, fuzz_seed=13) as drawer:
+    async with Drawer(min_inputs=min_inputs, fuzz_seed=13) as drawer:
         failure = await drawer.serve(run_batch, lambda: tried)
+    return failure, tried
+
+
+async def test_a_failing_batch_is_shrunk_to_a_minimal_one() -> None:
+    def fails(kind: str, batch: list[Any]) -> bool:
+        return kind == "webhook" and len(batch) >= 2 and isinstance(batch[0], WebhookRequest)
+
+    failure, tried = await _serve_failing(5_000, fails)
 
     assert failure is not None
     assert failure.startswith("HTTP 500 on /twilio/voice\n  minimal batch:")
@@ -62,19 +69,15 @@ async def test_a_drawing_process_that_dies_is_a_problem_not_a_hang() -> None:
 
 
 async def test_a_batch_that_passes_when_run_again_is_reported_as_flaky() -> None:
-    tried = 0
-    failed = False
+    failed: list[str] = []
 
-    async def run_batch(kind: str, batch: list[Any]) -> list[str]:
-        nonlocal tried, failed
-        tried += len(batch)
-        if kind == "webhook" and not failed:  # the first webhook batch only
-            failed = True
-            return ["HTTP 500 on /twilio/voice"]
-        return []
+    def fails(kind: str, batch: list[Any]) -> bool:  # the first webhook batch only
+        if kind != "webhook" or failed:
+            return False
+        failed.append(kind)
+        return True
 
-    async with Drawer(min_inputs=2_000, fuzz_seed=13) as drawer:
-        failure = await drawer.serve(run_batch, lambda: tried)
+    failure, _ = await _serve_failing(2_000, fails)
 
     assert failure is not None
     assert failure.startswith("HTTP 500 on /twilio/voice (flaky: it passed when run again)")
