@@ -16,10 +16,10 @@ it ran, the heavy chain competing with them; the calls on the same cores woke la
 workers or more, worker ``gw0`` runs the heavy tests one after another, ``gw1`` the batch tests
 one after another, and the rest the real-time tests: at most one unit test and one heavy test
 want a core at a time, which leaves the calls theirs. Once its kind is done, the heavy or batch
-worker takes calls too. (The batch worker at Linux's
-``SCHED_IDLE`` was tried: a starved unit test then missed its 5 s wait while the calls' servers
-started, in a clean CI run.) ``tests/schedule.py`` deals each kind to its own workers.
-``VOICEBOT_TEST_ROLES=0`` turns this off (every worker runs anything).
+worker takes calls too. (The batch worker at Linux's ``SCHED_IDLE`` was tried: a starved unit
+test then missed its 5 s wait while the calls' servers started, in a clean CI run.)
+``tests/schedule.py`` deals each kind to its own workers. ``VOICEBOT_TEST_ROLES=0`` turns this
+off (every worker runs anything).
 
 A test's kind is read from the test modules' text (``pytestmark`` and ``@pytest.mark``
 decorators of top-level functions and classes), because xdist's controller, which deals the

@@ -248,8 +248,11 @@ class RoleScheduling(WorkStealingScheduling):
                 self.steal_requested_from_node = donor.node
 
     def _done_nodes(self, nodes_up: list[NodePending]) -> list[Any]:
-        """The heavy and batch workers whose kind is done: every test of it has run or is
-        running (first in a worker's queue); none waits to be dealt or behind another."""
+        """The heavy and batch workers whose kind is done.
+
+        Done: every test of the kind has run or is running (first in a worker's queue); none
+        waits to be dealt or behind another test.
+        """
         waiting = {self._test_role(i) for i in self.pending}
         for p in nodes_up:
             waiting.update(self._test_role(i) for i in p.pending[1:])

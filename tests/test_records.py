@@ -34,6 +34,7 @@ from bot.settings import Settings, SettingsError
 from pipelines.call.journal import CallJournal
 from pipelines.personas.schema import Persona
 from pipelines.ports import TranscriptTurn
+from sim.testing import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -278,10 +279,7 @@ async def test_a_locked_database_delays_records_and_loses_none(tmp_path: Path) -
         lock = sqlite3.connect(tmp_path / "calls.db")
         lock.execute("BEGIN EXCLUSIVE")
         writer.submit(summary("CA1"))
-        for _ in range(200):
-            if writer.stats()["failures"]:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: writer.stats()["failures"] > 0, 10.0)
         stats = writer.stats()
         assert stats["failures"] >= 1 and not stats["database_up"] and stats["queued"] == 1
         assert "locked" in stats["last_error"]
@@ -301,15 +299,12 @@ async def test_retention_deletes_old_records_with_their_turns(tmp_path: Path) ->
         writer.submit(summary("CAold", started=old))
         writer.submit(summary("CAnew"))
         assert await writer.flushed(5)
-        # The hourly sweep, now, by the writer's own loop: a sweep of the test's beside the one
-        # the loop may start after its first batch deleted nothing, the loop's one row, and the
-        # test read the count before the loop's sweep ended (a clean CI run).
+        # The hourly sweep, now, run by the writer's own loop. (A second sweep run here, beside
+        # the one the loop may start after its first batch, deleted nothing and returned before
+        # the loop's sweep, which deleted the row, had counted it: a clean CI run.)
         writer._next_retention = 0.0
         writer._wake.set()
-        for _ in range(250):
-            if writer.stats()["retention_deleted"]:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: writer.stats()["retention_deleted"] > 0, 5.0)
         assert writer.stats()["retention_deleted"] == 1
         assert [r["call_sid"] for r in await list_calls(writer.database, Query())] == ["CAnew"]
         with sqlite3.connect(tmp_path / "calls.db") as c:

@@ -169,10 +169,11 @@ def test_each_tests_role_read_from_the_module_text_is_the_one_its_markers_give(r
     # Every collected test is checked: under `make test`, the whole suite.
     items = request.session.items
     root = request.config.rootpath
+    read = {it.nodeid: role_of_nodeid(it.nodeid, root) for it in items}
     wrong = [
-        (it.nodeid, role_of_nodeid(it.nodeid, root))
+        (it.nodeid, read[it.nodeid])
         for it in items
-        if role_of_nodeid(it.nodeid, root) != role_of_markers({m.name for m in it.iter_markers()})
+        if read[it.nodeid] != role_of_markers({m.name for m in it.iter_markers()})
     ]
     assert items and not wrong, wrong[:5]
 
@@ -255,8 +256,13 @@ def _write_modules(root: Path) -> None:
 
 def _scheduler(tmp_path: Path, workers: int, roles: list[str]):
     """A :class:`RoleScheduling` over a collection whose tests have ``roles``, and its nodes."""
-    _write_modules(tmp_path)
     ids = [f"test_{role[0]}.py::test_{i}" for i, role in enumerate(roles)]  # b, h or r
+    return _scheduler_of(tmp_path, workers, ids)
+
+
+def _scheduler_of(tmp_path: Path, workers: int, ids: list[str]):
+    """A :class:`RoleScheduling` over the collection ``ids`` (of ``_write_modules``), its nodes."""
+    _write_modules(tmp_path)
     config = FakeConfig(tmp_path, workers)
     sched = RoleScheduling(config)
     nodes = [FakeNode(i, config, workers) for i in range(workers)]
@@ -411,12 +417,7 @@ def test_each_real_time_worker_starts_with_a_long_test_and_heavy_ones_run_on_one
     secs = {f"test_r.py::test_long{i}": 20.0 + i for i in range(8)}
     secs["test_h.py::test_heavy0"] = 30.0
     ordered = [it.nodeid for it in role_order([Item(n) for n in names], secs, 10, tmp_path)]
-    config = FakeConfig(tmp_path, 10)
-    sched = RoleScheduling(config)
-    nodes = [FakeNode(i, config, 10) for i in range(10)]
-    for node in nodes:
-        sched.add_node(node)
-        sched.add_node_collection(node, ordered)
+    sched, nodes = _scheduler_of(tmp_path, 10, ordered)
     sched.schedule()
 
     assert [ordered[i] for i in nodes[0].sent] == [f"test_h.py::test_heavy{i}" for i in range(3)]
